@@ -1,0 +1,40 @@
+"""pfkit: run, evaluate and deploy Prompt flow (``flow.dag.yaml``) LLM flows.
+
+``import pfkit`` is instant: everything below loads on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+_LAZY = {
+    "Flow": ("pfkit._flows", "Flow"),
+    "load_flow": ("pfkit._flows", "load_flow"),
+    "tool": ("pfkit.nodes._tool", "tool"),
+    "ToolProvider": ("pfkit.nodes._tool", "ToolProvider"),
+    "log_metric": ("pfkit.nodes._tool", "log_metric"),
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._flows import Flow, load_flow
+    from .nodes._tool import ToolProvider, log_metric, tool
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'pfkit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["Flow", "ToolProvider", "__version__", "load_flow", "log_metric", "tool"]

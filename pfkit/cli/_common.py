@@ -1,0 +1,75 @@
+"""What every command shares: error reporting, input parsing, JSON printing."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..errors import PfkitError, UserError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def fail(message: str, hint: str | None = None, code: str = "UsageError") -> UserError:
+    return UserError(message, code=code, hint=hint)
+
+
+def report_error(exc: BaseException, *, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if isinstance(exc, PfkitError):
+        print(f"pfkit: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"pfkit: internal error: ({type(exc).__name__}) {exc}", file=sys.stderr)
+    if not debug:
+        print("Re-run with --debug for the traceback, and please report it.", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def parse_key_values(pairs: list[str] | None, *, option: str) -> dict[str, str]:
+    """``["a=1", "b=x=y"]`` -> ``{"a": "1", "b": "x=y"}``; values stay text."""
+    result: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"{option} expects key=value, got {pair!r}",
+                       hint=f"Write it as  {option} name=value.")
+        result[key.strip()] = value
+    return result
+
+
+def read_inputs_file(path: str) -> dict[str, Any]:
+    """A .json object, or the first line of a .jsonl file."""
+    file = Path(path)
+    if not file.is_file():
+        raise fail(f"input file {path} does not exist")
+    text = file.read_text(encoding="utf-8")
+    if file.suffix == ".jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                text = line
+                break
+        else:
+            raise fail(f"{path} has no lines")
+    else:
+        number = 1
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{number if file.suffix == '.jsonl' else exc.lineno}: not valid "
+                        f"JSON ({exc.msg})", code="InvalidInputFile") from None
+    if not isinstance(data, dict):
+        raise fail(f"{path} must hold a JSON object of flow inputs, got {type(data).__name__}")
+    return data
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(to_json(value) + "\n")

@@ -1,0 +1,139 @@
+"""``pfkit flow test | validate | graph``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExecutionError
+from ._common import EXIT_ERROR, parse_key_values, print_json, read_inputs_file
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    flow = groups.add_parser("flow", help="test, validate and draw one flow")
+    commands = flow.add_subparsers(dest="command", metavar="COMMAND")
+    flow.set_defaults(handler=lambda args: flow.print_help(sys.stderr) or 2)
+
+    test = commands.add_parser("test", help="run a flow (or one node) on one set of inputs")
+    test.add_argument("--flow", required=True, help="flow folder or flow.dag.yaml")
+    test.add_argument("--inputs", nargs="+", metavar="KEY=VALUE", help="flow inputs")
+    test.add_argument("--input", metavar="FILE", help="inputs from a .json file or a .jsonl line")
+    test.add_argument("--node", help="run only this node; give its inputs with --inputs")
+    test.add_argument("--variant", help="a variant to use, e.g. '${node.variant_1}'")
+    test.add_argument("--detail", action="store_true",
+                      help="print the whole line record (node runs, timings) instead of outputs")
+    test.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    test.set_defaults(handler=cmd_test)
+
+    validate = commands.add_parser("validate", help="check a flow without running it")
+    validate.add_argument("--flow", required=True, help="flow folder or flow.dag.yaml")
+    validate.add_argument("--variant", help="check with this variant selected")
+    validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    validate.set_defaults(handler=cmd_validate)
+
+    graph = commands.add_parser("graph", help="print the flow's DAG as a Mermaid diagram")
+    graph.add_argument("--flow", required=True, help="flow folder or flow.dag.yaml")
+    graph.add_argument("--variant", help="draw with this variant selected")
+    graph.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    graph.set_defaults(handler=cmd_graph)
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if args.input:
+        values.update(read_inputs_file(args.input))
+    values.update(parse_key_values(args.inputs, option="--inputs"))
+    return values
+
+
+def _save_test_files(flow_dir: Path, prefix: str, payload: dict[str, Any]) -> None:
+    """promptflow's ``.promptflow/flow.output.json`` and friends, for tools that read them.
+    A read-only flow folder is not an error."""
+    try:
+        folder = flow_dir / ".promptflow"
+        folder.mkdir(exist_ok=True)
+        for name, value in payload.items():
+            text = json.dumps(value, ensure_ascii=False, indent=2, default=str)
+            (folder / f"{prefix}.{name}.json").write_text(text, encoding="utf-8")
+    except OSError:
+        pass
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from .._aio import run_sync
+    from .._flows import atest, atest_node, load_bound_flow
+
+    inputs = _inputs(args)
+    flow = load_bound_flow(args.flow, variant=args.variant)
+    if args.node:
+        line = run_sync(atest_node(flow, args.node, inputs))
+        prefix = f"flow-{args.node}.node"
+        aggregation = None
+    else:
+        result = run_sync(atest(flow, inputs))
+        line, aggregation = result.line, result.aggregation
+        prefix = "flow"
+        if flow.graph.variant:
+            prefix = f"flow-{flow.graph.variant.node}-{flow.graph.variant.variant_id}"
+    detail = {"flow_runs": [line.to_dict()],
+              "node_runs": [r.to_dict() for r in line.node_runs.values()]}
+    files: dict[str, Any] = {"output": line.outputs, "detail": detail}
+    if aggregation is not None:
+        files["metrics"] = aggregation.metrics
+    _save_test_files(flow.working_dir, prefix, files)
+    if line.status != "Completed":
+        error = line.error or {}
+        raise ExecutionError(error.get("message", "the line failed"), code=error.get("code"),
+                             hint=error.get("hint") or "Run with --debug to see the traceback "
+                             "of the failing tool.") from line.exception
+    if args.detail:
+        record = line.to_dict()
+        if aggregation is not None:
+            record["aggregation"] = aggregation.to_dict()
+        print_json(record)
+    else:
+        print_json(line.outputs)
+    if aggregation is not None:
+        if aggregation.status != "Completed":
+            print(f"pfkit: warning: aggregation failed: {aggregation.error['message']}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        if aggregation.metrics:
+            print("metrics: " + json.dumps(aggregation.metrics, ensure_ascii=False, default=str),
+                  file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .._flows import load_bound_flow
+
+    flow = load_bound_flow(args.flow, variant=args.variant, models={"*": _ValidationModel()})
+    spec = flow.spec
+    kinds = ", ".join(f"{n.name} ({n.spec.type}{', aggregation' if n.aggregation else ''})"
+                      for n in flow.nodes)
+    print(f"{spec.file}: valid {'chat ' if spec.is_chat else ''}flow, {len(flow.nodes)} nodes: "
+          f"{kinds}")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from ..graph import plan, to_mermaid
+    from ..spec import load_flow_spec
+
+    sys.stdout.write(to_mermaid(plan(load_flow_spec(args.flow), args.variant)))
+    return 0
+
+
+class _ValidationModel:
+    """Stands in for every connection while validating: nothing is called."""
+
+    api_style = "openai"
+
+    async def chat(self, request):  # pragma: no cover - never called
+        raise RuntimeError("validation does not call models")
+
+    async def complete(self, request):  # pragma: no cover - never called
+        raise RuntimeError("validation does not call models")

@@ -1,0 +1,301 @@
+"""Binding: the one step that imports user code and compiles templates.
+
+``bind(graph)`` turns a planned :class:`FlowGraph` into a :class:`BoundFlow` whose nodes are ready
+to call: python tools loaded (once), ToolProvider instances created, literal inputs converted to
+the tool's parameter types, templates compiled, llm nodes given their model. Every problem found
+here is a :class:`FlowValidationError` naming the file, line, node and field.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import FlowValidationError, Location, UserError
+from ..graph import FlowGraph
+from ..nodes import _llm, _python, _templates
+from ..spec import ActivateSpec, FlowInputRef, FlowSpec, Literal, NodeRef, NodeSpec, parse_value_type
+from ..spec._references import is_reference_text
+
+ModelResolver = Callable[[str, NodeSpec], Any]
+ConnectionResolver = Callable[[str], Any]
+
+
+@dataclass(slots=True)
+class BoundNode:
+    name: str
+    spec: NodeSpec
+    call: Callable[..., Any]
+    is_async: bool
+    is_async_gen: bool
+    literal_kwargs: dict[str, Any]
+    ref_inputs: tuple[tuple[str, FlowInputRef | NodeRef], ...]
+    has_default: frozenset[str]
+    activate: ActivateSpec | None
+    deps: frozenset[str]
+    input_deps: frozenset[str]
+    aggregation: bool
+    # Sync tools run on the event loop while they are quick; the first call that takes longer
+    # than BLOCKING_THRESHOLD moves this node to worker threads for good.
+    blocking: bool = False
+
+
+@dataclass(slots=True)
+class BoundFlow:
+    graph: FlowGraph
+    nodes: tuple[BoundNode, ...]
+    line_nodes: tuple[BoundNode, ...]
+    aggregation_nodes: tuple[BoundNode, ...]
+    working_dir: Path
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> FlowSpec:
+        return self.graph.spec
+
+
+@contextmanager
+def working_directory(path: Path):
+    """chdir into the flow folder and put it first on sys.path, as promptflow does."""
+    previous = os.getcwd()
+    entry = str(path)
+    os.chdir(path)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+        try:
+            sys.path.remove(entry)
+        except ValueError:
+            pass
+
+
+def _no_model(connection: str, node: NodeSpec) -> Any:
+    raise UserError(
+        f"node '{node.name}' uses connection '{connection}', but no model provider is configured",
+        code="ConnectionNotFound", location=Location(node=node.name, field="connection"),
+        hint="Pass a model for this connection (for tests: pfkit.testing.EchoModel).",
+    )
+
+
+def _no_connection(name: str) -> Any:
+    raise UserError(f"connection '{name}' is not defined", code="ConnectionNotFound",
+                    hint="Create it with  pfkit connection create --file conn.yaml.")
+
+
+class _Binder:
+    def __init__(self, graph: FlowGraph, models: ModelResolver | Mapping[str, Any] | None,
+                 connections: ConnectionResolver | None) -> None:
+        self.graph = graph
+        self.spec = graph.spec
+        if isinstance(models, Mapping):
+            table = dict(models)
+
+            def lookup(connection: str, node: NodeSpec) -> Any:
+                if connection in table:
+                    return table[connection]
+                if "*" in table:
+                    return table["*"]
+                return _no_model(connection, node)
+
+            self.models: ModelResolver = lookup
+        else:
+            self.models = models or _no_model
+        self.connections = connections or _no_connection
+
+    def error(self, node: NodeSpec, message: str, code: str, field: str | None = None,
+              hint: str | None = None) -> FlowValidationError:
+        return FlowValidationError(message, code=code, hint=hint, location=Location(
+            file=self.spec.file, line=node.line, node=node.name, field=field))
+
+    def source_file(self, node: NodeSpec) -> Path:
+        assert node.source is not None and node.source.path is not None
+        path = (self.spec.code_dir / node.source.path)
+        if not path.is_file():
+            raise self.error(node, f"source file '{node.source.path}' does not exist",
+                             "InvalidSource", "source.path",
+                             hint=f"Create {path} or fix the path (relative to the flow folder).")
+        return path
+
+    def read_template(self, node: NodeSpec) -> tuple[str, Any]:
+        path = self.source_file(node)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise self.error(node, f"template '{node.source.path}' is not UTF-8 text",
+                             "InvalidSource", "source.path") from None
+        if node.type == "llm":
+            text = _templates.preprocess_images(text)
+        try:
+            return text, _templates.compile_template(text)
+        except Exception as exc:  # jinja2.TemplateSyntaxError
+            lineno = getattr(exc, "lineno", None)
+            raise self.error(
+                node, f"template {node.source.path} line {lineno}: {getattr(exc, 'message', exc)}",
+                "JinjaTemplateError", "source.path",
+                hint="Fix the Jinja2 syntax in the template.") from None
+
+    def check_collisions(self, node: NodeSpec, text: str, reserved: set[str], what: str) -> None:
+        clash = sorted(_templates.template_variables(text) & reserved)
+        if clash:
+            raise self.error(
+                node, f"template variables {clash} have the names of {what} parameters",
+                "NodeInputValidationError", "source.path",
+                hint="Rename these variables in the template (and the matching node inputs).")
+
+    def escaped_inputs(self, node: NodeSpec) -> frozenset[str]:
+        return frozenset(k for k, v in node.inputs.items() if isinstance(v, FlowInputRef))
+
+    def bind_node(self, node: NodeSpec) -> BoundNode:
+        literals = {k: v.value for k, v in node.inputs.items() if isinstance(v, Literal)}
+        refs = tuple((k, v) for k, v in node.inputs.items() if not isinstance(v, Literal))
+        if node.type == "python":
+            call, is_async, is_async_gen, literals, has_default = self.bind_python(node, literals)
+        elif node.type == "prompt":
+            call, is_async, is_async_gen, has_default = self.bind_prompt(node), False, False, frozenset()
+        elif node.type == "llm":
+            call, literals, has_default = self.bind_llm(node, literals)
+            is_async, is_async_gen = True, False
+        else:
+            raise self.error(node, f"{node.type} nodes are not supported yet", "NotSupported", "type",
+                             hint="custom_llm and package tools arrive with the providers work.")
+        return BoundNode(
+            name=node.name, spec=node, call=call, is_async=is_async, is_async_gen=is_async_gen,
+            literal_kwargs=literals, ref_inputs=refs, has_default=has_default,
+            activate=node.activate, deps=self.graph.dependencies[node.name],
+            input_deps=frozenset(r.node for r in node.input_node_refs()),
+            aggregation=node.aggregation,
+        )
+
+    def convert_literals(self, node: NodeSpec, literals: dict[str, Any],
+                         types: Mapping[str, str]) -> dict[str, Any]:
+        converted = {}
+        for key, value in literals.items():
+            if value is None or value == "":
+                continue  # dropped, so the parameter's default applies (promptflow's rule)
+            value_type = types.get(key)
+            if value_type is None:
+                converted[key] = value
+            elif value_type == "connection":
+                if not isinstance(value, str):
+                    raise self.error(node, f"input '{key}' must name a connection", "InvalidConnectionType",
+                                     f"inputs.{key}")
+                converted[key] = self.connections(value)
+            else:
+                try:
+                    converted[key] = parse_value_type(value_type, value)
+                except (TypeError, ValueError):
+                    raise self.error(node, f"input '{key}' has value {value!r}, which is not of "
+                                     f"type {value_type}", "NodeInputValidationError",
+                                     f"inputs.{key}", hint=f"Give a {value_type} value.") from None
+        return converted
+
+    def bind_python(self, node: NodeSpec, literals: dict[str, Any]):
+        source = node.source
+        if source.type != "code":
+            raise self.error(node, "package tools are not supported yet", "NotSupported",
+                             "source.type", hint="Use a script:  source: {type: code, path: x.py}.")
+        tool = _python.load_python_tool(self.source_file(node), flow_file=self.spec.file,
+                                        node=node.name, line=node.line)
+        types = {k: p.value_type for k, p in {**tool.params, **tool.init_params}.items()}
+        converted = self.convert_literals(node, literals, types)
+        func = tool.func
+        if tool.provider_class is not None:
+            init_kwargs = {k: v for k, v in converted.items() if k in tool.init_params}
+            missing_refs = [k for k, v in node.inputs.items()
+                            if k in tool.init_params and not isinstance(v, Literal)]
+            if missing_refs:
+                raise self.error(node, f"__init__ parameters {missing_refs} of "
+                                 f"{tool.provider_class.__name__} must be literal values",
+                                 "NodeInputValidationError", f"inputs.{missing_refs[0]}")
+            try:
+                instance = tool.provider_class(**init_kwargs)
+            except Exception as exc:
+                raise self.error(node, f"creating {tool.provider_class.__name__} failed: "
+                                 f"({type(exc).__name__}) {exc}", "ToolLoadError", "inputs") from exc
+            func = getattr(instance, func.__name__)
+            converted = {k: v for k, v in converted.items() if k not in tool.init_params}
+        has_default = frozenset(k for k, p in tool.params.items() if p.has_default)
+        return func, tool.is_async, tool.is_async_gen, converted, has_default
+
+    def bind_prompt(self, node: NodeSpec):
+        text, template = self.read_template(node)
+        self.check_collisions(node, text, {"template"}, "the prompt tool's")
+        to_escape = self.escaped_inputs(node)
+
+        def render_prompt(**kwargs: Any) -> Any:
+            return _templates.render_prompt(template, kwargs, to_escape)
+
+        return render_prompt
+
+    def bind_llm(self, node: NodeSpec, literals: dict[str, Any]):
+        if not node.connection:
+            raise self.error(node, "llm node has no 'connection'", "InvalidFlowSchema",
+                             "connection", hint="Add  connection: <name>.")
+        text, template = self.read_template(node)
+        model = self.models(node.connection, node)
+        api_style = getattr(model, "api_style", "openai")
+        table = _llm.parameter_table(api_style, node.api or "chat")
+        self.check_collisions(node, text, set(table) | {"connection", "prompt"},
+                              f"the {node.api} API's")
+        types = {k: t for k, (t, _) in table.items()}
+        converted = self.convert_literals(node, literals, types)
+        call = _llm.LLMCall(model=model, api=node.api or "chat", api_style=api_style,
+                            template=template, table=table, to_escape=self.escaped_inputs(node))
+        return call, converted, frozenset(table)
+
+
+def bind(graph: FlowGraph, *, models: ModelResolver | Mapping[str, Any] | None = None,
+         connections: ConnectionResolver | None = None) -> BoundFlow:
+    """Load, compile and prepare every node. ``models`` maps an llm node's connection name to a
+    ChatModel (a mapping, with ``"*"`` for any, or a callable)."""
+    from .._compat import promptflow_shim
+
+    promptflow_shim.install()
+    binder = _Binder(graph, models, connections)
+    working_dir = graph.spec.code_dir
+    with working_directory(working_dir):
+        nodes = tuple(binder.bind_node(n) for n in graph.nodes)
+    env = {str(k): _env_value(graph.spec, str(k), v, binder.connections)
+           for k, v in graph.spec.environment_variables.items()}
+    return BoundFlow(
+        graph=graph,
+        nodes=nodes,
+        line_nodes=tuple(n for n in nodes if not n.aggregation),
+        aggregation_nodes=tuple(n for n in nodes if n.aggregation),
+        working_dir=working_dir,
+        environment=env,
+    )
+
+
+def _env_value(spec: FlowSpec, key: str, value: Any, connections: ConnectionResolver) -> str:
+    """Environment variables are text: dicts and lists as JSON, ``${conn.key}`` resolved from the
+    connection (its secret is never echoed in errors)."""
+    import json
+
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    text = str(value)
+    if is_reference_text(text) and "." in text:
+        conn_name, _, field_name = text[2:-1].partition(".")
+        where = Location(file=spec.file, field=f"environment_variables.{key}")
+        try:
+            conn = connections(conn_name)
+        except UserError as exc:
+            raise UserError(f"environment variable '{key}' refers to {text}: {exc.message}",
+                            code="ConnectionNotFound", location=where, hint=exc.hint) from None
+        resolved = getattr(conn, field_name, None)
+        if resolved is None and hasattr(conn, "get"):
+            resolved = conn.get(field_name)
+        if resolved is None:
+            raise UserError(f"environment variable '{key}' refers to {text}, but connection "
+                            f"'{conn_name}' has no field '{field_name}'", code="ConnectionKeyMissing",
+                            location=where)
+        return str(resolved)
+    return text

@@ -1,0 +1,460 @@
+"""The async executor: one line of a flow, and the aggregation over many lines.
+
+Scheduling follows promptflow (flow-format.md §2.2-2.4): bypassable nodes are settled first,
+then every ready node starts; independent nodes run concurrently; the first node failure fails
+the line and cancels what is still running.
+
+Where pfkit differs, it is in cost. A ready sync tool that is alone in its round is called on the
+loop (no thread hop); several ready sync tools run in worker threads so they overlap; a sync tool
+whose call once took longer than ``BLOCKING_THRESHOLD`` moves to threads for good, so slow or
+I/O-bound tools never hold the loop again. Async tools are awaited on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+import types
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..errors import InputError, LineTimeoutError, Location, NodeExecutionError, PfkitError
+from ..nodes._tool import metric_sink
+from ..spec import MISSING, FlowInputRef, Literal, NodeRef, coerce_flow_input
+from ._bind import BoundFlow, BoundNode
+from ._results import BYPASSED, CANCELED, COMPLETED, FAILED, AggregationResult, LineResult, NodeRun
+
+BLOCKING_THRESHOLD = 0.002  # seconds
+DEFAULT_LINE_TIMEOUT = 600.0
+
+_executor: ThreadPoolExecutor | None = None
+_BYPASSED = object()
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="pfkit-tool")
+    return _executor
+
+
+class InvalidReferenceProperty(PfkitError):
+    category = "UserError"
+    default_code = "InvalidReferenceProperty"
+
+
+def resolve_path(value: Any, ref: NodeRef) -> Any:
+    """Follow ``ref.path`` into a node output: dict keys, list indexes, object attributes."""
+    try:
+        for key in ref.path:
+            if isinstance(value, dict) or (isinstance(key, int) and isinstance(value, (list, tuple))):
+                value = value[key]
+            elif isinstance(key, str) and hasattr(value, key):
+                value = getattr(value, key)
+            else:
+                value = value[key]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise InvalidReferenceProperty(
+            f"Flow execution failed. Invalid property '{ref.property_text}' when accessing the "
+            f"node '{ref.node}'. Please check the property and try again.",
+            hint=f"The output of '{ref.node}' has no {ref.path!r} path; check {ref}.",
+        ) from exc
+    return value
+
+
+def resolve_inputs(flow: BoundFlow, inputs: dict[str, Any], line_number: int | None) -> dict[str, Any]:
+    """Defaults for missing inputs, then type coercion. Extra keys are kept, as in promptflow."""
+    resolved = dict(inputs)
+    for name, definition in flow.spec.inputs.items():
+        if name in resolved:
+            value = resolved[name]
+        elif definition.default is not MISSING:
+            value = definition.default
+        else:
+            where = "in input data" if line_number is None else f"in line {line_number} of input data"
+            raise InputError(
+                f"The input for flow is incorrect. The value for flow input '{name}' is not "
+                f"provided {where}. Please review your input data or remove this input in your "
+                "flow if it's no longer needed.",
+                code="InputNotFound", location=Location(field=f"inputs.{name}", row=line_number),
+                hint=f"Add '{name}' to the inputs (or map a data column to it), or give it a "
+                     "default in flow.dag.yaml.",
+            )
+        resolved[name] = coerce_flow_input(name, definition.type, value, line=line_number)
+    return resolved
+
+
+class _NodeFailed(Exception):
+    def __init__(self, node: str, cause: BaseException) -> None:
+        super().__init__(node)
+        self.node = node
+        self.cause = cause
+
+
+class _Graph:
+    """Runs a set of bound nodes once. ``value_of`` turns a reference into a value (or _BYPASSED);
+    used for a line (values) and for aggregation (lists over lines)."""
+
+    __slots__ = ("nodes", "value_of", "runs", "outputs", "bypassed", "running", "external")
+
+    def __init__(self, nodes: tuple[BoundNode, ...], value_of: Callable[[Any], Any],
+                 runs: dict[str, NodeRun], outputs: dict[str, Any],
+                 external: frozenset[str] = frozenset()) -> None:
+        self.nodes = nodes
+        self.external = external  # dependencies settled before this graph runs
+        self.value_of = value_of
+        self.runs = runs
+        self.outputs = outputs
+        self.bypassed: set[str] = set()
+        self.running: dict[asyncio.Future, tuple[BoundNode, NodeRun]] = {}
+
+    def _settled(self, node: BoundNode) -> bool:
+        outputs, bypassed, external = self.outputs, self.bypassed, self.external
+        return all(d in outputs or d in bypassed or d in external for d in node.deps)
+
+    def _should_bypass(self, node: BoundNode) -> bool:
+        act = node.activate
+        if act is not None:
+            when = act.when
+            if isinstance(when, NodeRef) and when.node in self.bypassed:
+                return True
+            try:
+                value = self.value_of(when)
+            except PfkitError as exc:
+                raise _NodeFailed(node.name, exc) from None
+            return value is _BYPASSED or not (value == act.is_value)
+        deps = node.input_deps
+        return bool(deps) and all(d in self.bypassed for d in deps)
+
+    def _kwargs(self, node: BoundNode) -> dict[str, Any]:
+        kwargs = dict(node.literal_kwargs)
+        for key, ref in node.ref_inputs:
+            if isinstance(ref, NodeRef) and ref.node in self.bypassed:
+                if key not in node.has_default:
+                    kwargs[key] = None
+                continue
+            try:
+                kwargs[key] = self.value_of(ref)
+            except PfkitError as exc:
+                raise _NodeFailed(node.name, exc) from None
+        return kwargs
+
+    async def run(self) -> None:
+        pending = list(self.nodes)
+        running = self.running
+        while pending or running:
+            bypassed_any = True
+            while bypassed_any:  # settle bypassable nodes first, repeatedly
+                bypassed_any = False
+                for node in list(pending):
+                    if self._settled(node) and self._should_bypass(node):
+                        now = time.time()
+                        self.runs[node.name] = NodeRun(node.name, BYPASSED, start_time=now,
+                                                       end_time=now)
+                        self.bypassed.add(node.name)
+                        pending.remove(node)
+                        bypassed_any = True
+            ready = [n for n in pending if self._settled(n)]
+            if not ready and not running:
+                if pending:  # cannot happen after planning; guard against a silent hang
+                    raise RuntimeError(f"nodes {[n.name for n in pending]} can never run")
+                return
+            pending = [n for n in pending if n not in ready]
+            if len(ready) == 1 and not running:
+                node = ready[0]
+                run = self._start(node)
+                if node.is_async or node.is_async_gen or not node.blocking:
+                    await self._call_inline(node, run)
+                    continue
+                future = self._spawn(node, run, threaded=True)
+                running[future] = (node, run)
+            else:
+                threaded = len(ready) > 1
+                for node in ready:
+                    run = self._start(node)
+                    running[self._spawn(node, run, threaded=threaded or node.blocking)] = (node, run)
+            if running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    node, run = running.pop(future)
+                    exc = future.exception()
+                    if exc is not None:
+                        self._fail(node, run, exc)
+                    self._finish(node, run, future.result())
+
+    def _start(self, node: BoundNode) -> NodeRun:
+        kwargs = self._kwargs(node)
+        run = NodeRun(node.name, "Running", kwargs, start_time=time.time())
+        self.runs[node.name] = run
+        return run
+
+    def _finish(self, node: BoundNode, run: NodeRun, output: Any) -> None:
+        run.output = output
+        run.status = COMPLETED
+        run.end_time = time.time()
+        self.outputs[node.name] = output
+
+    def _fail(self, node: BoundNode, run: NodeRun, exc: BaseException) -> None:
+        run.status = FAILED
+        run.end_time = time.time()
+        raise _NodeFailed(node.name, exc)
+
+    async def _call_inline(self, node: BoundNode, run: NodeRun) -> None:
+        kwargs = run.inputs or {}
+        try:
+            if node.is_async:
+                output = await node.call(**kwargs)
+            elif node.is_async_gen:
+                output = node.call(**kwargs)
+            else:
+                output = _call_sync(node, kwargs)
+        except Exception as exc:
+            self._fail(node, run, exc)
+        self._finish(node, run, output)
+
+    def _spawn(self, node: BoundNode, run: NodeRun, threaded: bool) -> asyncio.Future:
+        """Node outputs are passed on as they are (a generator stays a generator, as in
+        promptflow); only flow outputs are joined."""
+        kwargs = run.inputs or {}
+        if node.is_async:
+            return asyncio.ensure_future(node.call(**kwargs))
+        if node.is_async_gen:
+            return asyncio.ensure_future(_value(node.call(**kwargs)))
+        if not threaded:
+            return asyncio.ensure_future(_sync_on_loop(node, kwargs))
+        ctx = contextvars.copy_context()
+        return asyncio.get_running_loop().run_in_executor(_threads(), ctx.run, _call_kwargs,
+                                                          node.call, kwargs)
+
+    def cancel_running(self) -> None:
+        now = time.time()
+        for future, (_, run) in self.running.items():
+            future.cancel()
+            run.status = CANCELED
+            run.end_time = now
+        self.running.clear()
+
+
+def _call_kwargs(call: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    return call(**kwargs)
+
+
+def _call_sync(node: BoundNode, kwargs: dict[str, Any]) -> Any:
+    """A sync tool on the loop, timed: a slow call moves the node to threads from then on."""
+    t0 = time.perf_counter()
+    output = node.call(**kwargs)
+    if time.perf_counter() - t0 > BLOCKING_THRESHOLD:
+        node.blocking = True
+    return output
+
+
+async def _sync_on_loop(node: BoundNode, kwargs: dict[str, Any]) -> Any:
+    return _call_sync(node, kwargs)
+
+
+async def _value(value: Any) -> Any:
+    return value
+
+
+async def _flow_outputs(flow: BoundFlow, inputs: dict[str, Any], graph: _Graph) -> dict[str, Any]:
+    """Resolve the flow outputs; generators are joined here (and only here), then every value must
+    be JSON-serialisable, as promptflow requires."""
+    outputs: dict[str, Any] = {}
+    for name, out in flow.spec.outputs.items():
+        ref = out.reference
+        if isinstance(ref, Literal):
+            value = ref.value
+        elif isinstance(ref, FlowInputRef):
+            value = inputs.get(ref.name)
+        elif ref.node in graph.bypassed:
+            value = None
+        elif ref.node in graph.outputs:
+            value = resolve_path(graph.outputs[ref.node], ref)
+        else:
+            continue  # an aggregation node: dropped from line outputs, as in promptflow
+        if isinstance(value, types.GeneratorType):
+            value = "".join(str(item) for item in value)
+        elif isinstance(value, types.AsyncGeneratorType):
+            value = "".join([str(item) async for item in value])
+        outputs[name] = value
+    for name, value in outputs.items():
+        if not _json_safe(value):
+            _check_serialisable(name, value)
+    return outputs
+
+
+def _json_safe(value: Any) -> bool:
+    """A fast walk for the common case; anything unusual goes to json.dumps."""
+    if value is None or type(value) in (str, int, float, bool):
+        return True
+    if type(value) is dict:
+        return all(type(k) is str and _json_safe(v) for k, v in value.items())
+    if type(value) is list:
+        return all(_json_safe(v) for v in value)
+    return False
+
+
+def _check_serialisable(name: str, value: Any) -> None:
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise FlowOutputError(
+            f"The output '{name}' for flow is incorrect. The output value is not JSON "
+            f"serializable. JSON dump failed: ({type(exc).__name__}) {exc}. Please verify your "
+            "flow output and make sure the value serializable.",
+            hint="Return JSON types (str, numbers, bool, None, lists, dicts) from the node that "
+                 f"feeds output '{name}'.",
+        ) from exc
+
+
+class FlowOutputError(PfkitError):
+    category = "UserError"
+    default_code = "FlowOutputValueInvalid"
+
+
+def _line_value_of(inputs: dict[str, Any], outputs: dict[str, Any]) -> Callable[[Any], Any]:
+    def value_of(ref: Any) -> Any:
+        if isinstance(ref, FlowInputRef):
+            return inputs[ref.name]
+        if isinstance(ref, NodeRef):
+            return resolve_path(outputs[ref.node], ref) if ref.path else outputs[ref.node]
+        return ref.value
+
+    return value_of
+
+
+def _failure(node: str, cause: BaseException) -> tuple[dict[str, Any], BaseException]:
+    """A tool's own exception is wrapped ("Execution failure in 'node': (Type) message"); an
+    error pfkit raised on purpose (a template, a reference, a model call) keeps its message, as
+    promptflow does for its own errors."""
+    if isinstance(cause, PfkitError):
+        data = cause.to_dict()
+        data.setdefault("location", {})["node"] = node
+        return data, cause
+    error = NodeExecutionError(node, cause)
+    return error.to_dict(), error
+
+
+async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: int = 0,
+                       timeout: float | None = DEFAULT_LINE_TIMEOUT) -> LineResult:
+    """Run the line nodes of a flow on one set of inputs. Never raises for a node failure:
+    the result carries status ``Failed`` and the error."""
+    start = time.time()
+    runs: dict[str, NodeRun] = {}
+    try:
+        resolved = resolve_inputs(flow, inputs, line_number)
+    except InputError as exc:
+        return LineResult(line_number, FAILED, dict(inputs), {}, runs, exc.to_dict(), start,
+                          time.time(), exc)
+    node_outputs: dict[str, Any] = {}
+    graph = _Graph(flow.line_nodes, _line_value_of(resolved, node_outputs), runs, node_outputs)
+    timer = None
+    timed_out = False
+    if timeout:
+        task = asyncio.current_task()
+
+        def on_timeout() -> None:
+            nonlocal timed_out
+            timed_out = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(timeout, on_timeout)
+    try:
+        await graph.run()
+        outputs = await _flow_outputs(flow, resolved, graph)
+    except _NodeFailed as failed:
+        graph.cancel_running()
+        error, exc = _failure(failed.node, failed.cause)
+        return LineResult(line_number, FAILED, resolved, {}, runs, error, start, time.time(), exc)
+    except PfkitError as exc:  # a flow output whose reference cannot be resolved
+        graph.cancel_running()
+        return LineResult(line_number, FAILED, resolved, {}, runs, exc.to_dict(), start,
+                          time.time(), exc)
+    except asyncio.CancelledError:
+        graph.cancel_running()
+        for run in runs.values():
+            if run.status == "Running":
+                run.status = CANCELED
+        if not timed_out:
+            raise
+        exc = LineTimeoutError(f"Line {line_number} execution timeout for exceeding {timeout} seconds",
+                               hint="Raise the line timeout or make the slow node faster.")
+        return LineResult(line_number, FAILED, resolved, {}, runs, exc.to_dict(), start,
+                          time.time(), exc)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return LineResult(line_number, COMPLETED, resolved, outputs, runs, None, start, time.time())
+
+
+def _aggregation_value_of(lines: list[LineResult], outputs: dict[str, Any],
+                          aggregation_names: frozenset[str]) -> Callable[[Any], Any]:
+    def per_line(line: LineResult, ref: NodeRef) -> Any:
+        run = line.node_runs.get(ref.node)
+        if run is None or run.status != COMPLETED:
+            return None
+        return resolve_path(run.output, ref) if ref.path else run.output
+
+    def value_of(ref: Any) -> Any:
+        if isinstance(ref, FlowInputRef):
+            return [line.inputs.get(ref.name) for line in lines]
+        if isinstance(ref, NodeRef):
+            if ref.node in aggregation_names:
+                value = outputs[ref.node]
+                return resolve_path(value, ref) if ref.path else value
+            return [per_line(line, ref) for line in lines]
+        return ref.value
+
+    return value_of
+
+
+async def execute_aggregation(flow: BoundFlow, lines: list[LineResult]) -> AggregationResult:
+    """Run the aggregation nodes once over the successful lines (in line order). A failure is
+    recorded in the result; it never fails the lines."""
+    ok_lines = sorted((line for line in lines if line.status == COMPLETED),
+                      key=lambda line: line.line_number)
+    metrics: dict[str, Any] = {}
+    runs: dict[str, NodeRun] = {}
+    if not flow.aggregation_nodes:
+        return AggregationResult(COMPLETED, metrics, runs)
+    outputs: dict[str, Any] = {}
+    names = frozenset(n.name for n in flow.aggregation_nodes)
+    graph = _Graph(flow.aggregation_nodes, _aggregation_value_of(ok_lines, outputs, names), runs,
+                   outputs, external=frozenset(n.name for n in flow.line_nodes))
+    token = metric_sink.set(metrics)
+    unhook = _hook_promptflow_metrics()
+    try:
+        await graph.run()
+    except _NodeFailed as failed:
+        graph.cancel_running()
+        error, exc = _failure(failed.node, failed.cause)
+        return AggregationResult(FAILED, metrics, runs, error, exc)
+    finally:
+        metric_sink.reset(token)
+        unhook()
+    return AggregationResult(COMPLETED, metrics, runs)
+
+
+def _hook_promptflow_metrics() -> Callable[[], None]:
+    """When a user script imported the real promptflow, its ``log_metric`` goes to promptflow's
+    logger manager: forward it to pfkit's sink for the duration of the aggregation."""
+    import sys
+
+    module = sys.modules.get("promptflow._core.metric_logger")
+    if module is None:
+        return lambda: None
+    from ..nodes._tool import log_metric
+
+    def forward(key: Any, value: Any, variant_id: Any = None) -> None:
+        log_metric(key, value, variant_id)
+
+    manager = module.MetricLoggerManager.get_instance()
+    manager.add_metric_logger(forward)
+    return lambda: manager.remove_metric_logger(forward)
+
+
+__all__ = ["execute_aggregation", "execute_line", "resolve_inputs"]

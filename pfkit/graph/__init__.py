@@ -1,0 +1,6 @@
+"""Planning a flow: variants, reference checks, topological order, Mermaid rendering."""
+
+from ._mermaid import to_mermaid
+from ._plan import FlowGraph, VariantChoice, parse_variant, plan
+
+__all__ = ["FlowGraph", "VariantChoice", "parse_variant", "plan", "to_mermaid"]

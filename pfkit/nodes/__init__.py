@@ -1,0 +1,1 @@
+"""Node kinds: python tools, prompt templates, llm calls."""

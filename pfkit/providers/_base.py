@@ -1,0 +1,52 @@
+"""The model interface every llm node, evaluator and user call goes through.
+
+Requests are plain dicts shaped exactly like the OpenAI wire body (``model``, ``messages`` or
+``prompt``, ``temperature`` ...), so every provider, the cache and the test server see one form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens,
+                     self.completion_tokens + other.completion_tokens,
+                     self.total_tokens + other.total_tokens)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResponse:
+    message: dict[str, Any]
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionResponse:
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """A chat/completion model. ``api_style`` picks the llm-node parameter table:
+    ``"openai"`` (``model``) or ``"azure_openai"`` (``deployment_name``, ``n``)."""
+
+    api_style: str
+
+    async def chat(self, request: dict[str, Any]) -> ChatResponse: ...
+
+    async def complete(self, request: dict[str, Any]) -> CompletionResponse: ...

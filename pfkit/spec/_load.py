@@ -1,0 +1,403 @@
+"""Read ``flow.dag.yaml`` into a :class:`FlowSpec`, rejecting every malformed shape with an error
+that names the file, the line, the node and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import FlowValidationError, Location
+from ._models import (
+    INPUT_TYPES,
+    LLM_APIS,
+    MISSING,
+    NODE_TYPES,
+    SOURCE_TYPES,
+    ActivateSpec,
+    FlowSpec,
+    InputDef,
+    NodeSpec,
+    NodeVariants,
+    OutputDef,
+    SourceSpec,
+)
+from ._references import ReferenceSyntaxError, parse_value
+from ._yaml import LineDict, load_yaml_file, plain
+
+DAG_FILE_NAMES = ("flow.dag.yaml", "flow.dag.yml")
+_TOP_LEVEL_KEYS = frozenset({
+    "$schema", "inputs", "outputs", "nodes", "node_variants", "environment",
+    "environment_variables", "additional_includes", "name", "display_name", "description",
+    "tags", "type", "language", "message_format", "id", "tools",
+})
+
+
+def resolve_flow_file(path: str | Path) -> Path:
+    """A flow folder or a YAML file -> the YAML file, or a clear error."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in DAG_FILE_NAMES:
+            if (p / name).is_file():
+                return (p / name).resolve()
+        if (p / "flow.flex.yaml").is_file():
+            raise FlowValidationError(
+                "flex flows (flow.flex.yaml) are not supported yet",
+                code="UnsupportedFlowType", location=Location(file=str(p / "flow.flex.yaml")),
+                hint="pfkit runs DAG flows (flow.dag.yaml) today.",
+            )
+        raise FlowValidationError(
+            "no flow.dag.yaml in this folder", code="FlowFileNotFound",
+            location=Location(file=str(p)),
+            hint="Point --flow at a folder that holds flow.dag.yaml, or at the YAML file itself.",
+        )
+    if p.is_file():
+        return p.resolve()
+    raise FlowValidationError(
+        "no such flow folder or file", code="FlowFileNotFound", location=Location(file=str(p)),
+        hint="Check the --flow path.",
+    )
+
+
+class _Reader:
+    """Shared state while reading one file: where errors point."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = str(file)
+
+    def error(self, message: str, *, code: str, line: int | None = None, node: str | None = None,
+              field: str | None = None, hint: str | None = None) -> FlowValidationError:
+        return FlowValidationError(
+            message, code=code, hint=hint,
+            location=Location(file=self.file, line=line, node=node, field=field),
+        )
+
+    def mapping(self, value: Any, *, what: str, line: int | None, node: str | None = None,
+                field: str | None = None) -> LineDict:
+        if value is None:
+            empty = LineDict()
+            empty.line = line
+            return empty
+        if not isinstance(value, dict):
+            raise self.error(f"{what} must be a mapping, got {type(value).__name__}",
+                             code="InvalidFlowSchema", line=getattr(value, "line", line),
+                             node=node, field=field)
+        return value  # type: ignore[return-value]
+
+    def bool_field(self, data: LineDict, key: str, node: str | None) -> bool:
+        value = data.get(key, False)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise self.error(f"'{key}' must be true or false, got {value!r}", code="InvalidFlowSchema",
+                             line=data.line_of(key), node=node, field=key)
+        return value
+
+    def str_field(self, data: LineDict, key: str, node: str | None) -> str | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.error(f"'{key}' must be a string, got {value!r}", code="InvalidFlowSchema",
+                             line=data.line_of(key), node=node, field=key)
+        return value
+
+    # -- inputs / outputs -------------------------------------------------------------------
+
+    def inputs(self, data: LineDict) -> dict[str, InputDef]:
+        section = self.mapping(data.get("inputs"), what="'inputs'", line=data.line_of("inputs"))
+        result: dict[str, InputDef] = {}
+        for name, spec in section.items():
+            line = section.line_of(name)
+            if not isinstance(name, str):
+                raise self.error(f"input name {name!r} must be a string", code="InvalidFlowSchema",
+                                 line=line, field="inputs")
+            if spec is None or not isinstance(spec, dict):
+                raise self.error(
+                    f"flow input '{name}' must be a mapping with at least 'type'",
+                    code="InvalidFlowSchema", line=line, field=f"inputs.{name}",
+                    hint="Write it as:  " + name + ":\n    type: string",
+                )
+            typ = spec.get("type")
+            if typ not in INPUT_TYPES:
+                raise self.error(
+                    f"flow input '{name}' has type {typ!r}, which is not a flow input type",
+                    code="InputTypeNotSupported" if typ is not None else "InvalidFlowSchema",
+                    line=spec.line_of("type"), field=f"inputs.{name}.type",
+                    hint="Use one of: int, double, bool, string, list, object, image.",
+                )
+            enum = spec.get("enum")
+            chat_history = spec.get("is_chat_history")
+            result[name] = InputDef(
+                name=name,
+                type=typ,
+                default=plain(spec["default"]) if "default" in spec else MISSING,
+                description=spec.get("description"),
+                enum=tuple(plain(enum)) if isinstance(enum, list) else None,
+                is_chat_input=self.bool_field(spec, "is_chat_input", None),
+                is_chat_history=bool(chat_history) if chat_history is not None else None,
+                line=line,
+            )
+        return result
+
+    def outputs(self, data: LineDict) -> dict[str, OutputDef]:
+        section = self.mapping(data.get("outputs"), what="'outputs'", line=data.line_of("outputs"))
+        result: dict[str, OutputDef] = {}
+        for name, spec in section.items():
+            line = section.line_of(name)
+            if not isinstance(spec, dict):
+                raise self.error(
+                    f"flow output '{name}' must be a mapping with 'type' and 'reference'",
+                    code="InvalidFlowSchema", line=line, field=f"outputs.{name}",
+                )
+            if "reference" not in spec or spec.get("reference") in (None, ""):
+                raise self.error(
+                    f"flow output '{name}' has no reference", code="EmptyOutputReference",
+                    line=line, field=f"outputs.{name}.reference",
+                    hint="Add  reference: ${node_name.output}  (or a flow input or a literal).",
+                )
+            try:
+                ref = parse_value(plain(spec["reference"]), in_flow_output=True)
+            except ReferenceSyntaxError as exc:
+                raise self.error(str(exc), code=exc.code, line=spec.line_of("reference"),
+                                 field=f"outputs.{name}.reference") from None
+            result[name] = OutputDef(
+                name=name,
+                type=str(spec.get("type", "string")),
+                reference=ref,
+                description=spec.get("description"),
+                evaluation_only=self.bool_field(spec, "evaluation_only", None),
+                is_chat_output=self.bool_field(spec, "is_chat_output", None),
+                line=line,
+            )
+        return result
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def node(self, spec: Any, line: int | None, *, name: str | None = None,
+             in_variant: str | None = None) -> NodeSpec:
+        where = f"variant '{in_variant}' of node '{name}'" if in_variant else "a node"
+        if not isinstance(spec, dict):
+            raise self.error(f"{where} must be a mapping", code="InvalidFlowSchema", line=line,
+                             node=name)
+        if name is None:
+            name = spec.get("name")
+            if not isinstance(name, str) or not name:
+                raise self.error("a node has no 'name'", code="InvalidFlowSchema",
+                                 line=spec.line, field="name",
+                                 hint="Give every node a unique name.")
+        line = spec.line or line
+        use_variants = self.bool_field(spec, "use_variants", name)
+        if use_variants and not in_variant:
+            return NodeSpec(name=name, type="", source=None, use_variants=True, line=line,
+                            raw=plain(spec))
+
+        typ = spec.get("type")
+        if typ == "csharp" or spec.get("language") == "csharp":
+            raise self.error("C# nodes are not supported", code="NotSupported", line=line,
+                             node=name, field="type")
+        if typ not in NODE_TYPES:
+            raise self.error(
+                f"node type {typ!r} is not supported" if typ else "node has no 'type'",
+                code="InvalidNodeType" if typ else "InvalidFlowSchema",
+                line=spec.line_of("type"), node=name, field="type",
+                hint="Use one of: python, prompt, llm, custom_llm.",
+            )
+        source = self.source(spec, name, typ)
+        inputs_raw = self.mapping(spec.get("inputs"), what="'inputs'", line=spec.line_of("inputs"),
+                                  node=name, field="inputs")
+        inputs = {}
+        for key, value in inputs_raw.items():
+            if not isinstance(key, str):
+                raise self.error(f"input name {key!r} must be a string", code="InvalidFlowSchema",
+                                 line=inputs_raw.line_of(key), node=name, field="inputs")
+            try:
+                inputs[key] = parse_value(plain(value))
+            except ReferenceSyntaxError as exc:
+                raise self.error(str(exc), code=exc.code, line=inputs_raw.line_of(key), node=name,
+                                 field=f"inputs.{key}") from None
+
+        api = self.str_field(spec, "api", name)
+        if typ == "llm":
+            if api is None:
+                raise self.error("llm node has no 'api'", code="InvalidFlowSchema",
+                                 line=line, node=name, field="api",
+                                 hint="Add  api: chat  or  api: completion.")
+            if api not in LLM_APIS:
+                raise self.error(f"api {api!r} is not supported for llm nodes",
+                                 code="APINotFound", line=spec.line_of("api"), node=name,
+                                 field="api", hint="Use  api: chat  or  api: completion.")
+        activate = self.activate(spec, name)
+        aggregation = self.bool_field(spec, "aggregation", name) or self.bool_field(spec, "reduce", name)
+        return NodeSpec(
+            name=name,
+            type=typ,
+            source=source,
+            inputs=inputs,
+            connection=self.str_field(spec, "connection", name),
+            api=api,
+            provider=self.str_field(spec, "provider", name),
+            module=self.str_field(spec, "module", name),
+            aggregation=aggregation,
+            activate=activate,
+            use_variants=False,
+            line=line,
+            raw=plain(spec),
+        )
+
+    def source(self, spec: LineDict, name: str, typ: str) -> SourceSpec:
+        source = spec.get("source")
+        if source is None:
+            raise self.error("node has no 'source'", code="InvalidSource",
+                             line=spec.line, node=name, field="source",
+                             hint="Add  source: {type: code, path: my_tool.py}.")
+        if not isinstance(source, dict):
+            raise self.error("'source' must be a mapping with 'type' and 'path' or 'tool'",
+                             code="InvalidSource", line=spec.line_of("source"), node=name,
+                             field="source")
+        stype = source.get("type")
+        if stype not in SOURCE_TYPES:
+            raise self.error(f"source type {stype!r} is not supported", code="InvalidSource",
+                             line=source.line_of("type"), node=name, field="source.type",
+                             hint="Use code, package or package_with_prompt.")
+        path = source.get("path")
+        tool = source.get("tool")
+        if stype in ("code", "package_with_prompt") and not path:
+            raise self.error(f"source of type {stype} needs a 'path'", code="InvalidSource",
+                             line=source.line, node=name, field="source.path")
+        if stype in ("package", "package_with_prompt") and not tool:
+            raise self.error(f"source of type {stype} needs a 'tool'", code="InvalidSource",
+                             line=source.line, node=name, field="source.tool")
+        if typ in ("prompt", "llm") and stype != "code":
+            raise self.error(f"{typ} nodes take a template file: source type must be code",
+                             code="InvalidSource", line=source.line_of("type"), node=name,
+                             field="source.type")
+        return SourceSpec(type=stype, path=str(path) if path else None,
+                          tool=str(tool) if tool else None)
+
+    def activate(self, spec: LineDict, name: str) -> ActivateSpec | None:
+        if "activate" not in spec or spec.get("activate") is None:
+            return None
+        act = spec["activate"]
+        line = spec.line_of("activate")
+        hint = "Write it as  activate: {when: ${node.output}, is: value}."
+        if not isinstance(act, dict):
+            raise self.error("'activate' must be a mapping with 'when' and 'is'",
+                             code="InvalidActivateConfig", line=line, node=name, field="activate",
+                             hint=hint)
+        missing = [k for k in ("when", "is") if k not in act]
+        if missing:
+            raise self.error(f"'activate' lacks {' and '.join(repr(m) for m in missing)}",
+                             code="InvalidActivateConfig", line=act.line or line, node=name,
+                             field="activate", hint=hint)
+        extra = sorted(set(act) - {"when", "is"})
+        if extra:
+            raise self.error(f"'activate' has unknown keys {extra}", code="InvalidActivateConfig",
+                             line=act.line or line, node=name, field="activate", hint=hint)
+        try:
+            when = parse_value(plain(act["when"]))
+        except ReferenceSyntaxError as exc:
+            raise self.error(str(exc), code=exc.code, line=act.line_of("when"), node=name,
+                             field="activate.when") from None
+        return ActivateSpec(when=when, is_value=plain(act["is"]))
+
+    def node_variants(self, data: LineDict) -> dict[str, NodeVariants]:
+        section = self.mapping(data.get("node_variants"), what="'node_variants'",
+                               line=data.line_of("node_variants"))
+        result = {}
+        for name, spec in section.items():
+            line = section.line_of(name)
+            spec = self.mapping(spec, what=f"node_variants.{name}", line=line, node=name)
+            default = spec.get("default_variant_id")
+            variants = self.mapping(spec.get("variants"), what=f"node_variants.{name}.variants",
+                                    line=spec.line_of("variants"), node=name)
+            if not variants:
+                raise self.error(f"node_variants.{name} defines no variants",
+                                 code="InvalidFlowSchema", line=line, node=name,
+                                 field="node_variants")
+            if not default:
+                raise self.error(
+                    f"default variant id is not specified for node '{name}'",
+                    code="InvalidFlowSchema", line=line, node=name,
+                    field="node_variants.default_variant_id",
+                    hint=f"Add  default_variant_id: {next(iter(variants))}.",
+                )
+            if default not in variants:
+                raise self.error(
+                    f"default variant '{default}' is not among the variants {list(variants)}",
+                    code="InvalidFlowSchema", line=spec.line_of("default_variant_id"), node=name,
+                    field="node_variants.default_variant_id",
+                )
+            parsed = {}
+            for vid, vspec in variants.items():
+                vline = variants.line_of(vid)
+                vspec = self.mapping(vspec, what=f"variant '{vid}'", line=vline, node=name)
+                body = vspec.get("node")
+                if not isinstance(body, dict):
+                    raise self.error(f"variant '{vid}' of node '{name}' has no 'node' body",
+                                     code="InvalidFlowSchema", line=vline, node=name,
+                                     field=f"node_variants.{name}.variants.{vid}")
+                parsed[vid] = self.node(body, vline, name=name, in_variant=vid)
+            result[name] = NodeVariants(default_variant_id=str(default), variants=parsed, line=line)
+        return result
+
+
+def load_flow_spec(path: str | Path) -> FlowSpec:
+    """Load and structurally validate a DAG flow. Graph-level checks live in :mod:`pfkit.graph`."""
+    file = resolve_flow_file(path)
+    reader = _Reader(file)
+    data = load_yaml_file(file)
+    if data is None:
+        data = LineDict()
+    if not isinstance(data, dict):
+        raise reader.error("the flow file must be a YAML mapping", code="InvalidFlowSchema", line=1)
+    if "entry" in data:
+        raise reader.error("this is a flex flow (it has 'entry'); only DAG flows are supported yet",
+                           code="UnsupportedFlowType", line=data.line_of("entry"))
+    if data.get("language") == "csharp":
+        raise reader.error("C# flows are not supported", code="NotSupported",
+                           line=data.line_of("language"))
+    unknown = [k for k in data if k not in _TOP_LEVEL_KEYS]
+    if unknown:
+        raise reader.error(
+            f"unknown top-level key {unknown[0]!r}", code="InvalidFlowSchema",
+            line=data.line_of(unknown[0]),
+            hint="Top-level keys are inputs, outputs, nodes, node_variants, environment, "
+                 "environment_variables, additional_includes and metadata (name, description, tags, type).",
+        )
+    nodes_raw = data.get("nodes") or []
+    if not isinstance(nodes_raw, list):
+        raise reader.error("'nodes' must be a list", code="InvalidFlowSchema",
+                           line=data.line_of("nodes"))
+    item_lines = getattr(nodes_raw, "item_lines", [])
+    nodes = tuple(
+        reader.node(spec, item_lines[i] if i < len(item_lines) else None)
+        for i, spec in enumerate(nodes_raw)
+    )
+    env = data.get("environment_variables") or {}
+    if isinstance(env, str):
+        env_file = (file.parent / env)
+        env = load_yaml_file(env_file) or {}
+    if not isinstance(env, dict):
+        raise reader.error("'environment_variables' must be a mapping", code="InvalidFlowSchema",
+                           line=data.line_of("environment_variables"))
+    includes = data.get("additional_includes") or []
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise reader.error("'additional_includes' must be a list of paths",
+                           code="InvalidFlowSchema", line=data.line_of("additional_includes"))
+    message_format = data.get("message_format") or "basic"
+    return FlowSpec(
+        path=file,
+        code_dir=file.parent,
+        inputs=reader.inputs(data),
+        outputs=reader.outputs(data),
+        nodes=nodes,
+        node_variants=reader.node_variants(data),
+        environment_variables=plain(env),
+        additional_includes=tuple(includes),
+        name=str(data.get("name") or file.parent.name),
+        type=data.get("type"),
+        message_format=str(message_format),
+        raw=plain(data),
+    )
+
+

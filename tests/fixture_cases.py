@@ -1,0 +1,79 @@
+"""Load the golden fixture flows under tests/flows and run them through pfkit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FLOWS = Path(__file__).parent / "flows"
+
+
+@dataclass
+class Case:
+    name: str
+    folder: Path
+    description: str
+    lines: list[dict[str, Any]]
+    variant: str | None
+    invalid: bool
+    expected: dict[str, Any]
+
+
+def load_cases() -> list[Case]:
+    cases = []
+    for folder in sorted(p for p in FLOWS.iterdir() if (p / "case.json").is_file()):
+        meta = json.loads((folder / "case.json").read_text(encoding="utf-8"))
+        expected_file = folder / "expected.json"
+        expected = json.loads(expected_file.read_text(encoding="utf-8")) if expected_file.is_file() else {}
+        cases.append(Case(folder.name, folder, meta.get("description", ""), meta.get("lines") or [],
+                          meta.get("variant"), bool(meta.get("invalid")), expected))
+    return cases
+
+
+def normalise(value: Any) -> Any:
+    """What the generator wrote for a value: JSON types kept, others as repr."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return value
+    try:
+        return json.loads(json.dumps(value, ensure_ascii=False, allow_nan=True))
+    except (TypeError, ValueError):
+        if isinstance(value, dict):
+            return {k: normalise(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [normalise(v) for v in value]
+        return repr(value)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that treats NaN as equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b and type(a) is type(b) or (isinstance(a, (int, float)) and not isinstance(a, bool)
+                                             and isinstance(b, (int, float)) and not isinstance(b, bool)
+                                             and a == b)
+
+
+def run_case(case: Case):
+    """Bind and run every line, then the aggregation over the successful lines."""
+    from pfkit._flows import flow_environment, load_bound_flow
+    from pfkit.engine import execute_aggregation, execute_line, working_directory
+    from pfkit.testing import EchoModel
+
+    flow = load_bound_flow(case.folder, variant=case.variant, models={"echo": EchoModel("openai")})
+
+    async def go():
+        with working_directory(flow.working_dir), flow_environment(flow):
+            lines = [await execute_line(flow, dict(inputs), line_number=i)
+                     for i, inputs in enumerate(case.lines)]
+            aggregation = await execute_aggregation(flow, lines) if flow.aggregation_nodes else None
+        return lines, aggregation
+
+    return flow, asyncio.run(go())

@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def mark(label: str) -> str:
+    return "ran:" + label

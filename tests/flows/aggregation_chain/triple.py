@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def triple(value: int) -> int:
+    return value * 3

@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def int_tool(x: int) -> int:
+    return x

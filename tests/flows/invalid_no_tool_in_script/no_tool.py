@@ -1,0 +1,2 @@
+def echo(x: str) -> str:
+    return x

@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def echo(x: str = "") -> str:
+    return x

@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def wrap(text: str, tag: str) -> str:
+    return f"<{tag}>{text}</{tag}>"

@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def pick(value):
+    return value

@@ -1,0 +1,1 @@
+"""Helper package that lives inside the flow folder."""
