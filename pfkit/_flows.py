@@ -24,6 +24,7 @@ from .engine._execute import _Graph, resolve_path
 from .errors import ExecutionError, InputError, Location, UserError
 from .graph import plan
 from .spec import FlowInputRef, NodeRef, load_flow_spec
+from .spec._includes import with_includes
 
 
 @dataclass(slots=True)
@@ -57,7 +58,8 @@ def flow_environment(flow: BoundFlow):
 
 def load_bound_flow(path: str | Path, *, variant: str | None = None,
                     models: Any = None, connections: Any = None) -> BoundFlow:
-    return bind(plan(load_flow_spec(path), variant), models=models, connections=connections)
+    spec = with_includes(load_flow_spec(path))
+    return bind(plan(spec, variant), models=models, connections=connections)
 
 
 async def atest(flow: BoundFlow, inputs: Mapping[str, Any], *,

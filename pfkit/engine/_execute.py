@@ -108,7 +108,7 @@ class _Graph:
         self.runs = runs
         self.outputs = outputs
         self.bypassed: set[str] = set()
-        self.running: dict[asyncio.Future, tuple[BoundNode, NodeRun]] = {}
+        self.running: dict[asyncio.Future, tuple[BoundNode, NodeRun, bool]] = {}  # bool: thread
 
     def _settled(self, node: BoundNode) -> bool:
         outputs, bypassed, external = self.outputs, self.bypassed, self.external
@@ -168,17 +168,17 @@ class _Graph:
                 if node.is_async or node.is_async_gen or not node.blocking:
                     await self._call_inline(node, run)
                     continue
-                future = self._spawn(node, run, threaded=True)
-                running[future] = (node, run)
+                running[self._spawn(node, run, threaded=True)] = (node, run, True)
             else:
                 threaded = len(ready) > 1
                 for node in ready:
                     run = self._start(node)
-                    running[self._spawn(node, run, threaded=threaded or node.blocking)] = (node, run)
+                    in_thread = (threaded or node.blocking) and not (node.is_async or node.is_async_gen)
+                    running[self._spawn(node, run, threaded=in_thread)] = (node, run, in_thread)
             if running:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
-                    node, run = running.pop(future)
+                    node, run, _ = running.pop(future)
                     exc = future.exception()
                     if exc is not None:
                         self._fail(node, run, exc)
@@ -225,20 +225,34 @@ class _Graph:
         if not threaded:
             return asyncio.ensure_future(_sync_on_loop(node, kwargs))
         ctx = contextvars.copy_context()
-        return asyncio.get_running_loop().run_in_executor(_threads(), ctx.run, _call_kwargs,
-                                                          node.call, kwargs)
+        return asyncio.get_running_loop().run_in_executor(_threads(), ctx.run, _call_sync,
+                                                          node, kwargs)
+
+    async def settle_running(self) -> None:
+        """After a failure: record nodes that already finished, let tools running in worker
+        threads finish (a thread cannot be stopped) and record what they really did, and cancel
+        async nodes still running."""
+        for future, (node, run, in_thread) in list(self.running.items()):
+            if not future.done() and not in_thread:
+                future.cancel()
+                run.status, run.end_time = CANCELED, time.time()
+                continue
+            try:
+                output = future.result() if future.done() else await asyncio.shield(future)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded on the node run
+                run.status, run.error, run.end_time = FAILED, _failure(node.name, exc)[0], time.time()
+            else:
+                self._finish(node, run, output)
+        self.running.clear()
 
     def cancel_running(self) -> None:
         now = time.time()
-        for future, (_, run) in self.running.items():
+        for future, (_, run, _) in self.running.items():
             future.cancel()
-            run.status = CANCELED
-            run.end_time = now
+            run.status, run.end_time = CANCELED, now
         self.running.clear()
-
-
-def _call_kwargs(call: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    return call(**kwargs)
 
 
 def _call_sync(node: BoundNode, kwargs: dict[str, Any]) -> Any:
@@ -367,11 +381,11 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
         await graph.run()
         outputs = await _flow_outputs(flow, resolved, graph)
     except _NodeFailed as failed:
-        graph.cancel_running()
+        await graph.settle_running()
         error, exc = _failure(failed.node, failed.cause)
         return LineResult(line_number, FAILED, resolved, {}, runs, error, start, time.time(), exc)
     except PfkitError as exc:  # a flow output whose reference cannot be resolved
-        graph.cancel_running()
+        await graph.settle_running()
         return LineResult(line_number, FAILED, resolved, {}, runs, exc.to_dict(), start,
                           time.time(), exc)
     except asyncio.CancelledError:
@@ -430,7 +444,7 @@ async def execute_aggregation(flow: BoundFlow, lines: list[LineResult]) -> Aggre
     try:
         await graph.run()
     except _NodeFailed as failed:
-        graph.cancel_running()
+        await graph.settle_running()
         error, exc = _failure(failed.node, failed.cause)
         return AggregationResult(FAILED, metrics, runs, error, exc)
     finally:

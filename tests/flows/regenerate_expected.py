@@ -194,6 +194,26 @@ def dump_json(obj) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=True) + "\n"
 
 
+_PATH_REPLACEMENTS: list[tuple[str, str]] = []
+
+
+def set_path_placeholders(case_dir: Path, tmp_dir: Path) -> None:
+    """Absolute paths in error messages are replaced so expected.json is machine-independent."""
+    _PATH_REPLACEMENTS.clear()
+    for real, placeholder in ((case_dir, "<flow_dir>"), (tmp_dir, "<tmp_dir>")):
+        for variant in {str(real), os.path.realpath(real)}:
+            _PATH_REPLACEMENTS.append((variant, placeholder))
+    _PATH_REPLACEMENTS.sort(key=lambda kv: -len(kv[0]))
+
+
+def scrub(text):
+    if not isinstance(text, str):
+        return text
+    for real, placeholder in _PATH_REPLACEMENTS:
+        text = text.replace(real, placeholder)
+    return text
+
+
 def summarize_error(err):
     """Keep top-level message/code of a promptflow error dict plus the innermost exception type."""
     if not err:
@@ -203,7 +223,7 @@ def summarize_error(err):
     while isinstance(debug, dict):
         inner = debug.get("type") or inner
         debug = debug.get("innerException")
-    return {"message": err.get("message"), "code": err.get("code"), "inner": inner}
+    return {"message": scrub(err.get("message")), "code": err.get("code"), "inner": inner}
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +258,7 @@ def _devkit_variant_error(case_dir: Path):
     try:
         overwrite_variant(flow_dag, None, None)
     except Exception as e:  # noqa: BLE001
-        return {"type": type(e).__name__, "message": str(e)}
+        return {"type": type(e).__name__, "message": scrub(str(e))}
     return None
 
 
@@ -268,6 +288,7 @@ def run_case_in_this_process(case_dir: Path, base_url: str) -> dict:
     variant = case.get("variant")
 
     with tempfile.TemporaryDirectory(prefix="pfkit_golden_") as tmp:
+        set_path_placeholders(case_dir, Path(tmp))
         if case.get("invalid"):
             result = {"generator": GENERATOR}
             stage = "variant"
@@ -279,7 +300,7 @@ def run_case_in_this_process(case_dir: Path, base_url: str) -> dict:
                 for i, line in enumerate(lines or [{}]):
                     executor.exec_line(dict(line), index=i, run_id=RUN_ID)
             except Exception as e:  # noqa: BLE001
-                result["error"] = {"type": type(e).__name__, "message": str(e)}
+                result["error"] = {"type": type(e).__name__, "message": scrub(str(e))}
                 result["stage"] = stage
             else:
                 result["error"] = None
@@ -334,7 +355,7 @@ def run_case_in_this_process(case_dir: Path, base_url: str) -> dict:
                     "metrics": {},
                     "nodes": {},
                     "outputs": {},
-                    "error": {"message": str(e), "code": None, "inner": type(e).__name__},
+                    "error": {"message": scrub(str(e)), "code": None, "inner": type(e).__name__},
                 }
             else:
                 node_errors = {

@@ -3,4 +3,4 @@ from promptflow.core import tool
 
 @tool
 def echo(value: str, flag: bool = False) -> str:
-    return f"{value}|{flag}"
+    return value if not flag else f"{value}|flag"

@@ -2,5 +2,8 @@ from promptflow.core import tool
 
 
 @tool
-def inspect_value(value, other) -> dict:
-    return {"type": type(value).__name__, "value": value, "other_type": type(other).__name__, "other": other}
+def inspect_value(value) -> dict:
+    kind = type(value).__name__
+    if isinstance(value, str):
+        return {"type": kind, "is_str": True, "items": [value]}
+    return {"type": kind, "is_str": False, "items": [repr(x) for x in value]}

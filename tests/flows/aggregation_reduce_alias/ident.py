@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def ident(v: int) -> int:
+    return v
