@@ -1,5 +1,5 @@
 """Chat, completion and embedding models behind one interface."""
 
-from ._base import ChatModel, ChatResponse, CompletionResponse, Usage
+from ._base import ChatModel, ChatResponse, CompletionResponse, EmbeddingResponse, Usage
 
-__all__ = ["ChatModel", "ChatResponse", "CompletionResponse", "Usage"]
+__all__ = ["ChatModel", "ChatResponse", "CompletionResponse", "EmbeddingResponse", "Usage"]

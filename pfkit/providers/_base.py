@@ -7,6 +7,7 @@ Requests are plain dicts shaped exactly like the OpenAI wire body (``model``, ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -40,13 +41,32 @@ class CompletionResponse:
     model: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EmbeddingResponse:
+    embeddings: list[list[float]]
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+
+
 @runtime_checkable
 class ChatModel(Protocol):
-    """A chat/completion model. ``api_style`` picks the llm-node parameter table:
-    ``"openai"`` (``model``) or ``"azure_openai"`` (``deployment_name``, ``n``)."""
+    """A chat/completion/embedding model.
+
+    * ``api_style`` picks the llm-node parameter table: ``"openai"`` (``model``) or
+      ``"azure_openai"`` (``deployment_name``, ``n``).
+    * ``identity`` is a stable, secret-free description of the endpoint (provider kind, base URL,
+      deployment) used in cache keys, logs and errors.
+    * Requests are OpenAI wire bodies; ``chat_stream`` yields content deltas for a request with
+      ``stream: true``.
+    """
 
     api_style: str
+    identity: dict[str, Any]
 
     async def chat(self, request: dict[str, Any]) -> ChatResponse: ...
 
     async def complete(self, request: dict[str, Any]) -> CompletionResponse: ...
+
+    def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[str]: ...
+
+    async def embed(self, request: dict[str, Any]) -> EmbeddingResponse: ...

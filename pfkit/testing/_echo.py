@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..providers import ChatResponse, CompletionResponse, Usage
+from ..providers import ChatResponse, CompletionResponse, EmbeddingResponse, Usage
 
 ECHO_USAGE = Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2)
 
@@ -34,6 +34,7 @@ class EchoModel:
 
     def __init__(self, api_style: str = "openai") -> None:
         self.api_style = api_style
+        self.identity = {"provider": "echo"}
         self.requests: list[dict[str, Any]] = []
 
     async def chat(self, request: dict[str, Any]) -> ChatResponse:
@@ -47,3 +48,26 @@ class EchoModel:
         self.requests.append(request)
         return CompletionResponse(text=echo_completion_text(request), usage=ECHO_USAGE,
                                   model=request.get("model"))
+
+    async def chat_stream(self, request: dict[str, Any]):
+        self.requests.append(request)
+        text = echo_chat_content(request)
+        for i in range(0, len(text), 16):
+            yield text[i:i + 16]
+
+    async def embed(self, request: dict[str, Any]) -> EmbeddingResponse:
+        self.requests.append(request)
+        inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        return EmbeddingResponse([hash_embedding(str(text)) for text in inputs], ECHO_USAGE,
+                                 request.get("model"))
+
+
+def hash_embedding(text: str, dimensions: int = 8) -> list[float]:
+    """A deterministic unit vector derived from the text (no model involved)."""
+    import hashlib
+    import math
+
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    raw = [(digest[i] - 127.5) / 127.5 for i in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [round(v / norm, 6) for v in raw]
