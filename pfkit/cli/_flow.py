@@ -23,6 +23,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     test.add_argument("--input", metavar="FILE", help="inputs from a .json file or a .jsonl line")
     test.add_argument("--node", help="run only this node; give its inputs with --inputs")
     test.add_argument("--variant", help="a variant to use, e.g. '${node.variant_1}'")
+    test.add_argument("--connections", nargs="+", metavar="NODE.FIELD=VALUE",
+                      help="override node.connection, node.deployment_name or node.model")
     test.add_argument("--detail", action="store_true",
                       help="print the whole line record (node runs, timings) instead of outputs")
     test.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -67,7 +69,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     from .._flows import atest, atest_node, load_bound_flow
 
     inputs = _inputs(args)
-    flow = load_bound_flow(args.flow, variant=args.variant)
+    flow = load_bound_flow(args.flow, variant=args.variant, connection_overrides=parse_key_values(
+        args.connections, option="--connections"))
     if args.node:
         line = run_sync(atest_node(flow, args.node, inputs))
         prefix = f"flow-{args.node}.node"
@@ -110,7 +113,18 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .._flows import load_bound_flow
 
-    flow = load_bound_flow(args.flow, variant=args.variant, models={"*": _ValidationModel()})
+    from ..connections._store import ConnectionStore
+
+    store = ConnectionStore()
+
+    def check_connection(name: str, node: Any) -> _ValidationModel:
+        """The connection must exist and its secrets resolve; no model is built or called."""
+        conn = store.get(name)
+        style = "azure_openai" if getattr(conn, "TYPE", "") == "azure_open_ai" else "openai"
+        return _ValidationModel(style)
+
+    flow = load_bound_flow(args.flow, variant=args.variant, models=check_connection,
+                           connections=store.get)
     spec = flow.spec
     kinds = ", ".join(f"{n.name} ({n.spec.type}{', aggregation' if n.aggregation else ''})"
                       for n in flow.nodes)
@@ -130,7 +144,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
 class _ValidationModel:
     """Stands in for every connection while validating: nothing is called."""
 
-    api_style = "openai"
+    def __init__(self, api_style: str = "openai") -> None:
+        self.api_style = api_style
+        self.identity = {"provider": "validation"}
 
     async def chat(self, request):  # pragma: no cover - never called
         raise RuntimeError("validation does not call models")

@@ -186,7 +186,12 @@ class _Binder:
                 if not isinstance(value, str):
                     raise self.error(node, f"input '{key}' must name a connection", "InvalidConnectionType",
                                      f"inputs.{key}")
-                converted[key] = self.connections(value)
+                try:
+                    converted[key] = self.connections(value)
+                except UserError as exc:
+                    raise type(exc)(f"input '{key}': {exc.message}", code=exc.code, hint=exc.hint,
+                                    location=Location(file=self.spec.file, line=node.line,
+                                                      node=node.name, field=f"inputs.{key}")) from None
             else:
                 try:
                     converted[key] = parse_value_type(value_type, value)
@@ -239,7 +244,11 @@ class _Binder:
             raise self.error(node, "llm node has no 'connection'", "InvalidFlowSchema",
                              "connection", hint="Add  connection: <name>.")
         text, template = self.read_template(node)
-        model = self.models(node.connection, node)
+        try:
+            model = self.models(node.connection, node)
+        except UserError as exc:
+            raise type(exc)(exc.message, code=exc.code, hint=exc.hint, location=Location(
+                file=self.spec.file, line=node.line, node=node.name, field="connection")) from None
         api_style = getattr(model, "api_style", "openai")
         table = _llm.parameter_table(api_style, node.api or "chat")
         self.check_collisions(node, text, set(table) | {"connection", "prompt"},

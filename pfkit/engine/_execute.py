@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import InputError, LineTimeoutError, Location, NodeExecutionError, PfkitError
 from ..nodes._tool import metric_sink
+from ..providers._usage import UsageRecorder, current_usage
 from ..spec import MISSING, FlowInputRef, Literal, NodeRef, coerce_flow_input
 from ._bind import BoundFlow, BoundNode
 from ._results import BYPASSED, CANCELED, COMPLETED, FAILED, AggregationResult, LineResult, NodeRun
@@ -186,7 +187,7 @@ class _Graph:
 
     def _start(self, node: BoundNode) -> NodeRun:
         kwargs = self._kwargs(node)
-        run = NodeRun(node.name, "Running", kwargs, start_time=time.time())
+        run = NodeRun(node.name, "Running", kwargs, start_time=time.time(), usage=UsageRecorder())
         self.runs[node.name] = run
         return run
 
@@ -203,6 +204,7 @@ class _Graph:
 
     async def _call_inline(self, node: BoundNode, run: NodeRun) -> None:
         kwargs = run.inputs or {}
+        token = current_usage.set(run.usage)
         try:
             if node.is_async:
                 output = await node.call(**kwargs)
@@ -212,12 +214,21 @@ class _Graph:
                 output = _call_sync(node, kwargs)
         except Exception as exc:
             self._fail(node, run, exc)
+        finally:
+            current_usage.reset(token)
         self._finish(node, run, output)
 
     def _spawn(self, node: BoundNode, run: NodeRun, threaded: bool) -> asyncio.Future:
         """Node outputs are passed on as they are (a generator stays a generator, as in
         promptflow); only flow outputs are joined."""
-        kwargs = run.inputs or {}
+        token = current_usage.set(run.usage)  # the task copies the context as it is now
+        try:
+            return self._spawn_in_context(node, run.inputs or {}, threaded)
+        finally:
+            current_usage.reset(token)
+
+    def _spawn_in_context(self, node: BoundNode, kwargs: dict[str, Any],
+                          threaded: bool) -> asyncio.Future:
         if node.is_async:
             return asyncio.ensure_future(node.call(**kwargs))
         if node.is_async_gen:

@@ -11,6 +11,8 @@ from typing import Any
 
 from ..errors import ExecutionError
 from ..spec import parse_value_type
+from ..providers._base import Usage
+from ..providers._usage import current_usage, record_usage
 from ._templates import as_chat_lists, build_messages, render
 
 _REQUIRED = object()
@@ -170,16 +172,43 @@ class LLMCall:
         return request
 
     async def __call__(self, **kwargs: Any) -> Any:
+        """The node's output: the reply text, the whole message when tools or functions are
+        given, or (``stream: true``) an async generator of text deltas."""
         params, variables = self.split(kwargs)
         if self.api == "chat":
             if self.api_style == "azure_openai":
                 variables = as_chat_lists(variables)
             messages = build_messages(self.template, variables, self.to_escape)
             request = self.chat_request(params, messages)
+            if request["stream"] and not (request.get("tools") or request.get("functions")):
+                return _relay(self.model.chat_stream(request), current_usage.get(),
+                              request.get("model"))
             response = await self.model.chat(request)
+            record_usage(response.usage, response.model or request.get("model"),
+                         getattr(response, "cached", False))
             if request.get("tools") or request.get("functions"):
                 return response.message
             return response.message.get("content", "")
         prompt = render(self.template, variables)
-        response = await self.model.complete(self.completion_request(params, prompt))
+        request = self.completion_request(params, prompt)
+        response = await self.model.complete(request)
+        record_usage(response.usage, response.model or request.get("model"),
+                     getattr(response, "cached", False))
+        if request["stream"]:
+            return _once(response.text)
         return response.text
+
+
+async def _once(text: str):
+    yield text
+
+
+async def _relay(stream: Any, recorder: Any, model: Any):
+    """Pass a model's stream on; a final ``Usage`` item is recorded on the node that made the
+    call (the stream may be consumed later, by another node or by the flow output)."""
+    async for item in stream:
+        if isinstance(item, Usage):
+            if recorder is not None:
+                recorder.add(item, model)
+            continue
+        yield item

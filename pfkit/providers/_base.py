@@ -56,8 +56,8 @@ class ChatModel(Protocol):
       ``"azure_openai"`` (``deployment_name``, ``n``).
     * ``identity`` is a stable, secret-free description of the endpoint (provider kind, base URL,
       deployment) used in cache keys, logs and errors.
-    * Requests are OpenAI wire bodies; ``chat_stream`` yields content deltas for a request with
-      ``stream: true``.
+    * Requests are OpenAI wire bodies; ``chat_stream`` yields content deltas (str) for a request
+      with ``stream: true`` and may end with one :class:`Usage` item for the whole stream.
     """
 
     api_style: str
@@ -67,6 +67,6 @@ class ChatModel(Protocol):
 
     async def complete(self, request: dict[str, Any]) -> CompletionResponse: ...
 
-    def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[str]: ...
+    def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[str | Usage]: ...
 
     async def embed(self, request: dict[str, Any]) -> EmbeddingResponse: ...

@@ -1,0 +1,262 @@
+"""Shared helpers for pfkit's benchmarks (standard library only).
+
+How we measure (see docs/benchmarks.md in the shared docs): contestants run side by side in one
+run, alternating A B A B ..., at least 5 times after a warm-up; we report median and min-max for
+each and the ratio of medians, and append the figures to ``bench/RESULTS.md`` with the date,
+``nproc``, the CPU model, the Python version and the exact command.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "RESULTS.md"
+FLOWS = BENCH / "flows"
+
+# pfkit: the project's own editable install.
+PFKIT_VENV = REPO / ".venv"
+PFKIT_PY = PFKIT_VENV / "bin" / "python"
+PFKIT_CLI = PFKIT_VENV / "bin" / "pfkit"
+
+# promptflow 1.18.5, the peer, in its own git-ignored venv (bench/setup_promptflow.sh).
+PF_VENV = REPO / ".bench" / "promptflow-venv"
+PF_PY = PF_VENV / "bin" / "python"
+PF_CLI = PF_VENV / "bin" / "pf"
+PF_HOME = REPO / ".bench" / "pf-home"  # never ~/.promptflow
+
+RESULTS_HEADER = """\
+# pfkit benchmark results
+
+Appended by the scripts in `bench/` (see `bench/README.md`); newest sections last. Every figure
+is a side-by-side measurement from one run (contestants alternated A B A B ... after a
+warm-up): compare figures within a section, not across machines or days.
+
+Reproduce (from the repository root, after installing pfkit in `.venv`):
+
+```sh
+bash bench/setup_promptflow.sh && .venv/bin/python bench/startup.py && .venv/bin/python bench/engine.py
+```
+"""
+
+
+# --------------------------------------------------------------------------- environments
+
+def pfkit_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def pf_env(**extra: str) -> dict[str, str]:
+    """The environment for every promptflow process: tracing off, its own home folder."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env["PF_DISABLE_TRACING"] = "true"
+    env["PF_HOME_DIRECTORY"] = str(PF_HOME)
+    env.update(extra)
+    return env
+
+
+def require_promptflow() -> None:
+    """Exit with a hint when the peer venv is missing; make sure its telemetry is off."""
+    if not PF_CLI.exists():
+        sys.exit(f"promptflow is not installed in {PF_VENV.relative_to(REPO)}: "
+                 "run `bash bench/setup_promptflow.sh` first")
+    PF_HOME.mkdir(parents=True, exist_ok=True)
+    config = PF_HOME / "pf.yaml"
+    text = config.read_text(encoding="utf-8") if config.exists() else ""
+    if "enabled: 'false'" not in text and "enabled: false" not in text:
+        subprocess.run([str(PF_CLI), "config", "set", "telemetry.enabled=false"],
+                       env=pf_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=True)
+
+
+def require_pfkit() -> None:
+    if not PFKIT_PY.exists():
+        sys.exit("pfkit's venv .venv is missing: python -m venv .venv && .venv/bin/pip install -e .")
+
+
+# --------------------------------------------------------------------------- timing
+
+class BenchError(RuntimeError):
+    pass
+
+
+def run_process(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
+                cwd: str | Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(cmd), env=dict(env) if env is not None else None,
+                          cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise BenchError(f"command failed with exit code {proc.returncode}: {shlex.join(cmd)}\n"
+                         f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def time_process(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
+                 cwd: str | Path | None = None, expect: str | None = None,
+                 timeout: float = 600) -> float:
+    """Wall-clock seconds of one whole process, from spawn to exit. Output is captured (to
+    pipes, never a terminal) and checked: a failing run is an error, not a fast figure."""
+    start = time.perf_counter()
+    proc = subprocess.run(list(cmd), env=dict(env) if env is not None else None, cwd=cwd,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise BenchError(f"command failed with exit code {proc.returncode}: {shlex.join(cmd)}\n"
+                         f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
+    if expect is not None and expect not in proc.stdout:
+        raise BenchError(f"expected {expect!r} in the output of {shlex.join(cmd)}, got:\n"
+                         f"{proc.stdout[-3000:]}")
+    return elapsed
+
+
+def alternate(contestants: Mapping[str, Callable[[], float]], *, runs: int, warmup: int = 1,
+              progress: bool = True) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Call each contestant in turn (A B C A B C ...): ``warmup`` rounds, discarded, then
+    ``runs`` measured rounds. Each callable returns one measurement. Returns (measured,
+    warm-up) values per contestant, in the order they were taken."""
+    measured: dict[str, list[float]] = {name: [] for name in contestants}
+    warm: dict[str, list[float]] = {name: [] for name in contestants}
+    for round_ in range(warmup + runs):
+        target = warm if round_ < warmup else measured
+        for name, fn in contestants.items():
+            value = fn()
+            target[name].append(value)
+            if progress:
+                tag = "warm-up" if round_ < warmup else f"run {round_ - warmup + 1}/{runs}"
+                print(f"  {tag:>10}  {name:<40} {value:.4g}", file=sys.stderr, flush=True)
+    return measured, warm
+
+
+@dataclass(frozen=True)
+class Stats:
+    median: float
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stats:
+        if not values:
+            raise ValueError("no values")
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    def fmt(self, scale: float = 1.0, digits: int = 3, unit: str = "") -> str:
+        """``median (min-max)`` in the given unit."""
+        f = lambda v: f"{v * scale:.{digits}f}"  # noqa: E731
+        return f"{f(self.median)}{unit} ({f(self.min)}–{f(self.max)})"
+
+
+def ratio(a: float, b: float) -> str:
+    """a / b, formatted as ``12.3×``."""
+    if b == 0:
+        return "n/a"
+    r = a / b
+    return f"{r:.1f}×" if r >= 10 else f"{r:.2f}×"
+
+
+# --------------------------------------------------------------------------- reporting
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def nproc() -> str:
+    try:
+        return subprocess.run(["nproc"], stdout=subprocess.PIPE, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return str(os.cpu_count())
+
+
+def python_version(python: Path) -> str:
+    try:
+        return run_process([str(python), "-c", "import sys; print(sys.version.split()[0])"]
+                           ).stdout.strip()
+    except (OSError, BenchError):
+        return "unknown"
+
+
+def package_version(python: Path, module: str) -> str:
+    code = (f"from importlib.metadata import version; print(version({module!r}))")
+    try:
+        return run_process([str(python), "-c", code]).stdout.strip()
+    except (OSError, BenchError):
+        return "not installed"
+
+
+def git_revision() -> str:
+    try:
+        head = run_process(["git", "rev-parse", "--short", "HEAD"], cwd=REPO).stdout.strip()
+        dirty = run_process(["git", "status", "--porcelain", "--untracked-files=no"],
+                            cwd=REPO).stdout.strip()
+        return head + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, BenchError):
+        return "unknown"
+
+
+def exact_command() -> str:
+    """The command that started this benchmark, with the interpreter relative to the repo."""
+    exe = Path(sys.executable)
+    try:
+        exe_text = str(exe.relative_to(REPO)) if exe.is_absolute() else str(exe)
+    except ValueError:
+        exe_text = str(exe)
+    if exe_text == str(PFKIT_PY.relative_to(REPO)):
+        exe_text = ".venv/bin/python"
+    argv = list(sys.argv)
+    try:
+        argv[0] = str(Path(argv[0]).resolve().relative_to(REPO))
+    except ValueError:
+        pass
+    return shlex.join([exe_text, *argv])
+
+
+def environment_lines() -> list[str]:
+    return [
+        f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: nproc {nproc()}, CPU {cpu_model()}, {platform.system()} {platform.release()}",
+        f"- python: pfkit venv {python_version(PFKIT_PY)}, promptflow venv "
+        f"{python_version(PF_PY) if PF_PY.exists() else 'missing'}",
+        f"- versions: pfkit {package_version(PFKIT_PY, 'pfkit')} (git {git_revision()}), "
+        f"promptflow {package_version(PF_PY, 'promptflow') if PF_PY.exists() else 'missing'}",
+        f"- command: `{exact_command()}` (run from the repository root)",
+    ]
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def append_results(title: str, body: str) -> str:
+    """Append a dated section to bench/RESULTS.md (created with its header if missing) and
+    return the section's text."""
+    section = "\n".join([f"## {title}", "", *environment_lines(), "", body.rstrip(), ""])
+    if not RESULTS.exists():
+        RESULTS.write_text(RESULTS_HEADER, encoding="utf-8")
+    with RESULTS.open("a", encoding="utf-8") as fh:
+        fh.write("\n" + section)
+    return section

@@ -1,0 +1,261 @@
+"""Connection files: promptflow's connection YAML, stored as files, secrets kept out of sight.
+
+* A connection lives in ``$PFKIT_HOME/connections/<name>.yaml`` (``PFKIT_HOME`` defaults to
+  ``~/.pfkit``). No OS keyring: promptflow's most common failure on Linux.
+* A secret is best given as ``${env:VAR}``: the file then holds only the reference, resolved from
+  the environment (or a ``.env`` file) each time the connection is used. A secret given
+  literally is stored in a file readable only by its owner (mode 0600).
+* ``show`` and ``list`` mask secrets; error messages never contain them.
+* ``local`` always exists and needs no configuration: the embedded model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import Location, UserError
+from ._types import (
+    AzureOpenAIConnection,
+    CustomConnection,
+    OpenAIConnection,
+    ServerlessConnection,
+    _Connection,
+)
+
+ENV_REF = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
+MASK = "******"
+LOCAL = "local"
+
+# type -> (class, secret fields, required fields)
+TYPES: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
+    "open_ai": (OpenAIConnection, ("api_key",), ("api_key",)),
+    "azure_open_ai": (AzureOpenAIConnection, ("api_key",), ("api_key", "api_base")),
+    "serverless": (ServerlessConnection, ("api_key",), ("api_key", "api_base")),
+    "custom": (CustomConnection, (), ()),
+    "local": (_Connection, (), ()),
+}
+# pfkit's own connection options (limits, retries), accepted on every LLM connection type.
+OPTION_FIELDS = ("max_concurrency", "requests_per_minute", "tokens_per_minute", "max_retries",
+                 "timeout", "model_path", "n_ctx", "prices")
+_META_FIELDS = ("$schema", "name", "type", "module", "description")
+
+
+class ConnectionError_(UserError):
+    default_code = "ConnectionError"
+
+
+class LocalConnection(_Connection):
+    """The embedded model: ``model_path`` (a GGUF file) is optional."""
+
+    TYPE = "local"
+
+
+def pfkit_home() -> Path:
+    return Path(os.environ.get("PFKIT_HOME") or Path.home() / ".pfkit").expanduser()
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines (``export`` prefix, quotes and ``#`` comments allowed)."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+class SecretResolver:
+    """Resolves ``${env:VAR}``: the process environment first, then ``.env`` files (the current
+    folder's, then ``$PFKIT_HOME/.env``)."""
+
+    def __init__(self, extra_dotenv: list[Path] | None = None) -> None:
+        self.files = [Path.cwd() / ".env", *(extra_dotenv or []), pfkit_home() / ".env"]
+        self._cache: dict[str, str] | None = None
+
+    def lookup(self, var: str) -> str | None:
+        if var in os.environ:
+            return os.environ[var]
+        if self._cache is None:
+            self._cache = {}
+            for file in reversed(self.files):
+                self._cache.update(read_dotenv(file))
+        return self._cache.get(var)
+
+
+class ConnectionStore:
+    """Connection files under ``home/connections``."""
+
+    def __init__(self, home: Path | None = None, resolver: SecretResolver | None = None) -> None:
+        self.home = (home or pfkit_home()).expanduser()
+        self.folder = self.home / "connections"
+        self.resolver = resolver or SecretResolver()
+
+    # -- files ------------------------------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name or ""):
+            raise ConnectionError_(f"invalid connection name {name!r}", code="InvalidConnectionName",
+                                   hint="Use letters, digits, '_', '-' and '.'.")
+        return self.folder / f"{name}.yaml"
+
+    def names(self) -> list[str]:
+        files = sorted(self.folder.glob("*.yaml")) if self.folder.is_dir() else []
+        return [LOCAL, *[f.stem for f in files if f.stem != LOCAL]]
+
+    def read(self, name: str) -> dict[str, Any]:
+        if name == LOCAL and not self.path(LOCAL).is_file():
+            return {"name": LOCAL, "type": "local"}
+        path = self.path(name)
+        if not path.is_file():
+            known = ", ".join(self.names())
+            raise ConnectionError_(
+                f"connection '{name}' does not exist", code="ConnectionNotFound",
+                hint=f"Create it with  pfkit connection create --file {name}.yaml --name {name}  "
+                     f"(known connections: {known}).",
+            )
+        from ..spec._yaml import load_yaml_file, plain
+
+        data = plain(load_yaml_file(path)) or {}
+        if not isinstance(data, dict):
+            raise ConnectionError_(f"{path} is not a YAML mapping", code="InvalidConnection",
+                                   location=Location(file=str(path)))
+        return data
+
+    def create(self, data: Mapping[str, Any], *, name: str | None = None,
+               overrides: Mapping[str, str] | None = None, source: str | None = None) -> Path:
+        """Validate and write a connection; returns its file. Literal secrets make the file
+        owner-only (0600)."""
+        record = {k: v for k, v in data.items()}
+        for key, value in (overrides or {}).items():
+            target = record
+            parts = key.split(".")
+            for part in parts[:-1]:
+                target = target.setdefault(part, {})
+            target[parts[-1]] = value
+        if name:
+            record["name"] = name
+        where = Location(file=source)
+        conn_name = record.get("name")
+        if not conn_name:
+            raise ConnectionError_("the connection has no name", code="InvalidConnection",
+                                   location=where, hint="Add  name: my_conn  or pass --name.")
+        ctype = record.get("type")
+        if ctype not in TYPES:
+            raise ConnectionError_(
+                f"connection type {ctype!r} is not supported", code="InvalidConnection",
+                location=where, hint=f"Use one of: {', '.join(t for t in TYPES if t != 'local')}.")
+        _, secret_fields, required = TYPES[ctype]
+        missing = [f for f in required if not record.get(f)]
+        if missing:
+            raise ConnectionError_(
+                f"connection '{conn_name}' ({ctype}) lacks {', '.join(missing)}",
+                code="InvalidConnection", location=where,
+                hint="Give each as a value or as ${env:VAR}.")
+        for field in secret_fields:
+            if record.get(field) == "<user-input>":
+                raise ConnectionError_(
+                    f"'{field}' is the placeholder '<user-input>'", code="InvalidConnection",
+                    location=where, hint=f"Pass it with  --set {field}=${{env:MY_VAR}}  or a value.")
+        path = self.path(str(conn_name))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True)
+        literal_secret = any(
+            isinstance(v, str) and v and not ENV_REF.match(v)
+            for v in self._secret_values(ctype, record)
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(path, 0o600 if literal_secret else 0o644)
+        return path
+
+    def delete(self, name: str) -> None:
+        path = self.path(name)
+        if not path.is_file():
+            raise ConnectionError_(f"connection '{name}' does not exist", code="ConnectionNotFound")
+        path.unlink()
+
+    # -- views ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _secret_values(ctype: str, record: Mapping[str, Any]) -> list[Any]:
+        if ctype == "custom":
+            return list((record.get("secrets") or {}).values())
+        return [record.get(f) for f in TYPES[ctype][1]]
+
+    def show(self, name: str) -> dict[str, Any]:
+        """The connection as stored, secrets masked (``${env:VAR}`` references are shown, since
+        they are not secrets)."""
+        record = self.read(name)
+        ctype = record.get("type", "")
+        shown = dict(record)
+        if ctype == "custom":
+            shown["secrets"] = {k: _mask(v) for k, v in (record.get("secrets") or {}).items()}
+        elif ctype in TYPES:
+            for field in TYPES[ctype][1]:
+                if field in shown:
+                    shown[field] = _mask(shown[field])
+        return shown
+
+    def get(self, name: str) -> _Connection:
+        """The connection object tools receive, with ``${env:VAR}`` secrets resolved."""
+        record = self.read(name)
+        ctype = record.get("type")
+        if ctype not in TYPES:
+            raise ConnectionError_(f"connection '{name}' has unsupported type {ctype!r}",
+                                   code="InvalidConnection")
+        resolved = {k: self._resolve(name, k, v) for k, v in record.items()
+                    if k not in _META_FIELDS}
+        if ctype == "custom":
+            secrets = {k: self._resolve(name, f"secrets.{k}", v)
+                       for k, v in (record.get("secrets") or {}).items()}
+            return CustomConnection(configs=record.get("configs") or {}, secrets=secrets, name=name)
+        if ctype == "local":
+            return LocalConnection(name=name, **resolved)
+        cls = TYPES[ctype][0]
+        conn = cls(name=name, **resolved)
+        for field in TYPES[ctype][2]:
+            if not getattr(conn, field, None):
+                raise ConnectionError_(f"connection '{name}' has no {field}",
+                                       code="ConnectionKeyMissing",
+                                       hint=f"Set it:  pfkit connection create --file ... --set {field}=...")
+        return conn
+
+    def _resolve(self, name: str, field: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = ENV_REF.match(value)
+        if not match:
+            return value
+        var = match.group(1)
+        resolved = self.resolver.lookup(var)
+        if resolved is None or resolved == "":
+            raise ConnectionError_(
+                f"connection '{name}' needs environment variable {var} (for '{field}'), which is "
+                "not set", code="ConnectionKeyMissing",
+                hint=f"export {var}=...  or add  {var}=...  to a .env file in this folder.")
+        return resolved
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str) and ENV_REF.match(value):
+        return value
+    return MASK if value else value
+
+
+def connection_type_name(conn: Any) -> str:
+    return getattr(conn, "TYPE", type(conn).__name__)

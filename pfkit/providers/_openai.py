@@ -1,0 +1,268 @@
+"""OpenAI, Azure OpenAI and every OpenAI-compatible server (Ollama, vLLM, llama.cpp server,
+LM Studio), through the official ``openai`` package's async clients, imported on first use.
+
+pfkit does its own retries (the client's are off): exponential backoff with jitter on 429, 5xx,
+timeouts and connection errors, honouring ``Retry-After``; never on other 4xx. Failures become
+one clear :class:`ProviderError` naming the connection and endpoint, with secrets scrubbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ExecutionError, UserError
+from ._base import ChatResponse, CompletionResponse, EmbeddingResponse, Usage
+from ._limits import Limiter, Limits, estimate_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOptions:
+    timeout: float = 600.0
+    max_retries: int = 8
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+
+
+class ProviderError(ExecutionError):
+    """A model call failed for good (after any retries)."""
+
+    default_code = "ProviderError"
+
+
+class ProviderUserError(UserError):
+    """A model call failed because of configuration the user can fix (key, URL, model name)."""
+
+    default_code = "ProviderError"
+
+
+_KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+)")
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "******")
+    return _KEY_PATTERN.sub("******", text)
+
+
+def _retry_after(exc: Any) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+            import time
+
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _usage(raw: Any) -> Usage:
+    if raw is None:
+        return Usage()
+    prompt = getattr(raw, "prompt_tokens", 0) or 0
+    completion = getattr(raw, "completion_tokens", 0) or 0
+    total = getattr(raw, "total_tokens", 0) or prompt + completion
+    return Usage(prompt, completion, total)
+
+
+def _drop_empty(request: dict[str, Any]) -> dict[str, Any]:
+    """Empty values are not sent: None, and empty logit_bias/user."""
+    return {k: v for k, v in request.items()
+            if v is not None and not (k in ("logit_bias", "user") and not v)}
+
+
+class OpenAICompatibleModel:
+    """A ChatModel over an OpenAI-compatible HTTP API.
+
+    ``kind`` is ``"openai"`` (any OpenAI-compatible base URL) or ``"azure_openai"`` (an Azure
+    endpoint with ``api_version``; the llm node's ``deployment_name`` is the model)."""
+
+    def __init__(self, *, kind: str, api_key: str | None, base_url: str | None = None,
+                 api_version: str | None = None, organization: str | None = None,
+                 connection: str = "", options: ProviderOptions | None = None,
+                 limits: Limits | None = None) -> None:
+        self.kind = kind
+        self.api_style = "azure_openai" if kind == "azure_openai" else "openai"
+        self.connection = connection
+        self.base_url = (base_url or "").rstrip("/") or None
+        self._api_key = api_key or ""
+        self._api_version = api_version
+        self._organization = organization
+        self.options = options or ProviderOptions()
+        self.limiter = Limiter(limits or Limits())
+        self.identity = {"provider": kind, "base_url": self.base_url, "connection": connection}
+        if api_version:
+            self.identity["api_version"] = api_version
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.retries = 0
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatibleModel(kind={self.kind!r}, base_url={self.base_url!r}, connection={self.connection!r})"
+
+    # -- client -----------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            import openai
+
+            common = {"api_key": self._api_key or "unused", "max_retries": 0,
+                      "timeout": self.options.timeout}
+            if self.kind == "azure_openai":
+                client = openai.AsyncAzureOpenAI(azure_endpoint=self.base_url,
+                                                 api_version=self._api_version or "2024-02-01",
+                                                 **common)
+            else:
+                client = openai.AsyncOpenAI(base_url=self.base_url, organization=self._organization,
+                                            **common)
+            self._clients[loop] = client
+        return client
+
+    @property
+    def where(self) -> str:
+        return f"connection '{self.connection}' ({self.base_url or 'api.openai.com'})"
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def _call(self, kind: str, request: dict[str, Any], make: Any) -> Any:
+        import openai
+
+        attempt = 0
+        while True:
+            try:
+                async with self.limiter.slot(estimate_tokens(request)) as slot:
+                    result = await make(self._client())
+                    usage = getattr(result, "usage", None)
+                    if usage is not None:
+                        Limiter.settle(slot, getattr(usage, "total_tokens", 0) or 0)
+                    return result
+            except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
+                    openai.APIConnectionError) as exc:
+                if attempt >= self.options.max_retries:
+                    raise self._error(exc, request, attempts=attempt + 1) from None
+                delay = _retry_after(exc)
+                if delay is None:
+                    delay = min(self.options.backoff_max, self.options.backoff_base * 2 ** attempt)
+                    delay *= 0.5 + random.random() / 2  # jitter
+                attempt += 1
+                self.retries += 1
+                await asyncio.sleep(min(delay, self.options.backoff_max))
+            except openai.APIStatusError as exc:
+                raise self._error(exc, request) from None
+            except (openai.APIResponseValidationError, ValueError) as exc:
+                raise ProviderError(f"{self.where}: malformed response to a {kind} request: "
+                                    f"{scrub(str(exc), (self._api_key,))}", code="MalformedResponse",
+                                    hint="Check that the base URL points at an OpenAI-compatible API.") from None
+            except openai.APIError as exc:
+                raise ProviderError(f"{self.where}: {scrub(str(exc), (self._api_key,))}",
+                                    code="MalformedResponse") from None
+
+    def _error(self, exc: Any, request: dict[str, Any], attempts: int = 1):
+        import openai
+
+        model = request.get("model")
+        text = scrub(getattr(exc, "message", None) or str(exc), (self._api_key,))
+        retried = f" after {attempts} attempts" if attempts > 1 else ""
+        if isinstance(exc, openai.AuthenticationError):
+            return ProviderUserError(f"{self.where}: the API key was rejected (401): {text}",
+                                     code="ProviderAuthenticationError",
+                                     hint="Check the connection's api_key (or the env var it names).")
+        if isinstance(exc, openai.PermissionDeniedError):
+            return ProviderUserError(f"{self.where}: access denied (403): {text}",
+                                     code="ProviderPermissionError")
+        if isinstance(exc, openai.NotFoundError):
+            return ProviderUserError(
+                f"{self.where}: model or deployment '{model}' not found (404): {text}",
+                code="ModelNotFound",
+                hint="Check the node's model / deployment_name and the connection's base URL.")
+        if isinstance(exc, openai.BadRequestError):
+            code = getattr(exc, "code", None) or ""
+            if code == "context_length_exceeded" or "context length" in text.lower() \
+                    or "maximum context" in text.lower():
+                return ProviderUserError(
+                    f"{self.where}: the prompt is too long for model '{model}' (400): {text}",
+                    code="ContextLengthExceeded",
+                    hint="Shorten the prompt or the chat history, or lower max_tokens.")
+            return ProviderUserError(f"{self.where}: the request was rejected (400): {text}",
+                                     code="ProviderBadRequest")
+        if isinstance(exc, openai.RateLimitError):
+            return ProviderError(f"{self.where}: rate limited (429){retried}: {text}",
+                                 code="RateLimited",
+                                 hint="Lower the concurrency or set requests_per_minute / "
+                                      "tokens_per_minute on the connection.")
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError(f"{self.where}: no answer within {self.options.timeout:g} s"
+                                 f"{retried}", code="ProviderTimeout",
+                                 hint="Raise the connection's timeout, or check the server.")
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderError(f"{self.where}: cannot connect{retried}: {text}",
+                                 code="ProviderConnectionError",
+                                 hint="Check the base URL and that the server is running.")
+        status = getattr(exc, "status_code", "?")
+        return ProviderError(f"{self.where}: server error ({status}){retried}: {text}",
+                             code="ProviderServerError")
+
+    async def chat(self, request: dict[str, Any]) -> ChatResponse:
+        body = _drop_empty({k: v for k, v in request.items() if k != "stream"})
+        result = await self._call("chat", body,
+                                  lambda c: c.chat.completions.create(**body))
+        if not getattr(result, "choices", None):
+            raise ProviderError(f"{self.where}: the response has no choices",
+                                code="MalformedResponse")
+        message = result.choices[0].message.model_dump()
+        return ChatResponse(message=message, usage=_usage(result.usage), model=result.model)
+
+    async def complete(self, request: dict[str, Any]) -> CompletionResponse:
+        body = _drop_empty({k: v for k, v in request.items() if k != "stream"})
+        result = await self._call("completion", body, lambda c: c.completions.create(**body))
+        if not getattr(result, "choices", None):
+            raise ProviderError(f"{self.where}: the response has no choices",
+                                code="MalformedResponse")
+        return CompletionResponse(text=result.choices[0].text, usage=_usage(result.usage),
+                                  model=result.model)
+
+    async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[str | Usage]:
+        """Content deltas, then one ``Usage`` item for the whole stream."""
+        body = _drop_empty({**request, "stream": True})
+        if self.kind != "azure_openai":
+            body.setdefault("stream_options", {"include_usage": True})
+        stream = await self._call("chat", body, lambda c: c.chat.completions.create(**body))
+        usage, model = None, request.get("model")
+        async for chunk in stream:
+            if getattr(chunk, "usage", None):
+                usage = _usage(chunk.usage)
+            model = getattr(chunk, "model", None) or model
+            if chunk.choices:
+                delta = chunk.choices[0].delta
+                content = getattr(delta, "content", None)
+                if content:
+                    yield content
+        yield usage or Usage()
+
+    async def embed(self, request: dict[str, Any]) -> EmbeddingResponse:
+        body = _drop_empty(request)
+        result = await self._call("embedding", body, lambda c: c.embeddings.create(**body))
+        vectors = [item.embedding for item in sorted(result.data, key=lambda d: d.index)]
+        return EmbeddingResponse(vectors, _usage(result.usage), result.model)
