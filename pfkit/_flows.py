@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,6 @@ from .engine import (
 from .engine._execute import _Graph, resolve_path
 from .errors import ExecutionError, InputError, Location, UserError
 from .graph import plan
-from dataclasses import replace
-
 from .spec import FlowInputRef, FlowSpec, Literal, NodeRef, NodeSpec, load_flow_spec
 from .spec._includes import with_includes
 
@@ -174,7 +172,7 @@ async def atest_node(flow: BoundFlow, node_name: str, inputs: Mapping[str, Any])
         )
     import time
 
-    from .engine._execute import _NodeFailed, _failure
+    from .engine._execute import _failure, _NodeFailed
 
     start = time.time()
     with working_directory(flow.working_dir), flow_environment(flow):

@@ -55,10 +55,20 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return a == b and type(a) is type(b) or (isinstance(a, (int, float)) and not isinstance(a, bool)
                                              and isinstance(b, (int, float)) and not isinstance(b, bool)
                                              and a == b)
+
+
+def fixture_connection(name: str):
+    """The fixtures' one connection, as regenerate_expected.py gave it to promptflow."""
+    from pfkit.connections import OpenAIConnection
+    from pfkit.errors import UserError
+
+    if name != "echo":
+        raise UserError(f"connection '{name}' does not exist", code="ConnectionNotFound")
+    return OpenAIConnection(api_key="sk-test", base_url="http://127.0.0.1:9/v1", name=name)
 
 
 def run_case(case: Case):
@@ -67,7 +77,8 @@ def run_case(case: Case):
     from pfkit.engine import execute_aggregation, execute_line, working_directory
     from pfkit.testing import EchoModel
 
-    flow = load_bound_flow(case.folder, variant=case.variant, models={"echo": EchoModel("openai")})
+    flow = load_bound_flow(case.folder, variant=case.variant, models={"echo": EchoModel("openai")},
+                           connections=fixture_connection)
 
     async def go():
         with working_directory(flow.working_dir), flow_environment(flow):

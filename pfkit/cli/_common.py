@@ -48,20 +48,18 @@ def read_inputs_file(path: str) -> dict[str, Any]:
     if not file.is_file():
         raise fail(f"input file {path} does not exist")
     text = file.read_text(encoding="utf-8")
+    number = 1
     if file.suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                text = line
-                break
-        else:
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        if not lines:
             raise fail(f"{path} has no lines")
-    else:
-        number = 1
+        number, text = lines[0]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{number if file.suffix == '.jsonl' else exc.lineno}: not valid "
-                        f"JSON ({exc.msg})", code="InvalidInputFile") from None
+        line = number if file.suffix == ".jsonl" else exc.lineno
+        raise UserError(f"{path}:{line}: not valid JSON ({exc.msg})", code="InvalidInputFile",
+                        hint="Fix the JSON, or pass inputs with --inputs key=value.") from None
     if not isinstance(data, dict):
         raise fail(f"{path} must hold a JSON object of flow inputs, got {type(data).__name__}")
     return data

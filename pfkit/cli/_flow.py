@@ -112,7 +112,6 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .._flows import load_bound_flow
-
     from ..connections._store import ConnectionStore
 
     store = ConnectionStore()

@@ -19,7 +19,15 @@ from typing import Any
 from ..errors import FlowValidationError, Location, UserError
 from ..graph import FlowGraph
 from ..nodes import _llm, _python, _templates
-from ..spec import ActivateSpec, FlowInputRef, FlowSpec, Literal, NodeRef, NodeSpec, parse_value_type
+from ..spec import (
+    ActivateSpec,
+    FlowInputRef,
+    FlowSpec,
+    Literal,
+    NodeRef,
+    NodeSpec,
+    parse_value_type,
+)
 from ..spec._references import is_reference_text
 
 ModelResolver = Callable[[str, NodeSpec], Any]
@@ -208,6 +216,15 @@ class _Binder:
                              "source.type", hint="Use a script:  source: {type: code, path: x.py}.")
         tool = _python.load_python_tool(self.source_file(node), flow_file=self.spec.file,
                                         node=node.name, line=node.line)
+        if not tool.accepts_kwargs:
+            unknown = [k for k in node.inputs if k not in tool.params and k not in tool.init_params]
+            if unknown:
+                raise self.error(
+                    node, f"inputs {unknown} are not parameters of tool "
+                    f"'{tool.func.__qualname__}' in {node.source.path}", "NodeInputValidationError",
+                    f"inputs.{unknown[0]}",
+                    hint=f"Its parameters: {sorted({**tool.params, **tool.init_params})}. Remove the "
+                         "input, or add the parameter (or **kwargs) to the tool.")
         types = {k: p.value_type for k, p in {**tool.params, **tool.init_params}.items()}
         converted = self.convert_literals(node, literals, types)
         func = tool.func

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ExecutionError
-from ..spec import parse_value_type
 from ..providers._base import Usage
 from ..providers._usage import current_usage, record_usage
+from ..spec import parse_value_type
 from ._templates import as_chat_lists, build_messages, render
 
 _REQUIRED = object()

@@ -96,7 +96,7 @@ def describe_params(func: Callable, skip_self: bool = False) -> tuple[dict[str, 
     return params, accepts_kwargs
 
 
-def _user_frames(tb: types.TracebackType | None, script: Path) -> str:
+def _user_frames(tb: types.TracebackType | None) -> str:
     frames = [f for f in traceback.extract_tb(tb) if "importlib" not in f.filename]
     return "".join(traceback.format_list(frames[-3:])).rstrip()
 
@@ -125,7 +125,7 @@ def load_script(path: Path, *, flow_file: str, node: str, field: str = "source.p
         ) from None
     except Exception as exc:
         hint = "Install the missing package into this environment." if isinstance(
-            exc, ImportError) else f"The error was raised here:\n{_user_frames(exc.__traceback__, path)}"
+            exc, ImportError) else f"The error was raised here:\n{_user_frames(exc.__traceback__)}"
         raise FlowValidationError(
             f"importing {path.name} failed: ({type(exc).__name__}) {exc}", code="PythonLoadError",
             location=Location(file=flow_file, line=line, node=node, field=field), hint=hint,

@@ -6,8 +6,8 @@ Requests are plain dicts shaped exactly like the OpenAI wire body (``model``, ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 

@@ -67,8 +67,8 @@ def _retry_after(exc: Any) -> float | None:
         try:
             return float(value)
         except ValueError:
-            from email.utils import parsedate_to_datetime
             import time
+            from email.utils import parsedate_to_datetime
 
             try:
                 return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())

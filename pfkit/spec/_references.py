@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 _PROPERTY_TOKEN = re.compile(r"\.?(?:(\w+)|\[(\d+)\]|\['([^']*)'\])")
 
@@ -56,7 +56,7 @@ class NodeRef:
         return parts[2] if len(parts) == 3 else ""
 
 
-Reference = Union[Literal, FlowInputRef, NodeRef]
+Reference = Literal | FlowInputRef | NodeRef
 
 
 def is_reference_text(value: Any) -> bool:
