@@ -380,6 +380,8 @@ def test_secrets_never_reach_disk(tmp_path):
     record = json.loads((tmp_path / "c.jsonl").read_text(encoding="utf-8"))
     assert record["identity"] == {"headers": {}, "provider": "echo"}
     assert record["request"]["max_tokens"] == 5  # "tokens" is not a secret
+    rotated = {"provider": "echo", "api_key": "sk-OTHER", "headers": {}}
+    assert cache_key(rotated, "chat", {}) == cache_key(inner.identity, "chat", {})
 
 
 def test_malformed_cassette_line_names_file_and_line(tmp_path):
@@ -464,8 +466,7 @@ def test_threads_with_their_own_event_loops_share_a_file_cache(tmp_path):
     replay = CachingModel(inner, cache, "replay")
     for i in range(30):
         request = chat_request(f"t{i}")
-        if cache.get(cache_key(IDENTITY, "chat", request)) is not None:
-            assert asyncio.run(replay.chat(request)) == asyncio.run(EchoModel().chat(request))
+        assert asyncio.run(replay.chat(request)) == asyncio.run(EchoModel().chat(request))
     assert inner.requests == []
     cache.close()
 

@@ -95,10 +95,12 @@ def cache_key(identity: dict[str, Any], kind: str, request: dict[str, Any]) -> s
     """The sha256 hex digest naming a call of ``kind`` with ``request`` to the model ``identity``.
 
     A streamed and a non-streamed chat call with otherwise equal requests share a key.
+    Credential-like fields of ``identity`` (which should have none) are ignored, so the key is
+    the one recomputed from a stored or exported entry.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown call kind {kind!r}; expected one of {', '.join(KINDS)}")
-    payload = {"v": KEY_VERSION, "identity": identity, "kind": kind,
+    payload = {"v": KEY_VERSION, "identity": strip_secrets(identity), "kind": kind,
                "request": normalise_request(request)}
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
