@@ -7,17 +7,19 @@ import hashlib
 import json
 import sqlite3
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from pfkit.errors import UserError
-from pfkit.providers import ChatModel, ChatResponse
+from pfkit.providers import ChatModel, ChatResponse, Usage
 from pfkit.providers._cache import (
     SCHEMA_VERSION,
     CachingModel,
     ReplayMissError,
     ResponseCache,
+    _hit_fields,
     cache_key,
     is_nondeterministic,
     resolve_cache_mode,
@@ -55,6 +57,15 @@ class SlowEcho(EchoModel):
         response = await super().chat(request)
         await asyncio.sleep(0)
         return response
+
+
+class UsageStream(EchoModel):
+    """Streams like the OpenAI provider: content deltas, then one ``Usage`` item."""
+
+    async def chat_stream(self, request: dict[str, Any]):
+        async for chunk in super().chat_stream(request):
+            yield chunk
+        yield Usage(3, 4, 7)
 
 
 class FailingStream(EchoModel):
@@ -261,8 +272,31 @@ def test_stream_and_plain_chat_share_an_entry():
 
     response = asyncio.run(model.chat(chat_request("b")))
     streamed = asyncio.run(collect(model.chat_stream(chat_request("b", stream=True))))
-    assert streamed == [response.message["content"]]
+    assert streamed == [response.message["content"], response.usage]  # usage ends the stream
     assert len(inner.requests) == 2
+
+
+def test_a_final_usage_item_is_stored_and_replayed():
+    inner, cache = UsageStream(), ResponseCache.in_memory()
+    model = CachingModel(inner, cache, "read_write")
+    request = chat_request(stream=True)
+    first = asyncio.run(collect(model.chat_stream(request)))
+    assert first[-1] == Usage(3, 4, 7) and all(isinstance(c, str) for c in first[:-1])
+    assert asyncio.run(collect(model.chat_stream(request))) == first
+    plain = asyncio.run(model.chat(chat_request()))
+    assert plain.usage == Usage(3, 4, 7) and plain.message["content"] == "".join(first[:-1])
+    assert len(inner.requests) == 1
+
+
+def test_hits_are_marked_cached_when_the_response_class_has_the_field():
+    @dataclass(frozen=True)
+    class Marked:
+        text: str
+        cached: bool = field(default=False, compare=False)
+
+    assert _hit_fields(Marked) == {"cached": True}
+    assert _hit_fields(ChatResponse) == ({"cached": True} if hasattr(ChatResponse, "cached")
+                                         else {})
 
 
 def test_stream_is_not_stored_when_it_fails_or_stops_early():

@@ -26,7 +26,7 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -504,6 +504,12 @@ def _parse_cassette_line(path: Path, number: int, line: str) -> _Entry:
 
 # -------------------------------------------------------------------- response serialisation
 
+def _hit_fields(cls: type) -> dict[str, Any]:
+    """``cached=True`` for response classes that have a ``cached`` field (marks a cache hit
+    without changing equality, when the field is declared with ``compare=False``)."""
+    return {"cached": True} if "cached" in {f.name for f in fields(cls)} else {}
+
+
 def _usage_from(data: dict[str, Any] | None) -> Usage:
     data = data or {}
     return Usage(int(data.get("prompt_tokens", 0)), int(data.get("completion_tokens", 0)),
@@ -517,7 +523,7 @@ def chat_to_dict(response: ChatResponse) -> dict[str, Any]:
 
 def chat_from_dict(data: dict[str, Any]) -> ChatResponse:
     return ChatResponse(message=data["message"], usage=_usage_from(data.get("usage")),
-                        model=data.get("model"))
+                        model=data.get("model"), **_hit_fields(ChatResponse))
 
 
 def completion_to_dict(response: CompletionResponse) -> dict[str, Any]:
@@ -526,7 +532,7 @@ def completion_to_dict(response: CompletionResponse) -> dict[str, Any]:
 
 def completion_from_dict(data: dict[str, Any]) -> CompletionResponse:
     return CompletionResponse(text=data["text"], usage=_usage_from(data.get("usage")),
-                              model=data.get("model"))
+                              model=data.get("model"), **_hit_fields(CompletionResponse))
 
 
 def embedding_to_dict(response: EmbeddingResponse) -> dict[str, Any]:
@@ -536,21 +542,31 @@ def embedding_to_dict(response: EmbeddingResponse) -> dict[str, Any]:
 
 def embedding_from_dict(data: dict[str, Any]) -> EmbeddingResponse:
     return EmbeddingResponse(embeddings=data["embeddings"], usage=_usage_from(data.get("usage")),
-                             model=data.get("model"))
+                             model=data.get("model"), **_hit_fields(EmbeddingResponse))
 
 
-def stream_to_dict(chunks: list[str]) -> dict[str, Any]:
-    """A streamed chat as a chat entry that also keeps the chunks (usage is not reported)."""
+def stream_to_dict(chunks: list[str], usage: Usage | None) -> dict[str, Any]:
+    """A streamed chat as a chat entry that also keeps the chunks and whether the stream ended
+    with a ``Usage`` item (the model name is not known from a stream)."""
     return {"message": {"role": "assistant", "content": "".join(chunks)},
-            "usage": Usage().to_dict(), "model": None, "chunks": chunks}
+            "usage": (usage or Usage()).to_dict(), "model": None, "chunks": chunks,
+            "stream_usage": usage is not None}
 
 
-def stream_chunks(data: dict[str, Any]) -> list[str]:
-    """The chunks to replay for a stored chat entry: the recorded ones, else the whole text."""
+def stream_items(data: dict[str, Any]) -> list[str | Usage]:
+    """What ``chat_stream`` replays for a stored chat entry.
+
+    A recorded stream gives its chunks, then its ``Usage`` item if it had one. A non-streamed
+    chat gives its whole text as one chunk, then its usage (so token accounting matches).
+    """
     if isinstance(data.get("chunks"), list):
-        return [str(chunk) for chunk in data["chunks"]]
+        items: list[str | Usage] = [str(chunk) for chunk in data["chunks"]]
+        if data.get("stream_usage"):
+            items.append(_usage_from(data.get("usage")))
+        return items
     content = (data.get("message") or {}).get("content")
-    return [content] if isinstance(content, str) and content else []
+    text: list[str | Usage] = [content] if isinstance(content, str) and content else []
+    return [*text, _usage_from(data.get("usage"))]
 
 
 # -------------------------------------------------------------------------------------- model
@@ -621,30 +637,35 @@ class CachingModel:
         return await self._call("embedding", request, self.inner.embed,
                                 embedding_to_dict, embedding_from_dict)
 
-    async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[str]:
-        """Stream content deltas; a hit replays the stored chunks. A miss is stored only once
-        the inner stream completed (not when it failed or the consumer stopped early)."""
+    async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[str | Usage]:
+        """Stream content deltas (and the inner model's final ``Usage`` item, if any); a hit
+        replays them. A miss is stored only once the inner stream completed (not when it failed
+        or the consumer stopped early)."""
         self._count(calls=1)
         key = self._key_for("chat", request)
         if key is not None and self.mode != "record":
             stored = self._lookup(key, "chat", request)
             if stored is not None:
-                for chunk in stream_chunks(stored):
-                    yield chunk
+                for item in stream_items(stored):
+                    yield item
                 return
         self._count(inner_calls=1)
         chunks: list[str] = []
+        usage: Usage | None = None
         stream = self.inner.chat_stream(request)
         try:
-            async for chunk in stream:
-                chunks.append(chunk)
-                yield chunk
+            async for item in stream:
+                if isinstance(item, Usage):
+                    usage = item
+                else:
+                    chunks.append(item)
+                yield item
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:  # stop the inner stream now if our consumer stopped early
                 await aclose()
         if key is not None:
-            self._store(key, "chat", request, stream_to_dict(chunks))
+            self._store(key, "chat", request, stream_to_dict(chunks, usage))
 
     # -- internals
 
