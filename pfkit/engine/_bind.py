@@ -163,7 +163,10 @@ class _Binder:
     def bind_node(self, node: NodeSpec) -> BoundNode:
         literals = {k: v.value for k, v in node.inputs.items() if isinstance(v, Literal)}
         refs = tuple((k, v) for k, v in node.inputs.items() if not isinstance(v, Literal))
-        if node.type == "python":
+        if node.source is not None and node.source.type in ("package", "package_with_prompt"):
+            call, literals, has_default = self.bind_package(node, literals)
+            is_async, is_async_gen = True, False
+        elif node.type == "python":
             call, is_async, is_async_gen, literals, has_default = self.bind_python(node, literals)
         elif node.type == "prompt":
             call, is_async, is_async_gen, has_default = self.bind_prompt(node), False, False, frozenset()
@@ -209,11 +212,67 @@ class _Binder:
                                      f"inputs.{key}", hint=f"Give a {value_type} value.") from None
         return converted
 
+    def model_for(self, node: NodeSpec, connection: Any, field: str) -> Any:
+        if not isinstance(connection, str) or not connection:
+            raise self.error(node, "the node needs a connection name", "ConnectionNotFound", field,
+                             hint="Add  connection: <name>.")
+        try:
+            return self.models(connection, node)
+        except UserError as exc:
+            raise type(exc)(exc.message, code=exc.code, hint=exc.hint, location=Location(
+                file=self.spec.file, line=node.line, node=node.name, field=field)) from None
+
+    def bind_package(self, node: NodeSpec, literals: dict[str, Any]):
+        """promptflow-tools' LLM and embedding tools, run by pfkit's providers (promptflow-tools
+        need not be installed): same inputs, same outputs."""
+        tool = node.source.tool
+        spec = _llm.PACKAGE_TOOLS.get(tool)
+        if spec is None:
+            raise self.error(
+                node, f"package tool '{tool}' is not available in pfkit", "PackageToolNotFound",
+                "source.tool", hint="Supported package tools: " + ", ".join(sorted(_llm.PACKAGE_TOOLS))
+                + ". Other tools can be written as a python node.")
+        connection = node.inputs.get("connection")
+        if not isinstance(connection, Literal):
+            raise self.error(node, "the connection input must be a connection name", "ConnectionNotFound",
+                             "inputs.connection", hint="Add  connection: <name>  to the node's inputs.")
+        model = self.model_for(node, connection.value, "inputs.connection")
+        api_style = getattr(model, "api_style", "openai")
+        literals = {k: v for k, v in literals.items() if k != "connection"}
+        if spec.api == "embedding":
+            types = {"input": "string", "deployment_name": "string", "model": "string"}
+            converted = self.convert_literals(node, literals, types)
+            return _llm.EmbeddingCall(model=model), converted, frozenset()
+        api = spec.api
+        if api == "from_input":
+            api_value = literals.pop("api", "chat")
+            if api_value not in ("chat", "completion"):
+                raise self.error(node, f"api {api_value!r} is not supported", "APINotFound",
+                                 "inputs.api", hint="Use chat or completion.")
+            api = api_value
+        if node.source.type == "package_with_prompt":
+            text, template = self.read_template(node)
+        else:
+            prompt = literals.pop("prompt", None)
+            if not isinstance(prompt, str):
+                raise self.error(node, "the tool needs a 'prompt' input (the template text)",
+                                 "NodeInputValidationError", "inputs.prompt")
+            text = prompt
+            template = _templates.compile_template(_templates.preprocess_images(text))
+        table = _llm.parameter_table(api_style, api)
+        self.check_collisions(node, text, set(table) | {"connection", "prompt", "api"},
+                              f"the {api} API's")
+        types = {k: t for k, (t, _) in table.items()}
+        converted = self.convert_literals(node, literals, types)
+        if spec.provider == "azure_openai" and api_style != "azure_openai":
+            # AzureOpenAI tools name the model 'deployment_name'; let it reach an OpenAI-style model
+            if "deployment_name" in converted and "model" not in converted:
+                converted["model"] = converted.pop("deployment_name")
+        call = _llm.LLMCall(model=model, api=api, api_style=api_style, template=template,
+                            table=table, to_escape=self.escaped_inputs(node))
+        return call, converted, frozenset(table)
+
     def bind_python(self, node: NodeSpec, literals: dict[str, Any]):
-        source = node.source
-        if source.type != "code":
-            raise self.error(node, "package tools are not supported yet", "NotSupported",
-                             "source.type", hint="Use a script:  source: {type: code, path: x.py}.")
         tool = _python.load_python_tool(self.source_file(node), flow_file=self.spec.file,
                                         node=node.name, line=node.line)
         if not tool.accepts_kwargs:
@@ -261,11 +320,7 @@ class _Binder:
             raise self.error(node, "llm node has no 'connection'", "InvalidFlowSchema",
                              "connection", hint="Add  connection: <name>.")
         text, template = self.read_template(node)
-        try:
-            model = self.models(node.connection, node)
-        except UserError as exc:
-            raise type(exc)(exc.message, code=exc.code, hint=exc.hint, location=Location(
-                file=self.spec.file, line=node.line, node=node.name, field="connection")) from None
+        model = self.model_for(node, node.connection, "connection")
         api_style = getattr(model, "api_style", "openai")
         table = _llm.parameter_table(api_style, node.api or "chat")
         self.check_collisions(node, text, set(table) | {"connection", "prompt"},

@@ -212,3 +212,40 @@ async def _relay(stream: Any, recorder: Any, model: Any):
                 recorder.add(item, model)
             continue
         yield item
+
+
+@dataclass(frozen=True, slots=True)
+class PackageTool:
+    api: str  # chat, completion, embedding, or from_input (the node's 'api' input)
+    provider: str  # the provider the tool was written for
+
+
+PACKAGE_TOOLS: dict[str, PackageTool] = {
+    "promptflow.tools.llm.llm": PackageTool("from_input", "any"),
+    "promptflow.tools.aoai.AzureOpenAI.chat": PackageTool("chat", "azure_openai"),
+    "promptflow.tools.aoai.AzureOpenAI.completion": PackageTool("completion", "azure_openai"),
+    "promptflow.tools.aoai.chat": PackageTool("chat", "azure_openai"),
+    "promptflow.tools.aoai.completion": PackageTool("completion", "azure_openai"),
+    "promptflow.tools.openai.OpenAI.chat": PackageTool("chat", "openai"),
+    "promptflow.tools.openai.OpenAI.completion": PackageTool("completion", "openai"),
+    "promptflow.tools.openai.chat": PackageTool("chat", "openai"),
+    "promptflow.tools.openai.completion": PackageTool("completion", "openai"),
+    "promptflow.tools.embedding.embedding": PackageTool("embedding", "any"),
+}
+
+
+@dataclass(slots=True)
+class EmbeddingCall:
+    """promptflow-tools' ``embedding`` tool: one text in, its vector out."""
+
+    model: Any
+
+    async def __call__(self, input: Any, deployment_name: str | None = None,  # noqa: A002
+                       model: str | None = None, **_: Any) -> Any:
+        request = {"model": deployment_name or model or "", "input": input}
+        response = await self.model.embed(request)
+        record_usage(response.usage, response.model or request["model"],
+                     getattr(response, "cached", False))
+        if isinstance(input, list):
+            return response.embeddings
+        return response.embeddings[0]

@@ -32,6 +32,7 @@ class ChatResponse:
     message: dict[str, Any]
     usage: Usage = field(default_factory=Usage)
     model: str | None = None
+    cached: bool = field(default=False, compare=False)  # served from the response cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class CompletionResponse:
     text: str
     usage: Usage = field(default_factory=Usage)
     model: str | None = None
+    cached: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class EmbeddingResponse:
     embeddings: list[list[float]]
     usage: Usage = field(default_factory=Usage)
     model: str | None = None
+    cached: bool = field(default=False, compare=False)
 
 
 @runtime_checkable
