@@ -25,6 +25,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     test.add_argument("--variant", help="a variant to use, e.g. '${node.variant_1}'")
     test.add_argument("--connections", nargs="+", metavar="NODE.FIELD=VALUE",
                       help="override node.connection, node.deployment_name or node.model")
+    add_cache_options(test)
     test.add_argument("--detail", action="store_true",
                       help="print the whole line record (node runs, timings) instead of outputs")
     test.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -41,6 +42,23 @@ def register(groups: argparse._SubParsersAction) -> None:
     graph.add_argument("--variant", help="draw with this variant selected")
     graph.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     graph.set_defaults(handler=cmd_graph)
+
+
+def add_cache_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", choices=("off", "read_write", "record", "replay"),
+                        help="model-call cache: off, read_write, record, replay "
+                             "(default: $PFKIT_CACHE or off)")
+    parser.add_argument("--cassette", metavar="FILE",
+                        help="cassette for record/replay (default: pfkit.cassette.jsonl in the "
+                             "flow folder)")
+
+
+def model_session(args: argparse.Namespace, flow_path: str):
+    from ..providers._session import ModelSession, default_cassette
+    from ..spec import resolve_flow_file
+
+    cassette = args.cassette or default_cassette(resolve_flow_file(flow_path).parent)
+    return ModelSession(args.cache, cassette)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,12 +83,24 @@ def _save_test_files(flow_dir: Path, prefix: str, payload: dict[str, Any]) -> No
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    inputs = _inputs(args)
+    session = model_session(args, args.flow)
+    try:
+        return _run_test(args, inputs, session)
+    finally:
+        written = session.finish()
+        if written is not None:
+            print(f"pfkit: wrote {written} model calls to {session.cassette}", file=sys.stderr)
+
+
+def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) -> int:
     from .._aio import run_sync
     from .._flows import atest, atest_node, load_bound_flow
 
-    inputs = _inputs(args)
-    flow = load_bound_flow(args.flow, variant=args.variant, connection_overrides=parse_key_values(
-        args.connections, option="--connections"))
+    flow = load_bound_flow(args.flow, variant=args.variant, models=session.registry,
+                           connections=session.registry.connection,
+                           connection_overrides=parse_key_values(args.connections,
+                                                                 option="--connections"))
     if args.node:
         line = run_sync(atest_node(flow, args.node, inputs))
         prefix = f"flow-{args.node}.node"
@@ -96,6 +126,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         record = line.to_dict()
         if aggregation is not None:
             record["aggregation"] = aggregation.to_dict()
+        if session.stats:
+            record["cache"] = session.stats
         print_json(record)
     else:
         print_json(line.outputs)

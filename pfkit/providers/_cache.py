@@ -395,6 +395,23 @@ class ResponseCache:
             self._layer.update((entry.key, entry) for entry in entries)
         return len(entries)
 
+    def layer_keys(self) -> list[str]:
+        """The keys of the loaded cassette entries."""
+        with self._lock:
+            return list(self._layer)
+
+    def drop_from_layer(self, keys: Iterable[str]) -> None:
+        """Forget cassette entries (so the database's newer version of them is used)."""
+        with self._lock:
+            for key in keys:
+                self._layer.pop(key, None)
+
+    def layer_identities(self) -> list[dict[str, Any]]:
+        """The identities of the loaded cassette entries (distinct)."""
+        with self._lock:
+            seen = {entry.identity_json for entry in self._layer.values()}
+        return [json.loads(text) for text in sorted(seen)]
+
     def _entries(self, keys: Iterable[str] | None) -> list[_Entry]:
         with self._lock:
             if keys is None:

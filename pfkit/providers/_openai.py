@@ -111,9 +111,9 @@ class OpenAICompatibleModel:
         self._organization = organization
         self.options = options or ProviderOptions()
         self.limiter = Limiter(limits or Limits())
-        self.identity = {"provider": kind, "base_url": self.base_url, "connection": connection}
-        if api_version:
-            self.identity["api_version"] = api_version
+        # Cache keys use this: the connection's name, not its URL, so a cassette recorded on one
+        # machine replays on another where the connection points elsewhere (or does not exist).
+        self.identity = {"provider": kind, "connection": connection}
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.retries = 0
 

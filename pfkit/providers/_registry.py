@@ -63,6 +63,7 @@ class ModelRegistry:
     def __init__(self, store: ConnectionStore | None = None, wrap: Any = None) -> None:
         self.store = store or ConnectionStore()
         self.wrap = wrap  # e.g. a cache: model -> model
+        self.fallback: Any = None  # name -> model, when the connection cannot be resolved
         self._models: dict[str, Any] = {}
 
     def connection(self, name: str) -> Any:
@@ -71,9 +72,15 @@ class ModelRegistry:
     def model(self, name: str) -> Any:
         model = self._models.get(name)
         if model is None:
-            model = model_from_connection(name, self.store.get(name))
-            if self.wrap is not None:
-                model = self.wrap(model)
+            try:
+                model = model_from_connection(name, self.store.get(name))
+            except UserError:
+                if self.fallback is None:
+                    raise
+                model = self.fallback(name)
+            else:
+                if self.wrap is not None:
+                    model = self.wrap(model)
             self._models[name] = model
         return model
 

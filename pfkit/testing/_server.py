@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import inspect
 import ipaddress
 import itertools
@@ -617,8 +618,28 @@ def _head(status: int, headers: list[tuple[str, str]], keep_alive: bool) -> byte
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
+
+
+class _Envelope:
+    """Pre-encoded SSE framing for one stream: only each chunk's ``choices`` is encoded per
+    event (streams are the hot path of benchmarks)."""
+
+    def __init__(self, head: dict[str, Any], with_usage: bool) -> None:
+        self.prefix = b"data: " + _json_bytes(head)[:-1] + b',"choices":['
+        self.suffix = b'],"usage":null}\n\n' if with_usage else b"]}\n\n"
+        self.with_usage = with_usage
+
+    def event(self, choice: dict[str, Any] | bytes) -> bytes:
+        encoded = choice if isinstance(choice, bytes) else _json_bytes(choice)
+        return self.prefix + encoded + self.suffix
+
+    def usage_event(self, usage: dict[str, int]) -> bytes:
+        return self.prefix + b'],"usage":' + _json_bytes(usage) + b"}\n\n"
 
 
 def _json_response(status: int, value: Any, headers: list[tuple[str, str]] | None = None
@@ -716,6 +737,16 @@ _METHODS = {"chat.completions": "POST", "completions": "POST", "embeddings": "PO
             "models": "GET", "model": "GET"}
 
 
+def _split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target (origin-form, or absolute-form via a proxy)."""
+    if not target.startswith("/"):
+        split = urlsplit(target)
+        return split.path or "/", split.query
+    path, _, query = target.partition("?")
+    return path, query
+
+
+@functools.lru_cache(maxsize=256)
 def _route(path: str) -> _Route:
     """``/v1/chat/completions``, ``/chat/completions``, ``/openai/deployments/D/...``,
     ``/openai/v1/...`` and ``/v1/models/ID``; anything else is ``not_found``."""
@@ -979,6 +1010,11 @@ class TestServer:
                 pass
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Only astop() cancels these tasks. Ending normally avoids a spurious traceback
+            # from asyncio's stream callback on Python 3.11 (it asks a cancelled task for its
+            # exception).
+            pass
         finally:
             if task is not None:
                 self._connections.discard(task)
@@ -1000,12 +1036,12 @@ class TestServer:
         return await self._dispatch(request, writer)
 
     async def _dispatch(self, request: _Request, writer: asyncio.StreamWriter) -> bool:
-        split = urlsplit(request.target)
-        route = _route(split.path)
+        path, query = _split_target(request.target)
+        route = _route(path)
         record = RecordedRequest(
-            method=request.method, path=split.path,
+            method=request.method, path=path,
             endpoint="models" if route.endpoint == "model" else route.endpoint,
-            query={k: v[-1] for k, v in parse_qs(split.query).items()},
+            query={k: v[-1] for k, v in parse_qs(query).items()} if query else {},
             headers=request.headers, body=_parse_json(request.body),
             deployment=route.deployment, received_at=time.time())
         self._stats.begin(record)
@@ -1248,6 +1284,11 @@ def _fingerprint(body: Mapping[str, Any]) -> str | None:
     return None if seed is None else f"fp_pfkit_{seed}"
 
 
+def _include_usage(body: Mapping[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, Mapping) and bool(options.get("include_usage"))
+
+
 def _pieces(text: str, size: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)]
 
@@ -1290,34 +1331,35 @@ class _ChatBuilder:
                 "system_fingerprint": _fingerprint(self.body)}
 
     def stream_events(self, size: int) -> list[bytes]:
-        usage = bool((self.body.get("stream_options") or {}).get("include_usage"))
-        fingerprint = _fingerprint(self.body)
+        envelope = _Envelope({"id": self.id, "object": "chat.completion.chunk",
+                              "created": self.created, "model": self.model,
+                              "system_fingerprint": _fingerprint(self.body)},
+                             _include_usage(self.body))
         events = []
-
-        def event(choices: list[dict[str, Any]], **extra: Any) -> None:
-            chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                     "model": self.model, "system_fingerprint": fingerprint, "choices": choices}
-            if usage:
-                chunk["usage"] = None
-            chunk.update(extra)
-            events.append(b"data: " + _json_bytes(chunk) + b"\n\n")
-
         for i, reply in enumerate(self.replies):
             for delta, logprobs, finish in self._deltas(reply, size):
-                event([{"index": i, "delta": delta, "logprobs": logprobs,
-                        "finish_reason": finish}])
-        if usage:
-            event([], usage=self._usage())
+                if isinstance(delta, str):  # the common case: a plain content piece
+                    events.append(envelope.event(
+                        b'{"index":%d,"delta":{"content":%s},"logprobs":null,'
+                        b'"finish_reason":null}' % (i, _json_bytes(delta))))
+                    continue
+                events.append(envelope.event({"index": i, "delta": delta, "logprobs": logprobs,
+                                              "finish_reason": finish}))
+        if envelope.with_usage:
+            events.append(envelope.usage_event(self._usage()))
         return events
 
-    def _deltas(self, reply: Reply, size: int) -> list[tuple[dict[str, Any], Any, Any]]:
-        """(delta, logprobs, finish_reason) per chunk of one choice; the first has the role."""
+    def _deltas(self, reply: Reply, size: int) -> list[tuple[dict[str, Any] | str, Any, Any]]:
+        """(delta, logprobs, finish_reason) per chunk of one choice; the first has the role.
+        A plain content piece without logprobs is given as just the string."""
         first = {"role": "assistant", "content": None if reply.tool_calls and
                  reply.content is None else "", "refusal": None}
-        deltas: list[tuple[dict[str, Any], Any, Any]] = [(first, None, None)]
+        deltas: list[tuple[dict[str, Any] | str, Any, Any]] = [(first, None, None)]
         for piece in _pieces(reply.text, size):
-            logprobs = _chat_logprobs(piece, self.top) if self.logprobs else None
-            deltas.append(({"content": piece}, logprobs, None))
+            if self.logprobs:
+                deltas.append(({"content": piece}, _chat_logprobs(piece, self.top), None))
+            else:
+                deltas.append((piece, None, None))
         for index, call in enumerate(reply.tool_calls):
             head = {"index": index, "id": call["id"], "type": "function",
                     "function": {"name": call["function"]["name"], "arguments": ""}}
@@ -1357,24 +1399,18 @@ class _CompletionBuilder:
                 "system_fingerprint": _fingerprint(self.body)}
 
     def stream_events(self, size: int) -> list[bytes]:
-        usage = bool((self.body.get("stream_options") or {}).get("include_usage"))
+        envelope = _Envelope({"id": self.id, "object": "text_completion",
+                              "created": self.created, "model": self.model,
+                              "system_fingerprint": _fingerprint(self.body)},
+                             _include_usage(self.body))
         events = []
-
-        def event(choices: list[dict[str, Any]], **extra: Any) -> None:
-            chunk = {"id": self.id, "object": "text_completion", "created": self.created,
-                     "model": self.model, "system_fingerprint": _fingerprint(self.body),
-                     "choices": choices}
-            if usage:
-                chunk["usage"] = None
-            chunk.update(extra)
-            events.append(b"data: " + _json_bytes(chunk) + b"\n\n")
-
         for i, reply in enumerate(self.replies):
             offset = 0
             for piece in _pieces(reply.text, size):
-                event([self._choice(i, piece, None, offset)])
+                events.append(envelope.event(self._choice(i, piece, None, offset)))
                 offset += len(piece)
-            event([self._choice(i, "", reply.finish_reason or "stop", offset)])
-        if usage:
-            event([], usage=self._usage())
+            events.append(envelope.event(self._choice(i, "", reply.finish_reason or "stop",
+                                                      offset)))
+        if envelope.with_usage:
+            events.append(envelope.usage_event(self._usage()))
         return events
