@@ -53,16 +53,37 @@ bash bench/setup_promptflow.sh && .venv/bin/python bench/startup.py && .venv/bin
 
 # --------------------------------------------------------------------------- environments
 
-def pfkit_env() -> dict[str, str]:
+PYCACHE = REPO / ".bench" / "pycache"
+
+
+def pfkit_env(*, bytecode_cache: bool = True) -> dict[str, str]:
+    """The environment for pfkit processes.
+
+    pfkit is installed editable here, so its modules have no ``.pyc`` files until Python writes
+    them, and this sandbox sets ``PYTHONDONTWRITEBYTECODE=1``: every process would compile
+    pfkit's sources again (tens of ms). A user's ``pip install`` writes them, and promptflow's
+    venv has them, so by default we let Python cache bytecode, under ``.bench/pycache``
+    (``PYTHONPYCACHEPREFIX``) so that nothing is written into the source tree.
+    ``bytecode_cache=False`` gives the no-cache figure."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    if bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE / "pfkit")
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONPYCACHEPREFIX", None)
     return env
 
 
 def pf_env(**extra: str) -> dict[str, str]:
-    """The environment for every promptflow process: tracing off, its own home folder."""
+    """The environment for every promptflow process: tracing off, its own home folder, and
+    bytecode caching on (its site-packages already hold the .pyc files pip wrote; this lets the
+    flow's own tool files be cached too, in their __pycache__, which git ignores)."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("PYTHONPYCACHEPREFIX", None)
     env["PF_DISABLE_TRACING"] = "true"
     env["PF_HOME_DIRECTORY"] = str(PF_HOME)
     env.update(extra)

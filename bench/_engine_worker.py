@@ -105,7 +105,8 @@ def run_bare(flow_dir: Path, lines: int, warmup: int) -> tuple[float, dict]:
 
 # --------------------------------------------------------------------------- pfkit
 
-def run_pfkit(flow_dir: Path, lines: int, warmup: int, *, timeout: bool) -> tuple[float, dict]:
+def run_pfkit(flow_dir: Path, lines: int, warmup: int, *,
+              timeout: bool) -> tuple[float, dict, list[str]]:
     import asyncio
 
     from pfkit._flows import load_bound_flow
@@ -125,7 +126,11 @@ def run_pfkit(flow_dir: Path, lines: int, warmup: int, *, timeout: bool) -> tupl
             raise SystemExit(f"pfkit line failed: {result.error}")
         return elapsed, dict(result.outputs)
 
-    return asyncio.run(main())
+    elapsed, outputs = asyncio.run(main())
+    # pfkit moves a sync node to worker threads for good once one call took longer than its
+    # BLOCKING_THRESHOLD; report which nodes ended up there, since that changes the figure.
+    blocking = [n.name for n in flow.nodes if getattr(n, "blocking", False)]
+    return elapsed, outputs, blocking
 
 
 # --------------------------------------------------------------------------- promptflow
@@ -157,13 +162,14 @@ def main() -> int:
     args = parser.parse_args()
     flow_dir = args.flow_dir.resolve()
 
+    blocking: list[str] = []
     if args.impl == "bare":
         elapsed, outputs = run_bare(flow_dir, args.lines, args.warmup)
     elif args.impl == "promptflow":
         elapsed, outputs = run_promptflow(flow_dir, args.lines, args.warmup)
     else:
-        elapsed, outputs = run_pfkit(flow_dir, args.lines, args.warmup,
-                                     timeout=args.impl == "pfkit")
+        elapsed, outputs, blocking = run_pfkit(flow_dir, args.lines, args.warmup,
+                                               timeout=args.impl == "pfkit")
 
     expected = {"output": EXPECTED[flow_dir.name]}
     if outputs != expected:
@@ -171,7 +177,7 @@ def main() -> int:
     args.out.write_text(json.dumps({
         "impl": args.impl, "flow": flow_dir.name, "lines": args.lines, "warmup": args.warmup,
         "seconds": elapsed, "us_per_line": elapsed / args.lines * 1e6,
-        "nodes": NODES[flow_dir.name],
+        "nodes": NODES[flow_dir.name], "blocking": blocking,
     }))
     return 0
 

@@ -416,40 +416,86 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
     return LineResult(line_number, COMPLETED, resolved, outputs, runs, None, start, time.time())
 
 
-def _aggregation_value_of(lines: list[LineResult], outputs: dict[str, Any],
-                          aggregation_names: frozenset[str]) -> Callable[[Any], Any]:
-    def per_line(line: LineResult, ref: NodeRef) -> Any:
-        run = line.node_runs.get(ref.node)
-        if run is None or run.status != COMPLETED:
-            return None
-        return resolve_path(run.output, ref) if ref.path else run.output
+class AggregationInputs:
+    """What aggregation nodes read from each successful line, kept per line: small, JSON-able
+    values (not whole line results), so a batch of any size keeps only this much, and a resumed
+    run can restore it from its records."""
 
+    def __init__(self, flow: BoundFlow) -> None:
+        line_nodes = {n.name for n in flow.line_nodes}
+        self.refs: dict[str, FlowInputRef | NodeRef] = {}
+        for node in flow.aggregation_nodes:
+            refs = [ref for _, ref in node.ref_inputs]
+            if node.activate is not None:
+                refs.append(node.activate.when)
+            for ref in refs:
+                if isinstance(ref, FlowInputRef) or (isinstance(ref, NodeRef) and ref.node in line_nodes):
+                    self.refs[str(ref)] = ref
+        self._rows: list[tuple[int, dict[str, Any]]] = []
+
+    def extract(self, line: LineResult) -> dict[str, Any]:
+        """The values of one line (None where the node was bypassed or the path is missing)."""
+        values: dict[str, Any] = {}
+        for key, ref in self.refs.items():
+            if isinstance(ref, FlowInputRef):
+                values[key] = line.inputs.get(ref.name)
+                continue
+            run = line.node_runs.get(ref.node)
+            if run is None or run.status != COMPLETED:
+                values[key] = None
+                continue
+            try:
+                values[key] = resolve_path(run.output, ref) if ref.path else run.output
+            except PfkitError:
+                values[key] = None
+        return values
+
+    def add(self, line_number: int, values: dict[str, Any]) -> None:
+        self._rows.append((line_number, values))
+
+    def add_line(self, line: LineResult) -> None:
+        if line.status == COMPLETED:
+            self.add(line.line_number, self.extract(line))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def lists(self) -> dict[str, list[Any]]:
+        rows = sorted(self._rows, key=lambda row: row[0])
+        return {key: [values.get(key) for _, values in rows] for key in self.refs}
+
+
+def _aggregation_value_of(lists: dict[str, list[Any]], outputs: dict[str, Any],
+                          aggregation_names: frozenset[str]) -> Callable[[Any], Any]:
     def value_of(ref: Any) -> Any:
-        if isinstance(ref, FlowInputRef):
-            return [line.inputs.get(ref.name) for line in lines]
-        if isinstance(ref, NodeRef):
-            if ref.node in aggregation_names:
-                value = outputs[ref.node]
-                return resolve_path(value, ref) if ref.path else value
-            return [per_line(line, ref) for line in lines]
+        if isinstance(ref, NodeRef) and ref.node in aggregation_names:
+            value = outputs[ref.node]
+            return resolve_path(value, ref) if ref.path else value
+        if isinstance(ref, (FlowInputRef, NodeRef)):
+            return lists[str(ref)]
         return ref.value
 
     return value_of
 
 
-async def execute_aggregation(flow: BoundFlow, lines: list[LineResult]) -> AggregationResult:
+async def execute_aggregation(flow: BoundFlow, lines: list[LineResult] | AggregationInputs
+                              ) -> AggregationResult:
     """Run the aggregation nodes once over the successful lines (in line order). A failure is
     recorded in the result; it never fails the lines."""
-    ok_lines = sorted((line for line in lines if line.status == COMPLETED),
-                      key=lambda line: line.line_number)
     metrics: dict[str, Any] = {}
     runs: dict[str, NodeRun] = {}
     if not flow.aggregation_nodes:
         return AggregationResult(COMPLETED, metrics, runs)
+    if isinstance(lines, AggregationInputs):
+        collected = lines
+    else:
+        collected = AggregationInputs(flow)
+        for line in lines:
+            collected.add_line(line)
     outputs: dict[str, Any] = {}
     names = frozenset(n.name for n in flow.aggregation_nodes)
-    graph = _Graph(flow.aggregation_nodes, _aggregation_value_of(ok_lines, outputs, names), runs,
-                   outputs, external=frozenset(n.name for n in flow.line_nodes))
+    graph = _Graph(flow.aggregation_nodes, _aggregation_value_of(collected.lists(), outputs, names),
+                   runs, outputs, external=frozenset(n.name for n in flow.line_nodes))
     token = metric_sink.set(metrics)
     unhook = _hook_promptflow_metrics()
     try:
@@ -482,4 +528,4 @@ def _hook_promptflow_metrics() -> Callable[[], None]:
     return lambda: manager.remove_metric_logger(forward)
 
 
-__all__ = ["execute_aggregation", "execute_line", "resolve_inputs"]
+__all__ = ["AggregationInputs", "execute_aggregation", "execute_line", "resolve_inputs"]

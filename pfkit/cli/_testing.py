@@ -1,0 +1,154 @@
+"""``pfkit testing serve``: run the OpenAI-compatible test server from the command line.
+
+::
+
+    pfkit testing serve --port 8000 --latency 0.05 --rules rules.yaml --fail-rate 429=0.1
+
+prints the base URL (``http://127.0.0.1:8000/v1``, alone on stdout; hints go to stderr) and
+serves until Ctrl-C. Point an
+``openai`` client (or a pfkit connection's ``base_url``) at it. A rules file is YAML or JSON::
+
+    rules:
+      - pattern: "(?i)weather"
+        reply: "It is sunny."
+      - pattern: "^call"
+        reply: {tool_calls: [{name: get_weather, arguments: {city: Paris}}]}
+      - pattern: "overload"
+        fault: {status: 503}
+    default: "I don't know."     # leave out to echo the request back
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._common import EXIT_ERROR, EXIT_USAGE, fail, parse_key_values
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    """Add ``pfkit testing serve`` to the main parser's sub-commands."""
+    testing = groups.add_parser("testing", help="test helpers: a local OpenAI-compatible server")
+    commands = testing.add_subparsers(dest="command", metavar="COMMAND")
+    testing.set_defaults(handler=lambda args: testing.print_help(sys.stderr) or EXIT_USAGE)
+
+    serve = commands.add_parser(
+        "serve", help="serve a fake OpenAI-compatible API (echo, rules, faults) for tests",
+        description="Serve an OpenAI / Azure OpenAI compatible API on a loopback address. "
+                    "Answers echo the request unless --rules says otherwise.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    serve.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
+                       help="delay before every model response")
+    serve.add_argument("--first-chunk-delay", type=float, default=0.0, metavar="SECONDS",
+                       help="extra delay before a stream's first event")
+    serve.add_argument("--rules", metavar="FILE", help="rules.yaml or rules.json (regex -> reply)")
+    serve.add_argument("--fail-rate", nargs="+", action="extend", metavar="STATUS=P",
+                       help="inject errors with a probability, e.g. 429=0.1 503=0.05")
+    serve.add_argument("--retry-after", type=float, default=1.0, metavar="SECONDS",
+                       help="Retry-After of injected 429s (default 1)")
+    serve.add_argument("--api-key", help="require this API key (401 otherwise)")
+    serve.add_argument("--models", nargs="+", metavar="MODEL",
+                       help="allowed models / deployments (404 for others)")
+    serve.add_argument("--max-context-words", type=int, metavar="N",
+                       help="reject prompts longer than N words (400 context_length_exceeded)")
+    serve.add_argument("--embedding-dimensions", type=int, default=8, metavar="N")
+    serve.add_argument("--seed", type=int, help="seed for --fail-rate draws")
+    serve.add_argument("--allow-remote", action="store_true",
+                       help="allow a non-loopback --host (the server has no real security)")
+    serve.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(handler=cmd_serve)
+
+
+def parse_fail_rates(pairs: list[str] | None) -> dict[int, float]:
+    """``["429=0.1", "503=0.05"]`` -> ``{429: 0.1, 503: 0.05}``."""
+    rates: dict[int, float] = {}
+    for status, probability in parse_key_values(pairs, option="--fail-rate").items():
+        try:
+            code, value = int(status), float(probability)
+        except ValueError:
+            raise fail(f"--fail-rate expects STATUS=PROBABILITY, got {status}={probability}",
+                       hint="For example  --fail-rate 429=0.1 503=0.05") from None
+        if not 400 <= code <= 599 or not 0.0 <= value <= 1.0:
+            raise fail(f"--fail-rate {status}={probability}: the status must be 4xx/5xx and "
+                       "the probability between 0 and 1")
+        rates[code] = value
+    if sum(rates.values()) > 1.0:
+        raise fail("--fail-rate probabilities add up to more than 1")
+    return rates
+
+
+def load_rules(path: str) -> Any:
+    """A :class:`~pfkit.testing.RuleResponder` from a YAML or JSON rules file."""
+    from ..testing import RuleResponder
+
+    file = Path(path)
+    if not file.is_file():
+        raise fail(f"rules file {path} does not exist")
+    text = file.read_text(encoding="utf-8")
+    try:
+        if file.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except (ValueError, ImportError) as exc:
+        raise fail(f"{path}: not valid {file.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and friends
+        raise fail(f"{path}: could not be parsed: {exc}") from None
+    try:
+        return RuleResponder.from_config(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise fail(f"{path}: {exc}") from None
+
+
+def build_server(args: argparse.Namespace) -> Any:
+    """The :class:`~pfkit.testing.TestServer` the arguments describe (not started)."""
+    from ..testing import TestServer
+
+    responder = load_rules(args.rules) if args.rules else None
+    return TestServer(
+        responder, host=args.host, port=args.port, latency=args.latency,
+        first_chunk_delay=args.first_chunk_delay,
+        embedding_dimensions=args.embedding_dimensions, seed=args.seed,
+        allow_remote=args.allow_remote, fail_rate=parse_fail_rates(args.fail_rate),
+        retry_after=args.retry_after, expected_api_key=args.api_key,
+        models=args.models, max_context_words=args.max_context_words)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..testing._server import is_loopback_host
+
+    if not is_loopback_host(args.host) and not args.allow_remote:
+        print(f"pfkit: error: refusing to listen on {args.host}: it is not a loopback address. "
+              "The test server has no real security; pass --allow-remote if you really mean it.",
+              file=sys.stderr)
+        return EXIT_USAGE
+    server = build_server(args)
+    try:
+        asyncio.run(_serve(server))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"pfkit: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print("pfkit: test server stopped", file=sys.stderr)
+    return 0
+
+
+async def _serve(server: Any) -> None:
+    """Start, print the base URL alone on stdout (easy to capture), hints on stderr."""
+    await server.astart()
+    print(server.base_url, flush=True)
+    key = server.faults.expected_api_key or "any"
+    print(f"OpenAI-compatible test server at {server.base_url}\n"
+          f"  OpenAI(base_url=\"{server.base_url}\", api_key=\"{key}\")\n"
+          f"  AzureOpenAI(azure_endpoint=\"{server.url}\", api_key=\"{key}\", "
+          "api_version=\"2024-02-01\")\n"
+          "Press Ctrl-C to stop.", file=sys.stderr, flush=True)
+    await server.serve_forever()
