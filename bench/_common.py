@@ -56,23 +56,18 @@ bash bench/setup_promptflow.sh && .venv/bin/python bench/startup.py && .venv/bin
 PYCACHE = REPO / ".bench" / "pycache"
 
 
-def pfkit_env(*, bytecode_cache: bool = True) -> dict[str, str]:
+def pfkit_env() -> dict[str, str]:
     """The environment for pfkit processes.
 
-    pfkit is installed editable here, so its modules have no ``.pyc`` files until Python writes
-    them, and this sandbox sets ``PYTHONDONTWRITEBYTECODE=1``: every process would compile
-    pfkit's sources again (tens of ms). A user's ``pip install`` writes them, and promptflow's
-    venv has them, so by default we let Python cache bytecode, under ``.bench/pycache``
-    (``PYTHONPYCACHEPREFIX``) so that nothing is written into the source tree.
-    ``bytecode_cache=False`` gives the no-cache figure."""
+    pfkit is installed editable here, so its modules have no ``.pyc`` files unless some process
+    wrote them, and this sandbox sets ``PYTHONDONTWRITEBYTECODE=1``: pfkit could end up
+    compiling its sources in every process, which a pip-installed package (or promptflow's
+    venv) never does. So we let Python cache bytecode, under ``.bench/pycache``
+    (``PYTHONPYCACHEPREFIX``), so that nothing is written into the source tree."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    if bytecode_cache:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE / "pfkit")
-    else:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env.pop("PYTHONPYCACHEPREFIX", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE / "pfkit")
     return env
 
 

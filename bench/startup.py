@@ -130,6 +130,12 @@ def main() -> int:
     cold_ratio = s["pf --version"].median / s["pfkit --version"].median
     first_pf = warm["pf flow test"][0]
     notes = [
+        "pfkit runs from its editable install in `.venv` with bytecode cached under "
+        "`.bench/pycache` (as a pip install would have it); promptflow from its pip-installed "
+        "venv with `PF_DISABLE_TRACING=true` and its own `PF_HOME_DIRECTORY` (.bench/pf-home).",
+        "The interpreter floor differs between the venvs because the editable install's "
+        "`__editable__` .pth finder imports pathlib and friends at every interpreter start "
+        "(a non-editable install has no such cost).",
         f"{args.runs} measured rounds after {args.warmup} warm-up round(s) "
         f"({args.warmup + 1} for flow test), contestants alternated within each group; "
         "wall clock from spawn to exit, output captured to pipes and checked.",

@@ -15,11 +15,15 @@ _LAZY = {
     "tool": ("pfkit.nodes._tool", "tool"),
     "ToolProvider": ("pfkit.nodes._tool", "ToolProvider"),
     "log_metric": ("pfkit.nodes._tool", "log_metric"),
+    "run": ("pfkit.runs._api", "run"),
+    "get_run": ("pfkit.runs._api", "get_run"),
+    "Run": ("pfkit.runs._api", "Run"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._flows import Flow, load_flow
     from .nodes._tool import ToolProvider, log_metric, tool
+    from .runs._api import Run, get_run, run
 
 
 def __getattr__(name: str) -> Any:
@@ -37,4 +41,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["Flow", "ToolProvider", "__version__", "load_flow", "log_metric", "tool"]
+__all__ = ["Flow", "Run", "ToolProvider", "__version__", "get_run", "load_flow", "log_metric",
+           "run", "tool"]

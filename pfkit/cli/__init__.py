@@ -23,9 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND")
 
-    from . import _connection, _flow
+    from . import _connection, _flow, _run
 
     _flow.register(groups)
+    _run.register(groups)
     _connection.register(groups)
     return parser
 

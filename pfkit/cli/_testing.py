@@ -24,10 +24,15 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from ..errors import UserError
 from ._common import EXIT_ERROR, EXIT_USAGE, fail, parse_key_values
+
+if TYPE_CHECKING:
+    from ..testing import RuleResponder, TestServer
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -40,6 +45,11 @@ def register(groups: argparse._SubParsersAction) -> None:
         "serve", help="serve a fake OpenAI-compatible API (echo, rules, faults) for tests",
         description="Serve an OpenAI / Azure OpenAI compatible API on a loopback address. "
                     "Answers echo the request unless --rules says otherwise.")
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=cmd_serve)
+
+
+def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
     serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     serve.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
@@ -61,7 +71,20 @@ def register(groups: argparse._SubParsersAction) -> None:
     serve.add_argument("--allow-remote", action="store_true",
                        help="allow a non-loopback --host (the server has no real security)")
     serve.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    serve.set_defaults(handler=cmd_serve)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pfkit testing serve`` on its own, for ``python -m pfkit.cli._testing [options]`` and
+    :class:`~pfkit.testing.TestServerProcess`."""
+    parser = argparse.ArgumentParser(prog="python -m pfkit.cli._testing",
+                                     description="Serve the OpenAI-compatible test API.")
+    add_serve_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_serve(args)
+    except UserError as exc:
+        print(f"pfkit: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def parse_fail_rates(pairs: list[str] | None) -> dict[int, float]:
@@ -82,7 +105,7 @@ def parse_fail_rates(pairs: list[str] | None) -> dict[int, float]:
     return rates
 
 
-def load_rules(path: str) -> Any:
+def load_rules(path: str) -> RuleResponder:
     """A :class:`~pfkit.testing.RuleResponder` from a YAML or JSON rules file."""
     from ..testing import RuleResponder
 
@@ -107,10 +130,12 @@ def load_rules(path: str) -> Any:
         raise fail(f"{path}: {exc}") from None
 
 
-def build_server(args: argparse.Namespace) -> Any:
+def build_server(args: argparse.Namespace) -> TestServer:
     """The :class:`~pfkit.testing.TestServer` the arguments describe (not started)."""
     from ..testing import TestServer
 
+    if not 0 <= args.port <= 65535:
+        raise fail(f"--port {args.port} is not a port number (0 picks a free one)")
     responder = load_rules(args.rules) if args.rules else None
     return TestServer(
         responder, host=args.host, port=args.port, latency=args.latency,
@@ -141,7 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(server: Any) -> None:
+async def _serve(server: TestServer) -> None:
     """Start, print the base URL alone on stdout (easy to capture), hints on stderr."""
     await server.astart()
     print(server.base_url, flush=True)
@@ -152,3 +177,7 @@ async def _serve(server: Any) -> None:
           "api_version=\"2024-02-01\")\n"
           "Press Ctrl-C to stop.", file=sys.stderr, flush=True)
     await server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -74,19 +74,24 @@ def _field_of(node: NodeSpec, ref: NodeRef | FlowInputRef) -> str:
     return "activate.when"
 
 
-def _apply_variants(spec: FlowSpec, choice: VariantChoice | None) -> tuple[list[NodeSpec], dict]:
-    if choice is not None:
-        target = spec.node(choice.node)
-        if target is None:
-            raise _error(spec, f"--variant names node '{choice.node}', which is not in the flow",
-                         "InvalidVariant", hint=f"Nodes with variants: {sorted(spec.node_variants)}.")
-        if not target.use_variants or choice.node not in spec.node_variants:
-            raise _error(spec, f"node '{choice.node}' has no variants", "InvalidVariant", target,
-                         hint=f"Nodes with variants: {sorted(spec.node_variants) or 'none'}.")
-        known = spec.node_variants[choice.node].variants
-        if choice.variant_id not in known:
-            raise _error(spec, f"node '{choice.node}' has no variant '{choice.variant_id}'",
-                         "InvalidVariant", target, hint=f"Its variants: {list(known)}.")
+def _check_choice(spec: FlowSpec, choice: VariantChoice) -> None:
+    target = spec.node(choice.node)
+    if target is None:
+        raise _error(spec, f"--variant names node '{choice.node}', which is not in the flow",
+                     "InvalidVariant", hint=f"Nodes with variants: {sorted(spec.node_variants)}.")
+    if not target.use_variants or choice.node not in spec.node_variants:
+        raise _error(spec, f"node '{choice.node}' has no variants", "InvalidVariant", target,
+                     hint=f"Nodes with variants: {sorted(spec.node_variants) or 'none'}.")
+    known = spec.node_variants[choice.node].variants
+    if choice.variant_id not in known:
+        raise _error(spec, f"node '{choice.node}' has no variant '{choice.variant_id}'",
+                     "InvalidVariant", target, hint=f"Its variants: {list(known)}.")
+
+
+def _apply_variants(spec: FlowSpec, choices: list[VariantChoice]) -> tuple[list[NodeSpec], dict]:
+    for choice in choices:
+        _check_choice(spec, choice)
+    chosen = {c.node: c.variant_id for c in choices}
     nodes, used = [], {}
     for node in spec.nodes:
         if not node.use_variants:
@@ -97,18 +102,25 @@ def _apply_variants(spec: FlowSpec, choice: VariantChoice | None) -> tuple[list[
             raise _error(spec, f"node '{node.name}' sets use_variants but node_variants has no "
                          f"entry '{node.name}'", "InvalidFlowSchema", node, "use_variants",
                          hint="Add its variants under node_variants, or remove use_variants.")
-        vid = (choice.variant_id if choice and choice.node == node.name
-               else variants.default_variant_id)
+        vid = chosen.get(node.name, variants.default_variant_id)
         body = variants.variants[vid]
         nodes.append(replace(body, line=body.line or node.line))
         used[node.name] = vid
     return nodes, used
 
 
-def plan(spec: FlowSpec, variant: str | VariantChoice | None = None) -> FlowGraph:
-    """Check the flow as a graph and order it. Raises :class:`FlowValidationError`."""
-    choice = parse_variant(variant) if isinstance(variant, str) else variant
-    nodes, used = _apply_variants(spec, choice)
+def plan(spec: FlowSpec, variant: str | VariantChoice | dict[str, str] | None = None) -> FlowGraph:
+    """Check the flow as a graph and order it. Raises :class:`FlowValidationError`.
+
+    ``variant`` picks one node's variant (``"${node.variant_1}"``, as promptflow's --variant) or,
+    as a ``{node: variant_id}`` dict, a variant for several nodes at once."""
+    if isinstance(variant, dict):
+        choices = [VariantChoice(n, v) for n, v in variant.items()]
+        choice = choices[0] if len(choices) == 1 else None
+    else:
+        choice = parse_variant(variant) if isinstance(variant, str) else variant
+        choices = [choice] if choice else []
+    nodes, used = _apply_variants(spec, choices)
 
     by_name: dict[str, NodeSpec] = {}
     for node in nodes:
@@ -204,3 +216,12 @@ def _find_cycle(pending: list[NodeSpec], deps: dict[str, frozenset[str]]) -> lis
             seen.add(nxt)
             node = nxt
     return [n.name for n in pending]
+
+
+def variant_combinations(spec: FlowSpec) -> list[dict[str, str]]:
+    """Every combination of the variants of every ``use_variants`` node (in YAML order)."""
+    import itertools
+
+    names = [n.name for n in spec.nodes if n.use_variants and n.name in spec.node_variants]
+    options = [list(spec.node_variants[name].variants) for name in names]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*options)]

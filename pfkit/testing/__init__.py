@@ -3,7 +3,8 @@
 * :class:`EchoModel`: an in-process model that answers with the request it got.
 * :class:`TestServer`: an OpenAI-compatible HTTP server (echo answers by default) with
   scripted / rule-based responders, latency and fault injection, for tests that go through
-  the real ``openai`` client.
+  the real ``openai`` client; :class:`TestServerProcess` runs it in a child process (for
+  benchmarks, so the server does not share the GIL with the code being measured).
 """
 
 from ._echo import EchoModel
@@ -16,6 +17,7 @@ from ._server import (
     RuleResponder,
     ScriptedResponder,
     TestServer,
+    TestServerProcess,
     echo_responder,
 )
 
@@ -29,5 +31,6 @@ __all__ = [
     "RuleResponder",
     "ScriptedResponder",
     "TestServer",
+    "TestServerProcess",
     "echo_responder",
 ]

@@ -42,9 +42,13 @@ import inspect
 import ipaddress
 import itertools
 import json
+import os
 import random
 import re
+import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -52,6 +56,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -69,6 +74,7 @@ __all__ = [
     "RuleResponder",
     "ScriptedResponder",
     "TestServer",
+    "TestServerProcess",
     "echo_responder",
     "is_loopback_host",
 ]
@@ -296,15 +302,16 @@ class RuleResponder:
 def _rule_from_config(rule: Any, index: int) -> tuple[str, Any]:
     if not isinstance(rule, Mapping) or "pattern" not in rule:
         raise ValueError(f"rule {index + 1} needs a 'pattern'")
+    pattern = str(rule["pattern"])
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"rule {index + 1}: bad pattern {pattern!r}: {exc}") from None
     if "fault" in rule:
-        return str(rule["pattern"]), Fault.from_config(rule["fault"])
+        return pattern, Fault.from_config(rule["fault"])
     if "reply" not in rule:
         raise ValueError(f"rule {index + 1} needs a 'reply' or a 'fault'")
-    try:
-        re.compile(str(rule["pattern"]))
-    except re.error as exc:
-        raise ValueError(f"rule {index + 1}: bad pattern: {exc}") from None
-    return str(rule["pattern"]), _reply_from_config(rule["reply"])
+    return pattern, _reply_from_config(rule["reply"])
 
 
 def _reply_from_config(reply: Any) -> Any:
@@ -426,7 +433,8 @@ def _wants_completion_logprobs(body: Mapping[str, Any]) -> bool:
 @dataclass
 class Faults:
     """What to inject. ``*_next`` counters apply to the next N model requests (chat,
-    completions, embeddings) and count down; checked in the order listed.
+    completions, embeddings) and count down; checked in the order listed. Requests rejected
+    before that (401, 404 model, 400 bad or too long request) do not use them up.
 
     * ``rate_limit_next``: 429 with ``Retry-After: retry_after`` (seconds).
     * ``error_next``: ``error_status`` (500, 502, 503, ...).
@@ -591,6 +599,7 @@ class _Stream:
     """SSE events to send; ``first_delay`` before the first one, ``delay`` between them."""
 
     events: list[bytes]
+    request_id: str
     first_delay: float = 0.0
     delay: float = 0.0
 
@@ -787,7 +796,8 @@ class TestServer:
             :func:`echo_responder`.
         host, port: where to listen; ``port=0`` picks a free port. Non-loopback hosts are
             refused unless ``allow_remote=True``.
-        latency: seconds every model request waits before its response (concurrently).
+        latency: seconds every model request waits before its response, injected faults
+            included (an ``asyncio.sleep``: concurrent requests wait in parallel).
         first_chunk_delay: extra seconds a stream waits between its headers and first event.
         chunk_delay: seconds between stream events.
         stream_chunk_chars: how many characters of the reply each stream delta carries.
@@ -1045,38 +1055,54 @@ class TestServer:
             headers=request.headers, body=_parse_json(request.body),
             deployment=route.deployment, received_at=time.time())
         self._stats.begin(record)
-        status: int | None = None
+        finished = False
+
+        def finish(status: int | None) -> None:
+            # Counted before the last bytes go out, so a client that has its answer always
+            # sees it in the counters and the log.
+            nonlocal finished
+            if not finished:
+                finished = True
+                self._stats.finish(record, status)
+
         try:
-            result = await self._respond(request, route, record)
+            try:
+                result = await self._respond(request, route, record)
+            except Exception as exc:  # noqa: BLE001 - a bug here must not hang the client
+                result = _error_response(500, f"pfkit test server error: "
+                                              f"{type(exc).__name__}: {exc}", code="server_bug")
             if result is _CLOSE:
                 return False
-            status = result.status if isinstance(result, _Response) else 200
-            return await self._send(writer, request, result)
+            if isinstance(result, _Stream):
+                return await self._send_stream(writer, request, result, finish)
+            return await self._send(writer, request, result, finish)
         finally:
-            self._stats.finish(record, status)
+            finish(None)
 
-    async def _send(self, writer: asyncio.StreamWriter, request: _Request,
-                    result: _Response | _Stream) -> bool:
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, request: _Request, response: _Response,
+                    finish: Callable[[int | None], None]) -> bool:
         keep_alive = request.keep_alive
-        if isinstance(result, _Stream):
-            return await self._send_stream(writer, request, result)
-        writer.write(_head(result.status, _body_headers(result), keep_alive) + result.body)
+        finish(response.status)
+        writer.write(_head(response.status, _body_headers(response), keep_alive) + response.body)
         await writer.drain()
         return keep_alive
 
-    async def _send_stream(self, writer: asyncio.StreamWriter, request: _Request,
-                           stream: _Stream) -> bool:
+    @staticmethod
+    async def _send_stream(writer: asyncio.StreamWriter, request: _Request, stream: _Stream,
+                           finish: Callable[[int | None], None]) -> bool:
         """SSE with chunked transfer encoding (HTTP/1.1), or close-delimited (HTTP/1.0)."""
         chunked = request.version != "HTTP/1.0"
         keep_alive = request.keep_alive and chunked
         headers = [("Content-Type", "text/event-stream; charset=utf-8"),
-                   ("Cache-Control", "no-cache"), ("x-request-id", self._request_id())]
+                   ("Cache-Control", "no-cache"), ("x-request-id", stream.request_id)]
         if chunked:
             headers.append(("Transfer-Encoding", "chunked"))
         frame = _chunk if chunked else (lambda data: data)
+        tail = b"0\r\n\r\n" if chunked else b""
         events = stream.events + [b"data: [DONE]\n\n"]
         if not stream.first_delay and not stream.delay:
-            tail = b"0\r\n\r\n" if chunked else b""
+            finish(200)
             writer.write(_head(200, headers, keep_alive) + frame(b"".join(events)) + tail)
             await writer.drain()
             return keep_alive
@@ -1086,10 +1112,12 @@ class TestServer:
         for i, event in enumerate(events):
             if i and stream.delay:
                 await asyncio.sleep(stream.delay)
-            writer.write(frame(event))
-            await writer.drain()
-        if chunked:
-            writer.write(b"0\r\n\r\n")
+            if i == len(events) - 1:
+                finish(200)
+                event = frame(event) + tail
+            else:
+                event = frame(event)
+            writer.write(event)
             await writer.drain()
         return keep_alive
 
@@ -1162,7 +1190,7 @@ class TestServer:
         answer = await self._ask_responder(kind, body)
         if isinstance(answer, Fault):
             return await self._apply_fault(answer)
-        n = max(1, int(body.get("n") or 1))
+        n = body.get("n") or 1
         try:
             replies = _replies(answer, n)
         except (TypeError, KeyError, ValueError) as exc:
@@ -1170,16 +1198,16 @@ class TestServer:
         builder = _ChatBuilder if kind == "chat" else _CompletionBuilder
         built = builder(body, model, replies, self._request_id())
         if body.get("stream"):
-            return _Stream(built.stream_events(self.stream_chunk_chars),
+            return _Stream(built.stream_events(self.stream_chunk_chars), built.request_id,
                            self.first_chunk_delay, self.chunk_delay)
         return _json_response(200, built.response(), [("x-request-id", built.request_id)])
 
     def _embeddings(self, body: dict[str, Any], model: str) -> _Response:
         inputs = _embedding_inputs(body.get("input"))
-        dimensions = int(body.get("dimensions") or self.embedding_dimensions)
+        dimensions = body.get("dimensions") or self.embedding_dimensions
         as_base64 = body.get("encoding_format") == "base64"
         data = [{"object": "embedding", "index": i,
-                 "embedding": _encode_vector(hash_embedding(text, dimensions), as_base64)}
+                 "embedding": _encode_vector(_embedding(text, dimensions), as_base64)}
                 for i, text in enumerate(inputs)]
         words = max(1, _prompt_words("embeddings", body))
         return _json_response(200, {"object": "list", "data": data, "model": model,
@@ -1192,6 +1220,92 @@ class TestServer:
                 return _model_not_found(route.model_id)
             return _json_response(200, _model_entry(route.model_id))
         return _json_response(200, {"object": "list", "data": [_model_entry(n) for n in names]})
+
+
+_PROCESS_MAIN = "import sys; from pfkit.cli._testing import main; sys.exit(main(sys.argv[1:]))"
+
+
+class TestServerProcess:
+    """The same server in a child process (``pfkit testing serve``), for benchmarks: it shares no GIL with the code
+    under test, so its own CPU time does not slow the client down.
+
+    ``args`` are ``pfkit testing serve`` options (``"--rules", "rules.yaml"``,
+    ``"--fail-rate", "429=0.1"``); the port is always a free one. Counters, the request log
+    and runtime fault changes are only available with the in-process :class:`TestServer`.
+
+    ::
+
+        with TestServerProcess(latency=0.05) as server:
+            client = AsyncOpenAI(base_url=server.base_url, api_key="x")
+    """
+
+    __test__ = False
+
+    def __init__(self, *args: str, latency: float = 0.0, startup_timeout: float = 30.0
+                 ) -> None:
+        self.args = [*args, "--latency", str(latency)]
+        self.startup_timeout = startup_timeout
+        self.base_url = ""
+        self.returncode: int | None = None
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    def start(self) -> TestServerProcess:
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root,
+                                                           env.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _PROCESS_MAIN, "--port", "0", *self.args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = self._read_first_line()
+        if not line.startswith("http://"):
+            process, self._process = self._process, None
+            if process.poll() is None:
+                process.kill()
+            _, detail = process.communicate()
+            self.returncode = process.returncode
+            raise RuntimeError(f"the test server process did not start: {detail.strip()}")
+        self.base_url = line
+        return self
+
+    def _read_first_line(self) -> str:
+        assert self._process is not None and self._process.stdout is not None
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(self._process.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(self.startup_timeout)
+        return lines[0].strip() if lines else ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ctrl-C the process (terminate on Windows) and wait; kill it if it lingers."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            if os.name == "posix":
+                process.send_signal(signal.SIGINT)
+            else:
+                process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+        self.returncode = process.returncode
+
+    def __enter__(self) -> TestServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def _model_entry(name: str) -> dict[str, Any]:
@@ -1246,6 +1360,9 @@ def _validate(kind: str, body: Mapping[str, Any], model: Any, faults: Faults
     if not model:
         return _error_response(400, "you must provide a model parameter",
                                code="missing_required_parameter", param="model")
+    bad = _bad_number(body, "n", 1, 128) or _bad_number(body, "dimensions", 1, 65536)
+    if bad is not None:
+        return bad
     if faults.models is not None and model not in faults.models:
         return _model_not_found(str(model))
     if faults.max_context_words is not None:
@@ -1257,6 +1374,15 @@ def _validate(kind: str, body: Mapping[str, Any], model: Any, faults: Faults
                      "reduce the length of the messages.",
                 code="context_length_exceeded", param=required)
     return None
+
+
+def _bad_number(body: Mapping[str, Any], name: str, low: int, high: int) -> _Response | None:
+    value = body.get(name)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)
+                         and low <= value <= high):
+        return None
+    return _error_response(400, f"Invalid value for '{name}': expected an integer from {low} "
+                                f"to {high}, got {value!r}.", code="invalid_value", param=name)
 
 
 def _model_not_found(model: str) -> _Response:
@@ -1271,6 +1397,19 @@ def _replies(answer: Any, n: int) -> list[Reply]:
         return [_to_reply(answer[i % len(answer)]) for i in range(n)]
     reply = _to_reply(answer)
     return [reply] * n
+
+
+def _embedding(text: str, dimensions: int) -> list[float]:
+    """``hash_embedding`` (exactly, up to its 32 dimensions); longer vectors join blocks of
+    hashes of ``text#k`` and are normalised again."""
+    if dimensions <= 32:
+        return hash_embedding(text, dimensions)
+    values: list[float] = []
+    for block in range((dimensions + 31) // 32):
+        values += hash_embedding(f"{text}#{block}", 32)
+    values = values[:dimensions]
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return [round(v / norm, 6) for v in values]
 
 
 def _encode_vector(vector: list[float], as_base64: bool) -> list[float] | str:

@@ -1,0 +1,248 @@
+"""Batch runs: a flow over a dataset, in-process and async, streamed, resumable.
+
+Rows are read lazily and run by ``concurrency`` workers on one event loop; each finished line is
+appended to the run folder at once (a crash loses only lines in flight). Only what aggregation
+nodes need is kept in memory. ``--resume-from`` reuses the completed lines of an earlier run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..engine import AggregationInputs, BoundFlow, LineResult, execute_line
+from ..errors import PfkitError, UserError, error_dict
+from ._progress import Progress
+from ._store import (
+    COMPLETED,
+    FAILED,
+    RunStore,
+    RunWriter,
+)
+
+DEFAULT_CONCURRENCY = 16
+
+
+@dataclass
+class RunRequest:
+    """Everything ``pfkit run create`` (or ``pfkit.run``) was asked to do."""
+
+    flow: str
+    data: str | None = None
+    column_mapping: dict[str, Any] = field(default_factory=dict)
+    variant: str | dict[str, str] | None = None
+    run: str | None = None  # base run, for evaluation runs
+    name: str | None = None
+    display_name: str | None = None
+    description: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    concurrency: int = DEFAULT_CONCURRENCY
+    resume_from: str | None = None
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    connections: dict[str, str] = field(default_factory=dict)
+    cache: str | None = None
+    cassette: str | None = None
+    line_timeout: float | None = None
+    stream: bool = False
+    group: str | None = None
+
+
+def default_run_name(flow_dir: Path, variant_id: str | None) -> str:
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+    return f"{flow_dir.name}_{variant_id or 'variant_0'}_{stamp}"
+
+
+def resolved_flow_yaml(flow: BoundFlow) -> str:
+    """The flow YAML with the chosen variant of each node written into ``nodes``."""
+    import yaml
+
+    raw = copy.deepcopy(flow.spec.raw)
+    used = flow.graph.variants_used
+    nodes = []
+    for node in raw.get("nodes") or []:
+        if isinstance(node, dict) and node.get("use_variants") and node.get("name") in used:
+            name = node["name"]
+            body = raw["node_variants"][name]["variants"][used[name]]["node"]
+            node = {"name": name, **body}
+        nodes.append(node)
+    raw["nodes"] = nodes
+    raw.pop("node_variants", None)
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+
+
+def line_record(result: LineResult, aggregation_values: dict[str, Any] | None) -> dict[str, Any]:
+    usage = result.usage
+    record: dict[str, Any] = {
+        "line_number": result.line_number,
+        "status": result.status,
+        "inputs": result.inputs,
+        "outputs": result.outputs,
+        "error": result.error,
+        "start_time": result.start_time,
+        "end_time": result.end_time,
+        "duration": result.duration,
+        "nodes": {name: run.status for name, run in result.node_runs.items()},
+    }
+    if usage:
+        record["usage"] = usage.to_dict(prices={})
+    if aggregation_values is not None:
+        record["aggregation_inputs"] = aggregation_values
+    return record
+
+
+def node_records(result: LineResult) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"line_number": result.line_number, "status": run.status, "inputs": run.inputs,
+               "output": run.output, "error": run.error, "duration": run.duration,
+               **({"usage": run.usage.to_dict(prices={})} if run.usage else {})}
+        for name, run in result.node_runs.items()
+    }
+
+
+def input_failure(line_number: int, inputs: dict[str, Any], exc: PfkitError) -> LineResult:
+    now = time.time()
+    return LineResult(line_number, FAILED, inputs, {}, {}, exc.to_dict(), now, now, exc)
+
+
+@dataclass
+class BatchOutcome:
+    completed: int = 0
+    failed: int = 0
+    reused: int = 0
+    canceled: bool = False
+    first_error: dict[str, Any] | None = None
+    tokens: dict[str, int] = field(default_factory=dict)
+    by_model: dict[str, list[int]] = field(default_factory=dict)
+
+
+async def execute_rows(flow: BoundFlow, rows: Iterator[tuple[int, Any]], writer: RunWriter,
+                       collected: AggregationInputs, outcome: BatchOutcome, progress: Progress,
+                       *, concurrency: int, timeout: float | None, stream: bool) -> None:
+    """Run ``(line_number, inputs or PfkitError)`` items with ``concurrency`` workers."""
+    need_aggregation = bool(flow.aggregation_nodes)
+
+    def finish(result: LineResult) -> None:
+        values = None
+        if need_aggregation and result.status == COMPLETED:
+            values = collected.extract(result)
+            collected.add(result.line_number, values)
+        writer.write_line(line_record(result, values), node_records(result))
+        usage = result.usage
+        tokens = 0
+        if usage:
+            tokens = usage.total_tokens
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                outcome.tokens[key] = outcome.tokens.get(key, 0) + getattr(usage, key)
+            for model, (p, c) in usage.by_model.items():
+                entry = outcome.by_model.setdefault(model, [0, 0])
+                entry[0] += p
+                entry[1] += c
+        if result.status == COMPLETED:
+            outcome.completed += 1
+        else:
+            outcome.failed += 1
+            if outcome.first_error is None:
+                outcome.first_error = result.error
+        progress.update(result.status != COMPLETED, tokens)
+        if stream:
+            import json
+
+            status = "completed" if result.status == COMPLETED else f"failed: {result.error['message']}"
+            print(f"line {result.line_number} {status} "
+                  f"{json.dumps(result.outputs, ensure_ascii=False, default=repr)}", flush=True)
+
+    async def worker() -> None:
+        for line_number, item in rows:
+            if isinstance(item, PfkitError):
+                finish(input_failure(line_number, {}, item))
+                continue
+            finish(await execute_line(flow, item, line_number=line_number, timeout=timeout))
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+
+
+def summarize_errors(outcome: BatchOutcome, total: int, aggregation_error: dict | None,
+                     run_error: dict | None) -> dict[str, Any] | None:
+    errors: dict[str, Any] = {}
+    if outcome.failed:
+        first = (outcome.first_error or {}).get("message", "")
+        errors["lines"] = {
+            "code": "BulkRunException",
+            "message": f"Failed to run {outcome.failed}/{total} lines. First error message is: {first}",
+            "failed_lines": outcome.failed,
+        }
+    if aggregation_error:
+        errors["aggregation"] = aggregation_error
+    if run_error:
+        errors["run"] = run_error
+    return errors or None
+
+
+def line_timeout(value: float | None) -> float | None:
+    if value is not None:
+        return value
+    env = os.environ.get("PF_LINE_TIMEOUT_SEC") or os.environ.get("PFKIT_LINE_TIMEOUT")
+    return float(env) if env else 600.0
+
+
+def run_error_record(exc: BaseException) -> dict[str, Any]:
+    data = error_dict(exc)
+    if isinstance(exc, UserError):
+        data["category"] = "UserError"
+    return data
+
+
+def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore,
+                 skip: Mapping[int, Any]) -> tuple[Iterator[tuple[int, Any]], int | None]:
+    """The lines to run, lazily: ``(line_number, inputs)`` or ``(line_number, error)``."""
+    from ..data import ColumnMapping, open_dataset, pair_with_base
+
+    base_outputs: dict[int, dict] | None = None
+    base_inputs: dict[int, dict] | None = None
+    if request.run:
+        base = store.get(request.run)
+        if base["status"] != COMPLETED:
+            raise UserError(f"base run '{request.run}' is {base['status']}, not Completed",
+                            code="InvalidBaseRun",
+                            hint="Evaluate a completed run (resume it first with --resume-from).")
+        records = store.line_records(request.run)
+        base_outputs = {n: r["outputs"] for n, r in records.items() if r["status"] == COMPLETED}
+        base_inputs = {n: r["inputs"] for n, r in records.items()}
+    if request.data:
+        dataset = open_dataset(request.data)
+    elif request.run:
+        dataset = open_dataset(store.run_dir(request.run) / "inputs.jsonl")
+    else:
+        raise UserError("a run needs --data (or --run for an evaluation run)", code="NoData",
+                        hint="Pass  --data path/to/data.jsonl.")
+    mapping = ColumnMapping.build(flow.spec.inputs, request.column_mapping)
+    mapping.check(dataset.columns(),
+                  sorted({k for o in (base_outputs or {}).values() for k in o}) if request.run else None,
+                  sorted({k for i in (base_inputs or {}).values() for k in i}) if request.run else None)
+    total = dataset.count()
+
+    def generate() -> Iterator[tuple[int, Any]]:
+        rows = iter(dataset)
+        if request.run:
+            paired = pair_with_base(rows, base_outputs or {}, base_inputs or {})
+        else:
+            paired = ((row, None, None) for row in rows)
+        for row, outputs, inputs in paired:
+            if row.index in skip:
+                continue
+            try:
+                yield row.index, mapping.resolve(row.data, line_number=row.index,
+                                                 run_outputs=outputs, run_inputs=inputs)
+            except PfkitError as exc:
+                yield row.index, exc
+
+    if request.run and base_outputs is not None:
+        total = len(base_outputs) if total is None else min(total, len(base_outputs))
+    return generate(), total

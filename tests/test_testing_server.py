@@ -1,0 +1,782 @@
+"""The OpenAI-compatible test server, exercised through the real ``openai`` client."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import socket
+import time
+
+import openai
+import pytest
+
+from pfkit.cli._testing import build_server, load_rules, parse_fail_rates, register
+from pfkit.errors import UserError
+from pfkit.testing import (
+    EchoModel,
+    Fault,
+    Faults,
+    RuleResponder,
+    ScriptedResponder,
+    TestServer,
+    TestServerProcess,
+)
+from pfkit.testing._echo import echo_chat_content, echo_completion_text, hash_embedding
+from pfkit.testing._server import DEFAULT_MODELS, is_loopback_host
+
+MODEL = "gpt-4o-mini"
+MESSAGES = [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is the capital of France?"}]
+MESSAGE_WORDS = 8
+PROMPT = "Once upon a time"
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+_OPEN_CLIENTS: list[openai.OpenAI | openai.AzureOpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    """Sync clients made by the helpers below are closed after each test."""
+    yield
+    while _OPEN_CLIENTS:
+        _OPEN_CLIENTS.pop().close()
+
+
+@pytest.fixture
+def server():
+    with TestServer() as running:
+        yield running
+
+
+def sync_client(server: TestServer, **options) -> openai.OpenAI:
+    options.setdefault("max_retries", 0)
+    options.setdefault("api_key", "sk-test")
+    client = openai.OpenAI(base_url=server.base_url, **options)
+    _OPEN_CLIENTS.append(client)
+    return client
+
+
+def async_client(server: TestServer, **options) -> openai.AsyncOpenAI:
+    options.setdefault("max_retries", 0)
+    options.setdefault("api_key", "sk-test")
+    return openai.AsyncOpenAI(base_url=server.base_url, **options)
+
+
+def azure_client(server: TestServer, **options) -> openai.AzureOpenAI:
+    options.setdefault("max_retries", 0)
+    options.setdefault("api_key", "azure-key")
+    client = openai.AzureOpenAI(azure_endpoint=server.url, api_version="2024-06-01", **options)
+    _OPEN_CLIENTS.append(client)
+    return client
+
+
+def async_azure_client(server: TestServer, **options) -> openai.AsyncAzureOpenAI:
+    options.setdefault("max_retries", 0)
+    options.setdefault("api_key", "azure-key")
+    return openai.AsyncAzureOpenAI(azure_endpoint=server.url, api_version="2024-06-01",
+                                   **options)
+
+
+def chat(client: openai.OpenAI, **params):
+    params.setdefault("model", MODEL)
+    params.setdefault("messages", MESSAGES)
+    return client.chat.completions.create(**params)
+
+
+def raw_request(server: TestServer, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request(method, path, body, {"Content-Type": "application/json", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def join_chat_stream(chunks) -> dict[int, str]:
+    texts: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+    return texts
+
+
+# -- chat, completions, embeddings, models -----------------------------------------------------
+
+
+def test_chat_echoes_the_request_with_word_usage(server):
+    reply = chat(sync_client(server))
+
+    expected = echo_chat_content({"model": MODEL, "messages": MESSAGES})
+    message = reply.choices[0].message
+    assert message.role == "assistant" and message.content == expected
+    assert reply.object == "chat.completion" and reply.model == MODEL
+    assert reply.choices[0].finish_reason == "stop" and reply.id.startswith("chatcmpl-")
+    assert reply.usage.prompt_tokens == MESSAGE_WORDS
+    assert reply.usage.completion_tokens == len(expected.split())
+    assert reply.usage.total_tokens == MESSAGE_WORDS + len(expected.split())
+    assert server.counters.by_endpoint == {"chat.completions": 1}
+    assert server.counters.by_status == {200: 1}
+    assert server.last_request.headers["authorization"] == "Bearer sk-test"
+    assert server.last_request.body == {"model": MODEL, "messages": MESSAGES}
+
+
+def test_chat_answers_like_the_in_process_echo_model(server):
+    request = {"model": MODEL, "messages": MESSAGES, "temperature": 0.2, "max_tokens": 50}
+    in_process = asyncio.run(EchoModel().chat(dict(request)))
+
+    reply = chat(sync_client(server), temperature=0.2, max_tokens=50)
+
+    assert reply.choices[0].message.model_dump() == in_process.message
+
+
+def test_async_chat_and_completion(server):
+    async def calls():
+        async with async_client(server) as client:
+            return (await client.chat.completions.create(model=MODEL, messages=MESSAGES),
+                    await client.completions.create(model="gpt-35-turbo-instruct", prompt=PROMPT))
+
+    reply, completion = asyncio.run(calls())
+
+    assert reply.choices[0].message.content == echo_chat_content(
+        {"model": MODEL, "messages": MESSAGES})
+    assert completion.choices[0].text == echo_completion_text(
+        {"model": "gpt-35-turbo-instruct", "prompt": PROMPT})
+
+
+def test_completion(server):
+    completion = sync_client(server).completions.create(model="davinci-002", prompt=PROMPT,
+                                                        max_tokens=5)
+
+    expected = echo_completion_text({"model": "davinci-002", "prompt": PROMPT, "max_tokens": 5})
+    assert completion.object == "text_completion"
+    assert completion.choices[0].text == expected
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 4
+    assert completion.usage.completion_tokens == len(expected.split())
+    assert server.counters.by_endpoint == {"completions": 1}
+
+
+def test_chat_stream_joins_to_the_non_streamed_answer(server):
+    client = sync_client(server)
+    expected = chat(client).choices[0].message.content
+
+    chunks = list(chat(client, stream=True))
+
+    assert join_chat_stream(chunks) == {0: expected}
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(chunk.usage is None for chunk in chunks)
+
+
+def test_chat_stream_usage_chunk_when_requested(server):
+    chunks = list(chat(sync_client(server), stream=True,
+                       stream_options={"include_usage": True}))
+
+    text = join_chat_stream(chunks)[0]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.prompt_tokens == MESSAGE_WORDS
+    assert chunks[-1].usage.completion_tokens == len(text.split())
+    assert text == echo_chat_content({"model": MODEL, "messages": MESSAGES,
+                                      "stream_options": {"include_usage": True}})
+
+
+def test_async_streams(server):
+    async def streams():
+        async with async_client(server) as client:
+            plain = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+            chat_chunks = [c async for c in await client.chat.completions.create(
+                model=MODEL, messages=MESSAGES, stream=True)]
+            text = await client.completions.create(model="m", prompt=PROMPT)
+            text_chunks = [c async for c in await client.completions.create(
+                model="m", prompt=PROMPT, stream=True)]
+            return plain, chat_chunks, text, text_chunks
+
+    plain, chat_chunks, text, text_chunks = asyncio.run(streams())
+
+    assert join_chat_stream(chat_chunks) == {0: plain.choices[0].message.content}
+    assert "".join(c.choices[0].text for c in text_chunks) == text.choices[0].text
+    assert text_chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_completion_stream_with_usage(server):
+    client = sync_client(server)
+    chunks = list(client.completions.create(model="m", prompt=PROMPT, stream=True,
+                                            stream_options={"include_usage": True}))
+
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == echo_completion_text({"model": "m", "prompt": PROMPT,
+                                         "stream_options": {"include_usage": True}})
+    assert chunks[-1].usage.completion_tokens == len(text.split())
+
+
+def test_slow_stream_with_first_chunk_and_chunk_delays(server):
+    server.first_chunk_delay, server.chunk_delay = 0.02, 0.001
+    client = sync_client(server)
+    chunks = list(chat(client, stream=True))
+
+    assert join_chat_stream(chunks) == {0: chat(client).choices[0].message.content}
+
+
+def test_n_choices(server):
+    client = sync_client(server)
+    reply = chat(client, n=3)
+
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    assert len({c.message.content for c in reply.choices}) == 1
+    words = len(reply.choices[0].message.content.split())
+    assert reply.usage.completion_tokens == 3 * words
+    streamed = join_chat_stream(chat(client, n=2, stream=True))
+    assert set(streamed) == {0, 1} and streamed[0] == streamed[1]
+
+
+def test_tool_calls_from_a_scripted_responder():
+    call = {"name": "get_weather", "arguments": {"city": "Paris"}}
+    script = ScriptedResponder([{"tool_calls": [call]}, "It is sunny in Paris.",
+                                {"tool_calls": [call]}])
+    with TestServer(script) as server:
+        client = sync_client(server)
+        tools = [{"type": "function", "function": {
+            "name": "get_weather", "parameters": {"type": "object", "properties": {}}}}]
+
+        first = chat(client, tools=tools)
+        second = chat(client, tools=tools)
+        streamed = list(chat(client, tools=tools, stream=True))
+
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [tool_call] = choice.message.tool_calls
+    assert tool_call.type == "function" and tool_call.id.startswith("call_")
+    assert tool_call.function.name == "get_weather"
+    assert json.loads(tool_call.function.arguments) == {"city": "Paris"}
+    assert second.choices[0].message.content == "It is sunny in Paris."
+    assert second.choices[0].finish_reason == "stop"
+    arguments = "".join(d.function.arguments or "" for c in streamed
+                        for d in (c.choices[0].delta.tool_calls or []))
+    assert json.loads(arguments) == {"city": "Paris"}
+    assert streamed[-1].choices[0].finish_reason == "tool_calls"
+    assert script.remaining == 0
+
+
+def test_json_mode_reply_is_returned_as_is():
+    rules = RuleResponder([(r"(?i)capital", '{"capital": "Paris"}')])
+    with TestServer(rules) as server:
+        client = sync_client(server)
+        reply = chat(client, response_format={"type": "json_object"})
+        other = chat(client, messages=[{"role": "user", "content": "hello"}])
+
+    assert json.loads(reply.choices[0].message.content) == {"capital": "Paris"}
+    assert json.loads(other.choices[0].message.content)["messages"] == [
+        {"role": "user", "content": "hello"}]
+
+
+def test_rules_match_the_last_user_message_and_the_prompt():
+    rules = RuleResponder([(r"^first", "one"), (r"time$", "story")], default="no rule")
+    with TestServer(rules) as server:
+        client = sync_client(server)
+        messages = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "x"},
+                    {"role": "user", "content": "second"}]
+        assert chat(client, messages=messages).choices[0].message.content == "no rule"
+        assert chat(client, messages=messages[:1]).choices[0].message.content == "one"
+        assert client.completions.create(model="m", prompt=PROMPT).choices[0].text == "story"
+
+
+def test_chat_and_completion_logprobs(server):
+    client = sync_client(server)
+    reply = chat(client, logprobs=True, top_logprobs=2)
+    completion = client.completions.create(model="m", prompt=PROMPT, logprobs=2)
+
+    content = reply.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == reply.choices[0].message.content
+    assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in content)
+    logprobs = completion.choices[0].logprobs
+    assert "".join(logprobs.tokens) == completion.choices[0].text
+    assert len(logprobs.token_logprobs) == len(logprobs.tokens) == len(logprobs.text_offset)
+    assert chat(client).choices[0].logprobs is None
+
+
+def test_seed_gives_a_system_fingerprint(server):
+    client = sync_client(server)
+    assert chat(client, seed=7).system_fingerprint == "fp_pfkit_7"
+    assert chat(client).system_fingerprint is None
+
+
+def test_embeddings(server):
+    client = sync_client(server)
+    default = client.embeddings.create(model="text-embedding-3-small", input=["a", "b c"])
+    as_floats = client.embeddings.create(model="e", input="a", encoding_format="float")
+    wide = client.embeddings.create(model="e", input="a", dimensions=16, encoding_format="float")
+
+    assert [d.index for d in default.data] == [0, 1]
+    for item, text in zip(default.data, ["a", "b c"], strict=True):
+        assert item.embedding == pytest.approx(hash_embedding(text), abs=1e-6)
+    assert as_floats.data[0].embedding == hash_embedding("a")
+    assert wide.data[0].embedding == hash_embedding("a", 16)
+    assert default.usage.prompt_tokens == 3 and default.model == "text-embedding-3-small"
+    assert server.counters.by_endpoint == {"embeddings": 3}
+
+
+def test_large_embedding_dimensions(server):
+    client = sync_client(server)
+    first = client.embeddings.create(model="e", input="a", dimensions=1536,
+                                     encoding_format="float").data[0].embedding
+    again = client.embeddings.create(model="e", input="a", dimensions=1536).data[0].embedding
+
+    assert len(first) == 1536 and sum(v * v for v in first) == pytest.approx(1.0, abs=1e-4)
+    assert again == pytest.approx(first, abs=1e-6)
+
+
+def test_models_list_and_retrieve():
+    with TestServer() as server:
+        assert [m.id for m in sync_client(server).models.list()] == list(DEFAULT_MODELS)
+    with TestServer(models=["b-model", "a-model"]) as server:
+        client = sync_client(server)
+        assert [m.id for m in client.models.list()] == ["a-model", "b-model"]
+        assert client.models.retrieve("a-model").id == "a-model"
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("other")
+
+
+def test_azure_clients_use_the_deployment_as_model(server):
+    client = azure_client(server)
+    reply = client.chat.completions.create(model="my-gpt", messages=MESSAGES)
+    completion = client.completions.create(model="my-instruct", prompt=PROMPT)
+    embedding = client.embeddings.create(model="my-embedder", input="a",
+                                         encoding_format="float")
+    streamed = list(client.chat.completions.create(model="my-gpt", messages=MESSAGES,
+                                                   stream=True))
+
+    assert reply.model == "my-gpt" and completion.model == "my-instruct"
+    assert reply.choices[0].message.content == echo_chat_content(
+        {"model": "my-gpt", "messages": MESSAGES})
+    assert embedding.data[0].embedding == hash_embedding("a")
+    assert join_chat_stream(streamed) == {0: reply.choices[0].message.content}
+    first = server.requests[0]
+    assert first.path == "/openai/deployments/my-gpt/chat/completions"
+    assert first.deployment == "my-gpt"
+    assert first.query == {"api-version": "2024-06-01"}
+    assert first.headers["api-key"] == "azure-key"
+
+
+def test_async_azure_client(server):
+    async def calls():
+        async with async_azure_client(server) as client:
+            reply = await client.chat.completions.create(model="dep", messages=MESSAGES)
+            chunks = [c async for c in await client.chat.completions.create(
+                model="dep", messages=MESSAGES, stream=True)]
+            completion = await client.completions.create(model="dep2", prompt=PROMPT)
+            embedding = await client.embeddings.create(model="dep3", input=["x", "y"])
+            return reply, chunks, completion, embedding
+
+    reply, chunks, completion, embedding = asyncio.run(calls())
+
+    assert reply.model == "dep"
+    assert join_chat_stream(chunks) == {0: reply.choices[0].message.content}
+    assert completion.model == "dep2" and len(embedding.data) == 2
+    assert [r.deployment for r in server.requests] == ["dep", "dep", "dep2", "dep3"]
+
+
+def test_paths_without_the_v1_prefix(server):
+    with openai.OpenAI(base_url=server.url, api_key="k", max_retries=0) as client:
+        assert chat(client).choices[0].message.content
+    assert server.last_request.path == "/chat/completions"
+
+
+# -- HTTP behaviour ----------------------------------------------------------------------------
+
+
+def test_unknown_path_is_a_404_in_openai_error_shape(server):
+    status, headers, body = raw_request(server, "POST", "/v1/nope", b"{}")
+
+    assert status == 404 and headers["content-type"].startswith("application/json")
+    error = json.loads(body)["error"]
+    assert set(error) == ERROR_KEYS and error["code"] == "unknown_url"
+    assert server.counters.by_endpoint == {"not_found": 1}
+    assert server.counters.by_status == {404: 1}
+
+
+def test_wrong_method_and_bad_json(server):
+    status, headers, _ = raw_request(server, "GET", "/v1/chat/completions")
+    assert status == 405 and headers["allow"] == "POST"
+    status, _, body = raw_request(server, "POST", "/v1/chat/completions", b"{not json")
+    assert status == 400 and set(json.loads(body)["error"]) == ERROR_KEYS
+    status, _, body = raw_request(server, "POST", "/v1/chat/completions",
+                                  json.dumps({"model": MODEL}).encode())
+    assert status == 400 and json.loads(body)["error"]["param"] == "messages"
+
+
+def test_bad_requests_get_openai_errors_not_dropped_connections(server):
+    body = {"model": MODEL, "messages": MESSAGES}
+    for bad in ({"n": "two"}, {"n": 0}, {"messages": "not a list"}):
+        status, _, raw = raw_request(server, "POST", "/v1/chat/completions",
+                                     json.dumps({**body, **bad}).encode())
+        assert status == 400 and set(json.loads(raw)["error"]) == ERROR_KEYS
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"NONSENSE\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+
+
+def test_responses_carry_a_request_id(server):
+    client = sync_client(server)
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES)
+    assert raw.headers["x-request-id"].startswith("req_")
+    with client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=MESSAGES, stream=True) as streamed:
+        assert streamed.headers["x-request-id"].startswith("req_")
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+
+
+def test_keep_alive_and_content_length(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    body = json.dumps({"model": MODEL, "messages": MESSAGES})
+    sockets = set()
+    for _ in range(3):
+        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        assert response.status == 200
+        assert int(response.getheader("Content-Length")) == len(data)
+        assert response.getheader("Connection") == "keep-alive"
+        sockets.add(id(conn.sock))
+    conn.close()
+    assert len(sockets) == 1
+
+
+def test_chunked_request_body(server):
+    body = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
+    half = len(body) // 2
+    chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, body[:half], len(body) - half,
+                                                        body[half:])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, payload = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(payload)["choices"][0]["message"]["content"] == echo_chat_content(
+        json.loads(body))
+
+
+def test_async_with_inside_a_running_loop():
+    async def run():
+        async with TestServer(latency=0.01) as server:
+            async with async_client(server) as client:
+                reply = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+                return reply, server.counters
+
+    reply, counters = asyncio.run(run())
+    assert reply.choices[0].message.content and counters.total == 1
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+def test_rate_limit_with_retry_after(server):
+    server.set_faults(rate_limit_next=1, retry_after=2)
+    client = sync_client(server)
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        chat(client)
+
+    assert caught.value.status_code == 429
+    assert caught.value.response.headers["retry-after"] == "2"
+    assert caught.value.code == "rate_limit_exceeded"
+    assert chat(client).choices[0].message.content  # only the next 1 request
+    assert server.counters.by_status == {429: 1, 200: 1}
+
+
+def test_client_retry_after_a_rate_limit_is_visible_in_the_log(server):
+    server.set_faults(rate_limit_next=1, retry_after=0.01)
+
+    reply = chat(sync_client(server, max_retries=2))
+
+    assert reply.choices[0].message.content
+    assert [r.status for r in server.requests] == [429, 200]
+    assert server.requests[0].body == server.requests[1].body
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors(server, status):
+    server.set_faults(error_next=2, error_status=status)
+    client = sync_client(server)
+
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError) as caught:
+            chat(client)
+        assert caught.value.status_code == status
+        assert set(caught.value.body) == ERROR_KEYS
+    assert chat(client).choices[0].message.content
+
+
+def test_hang_makes_the_client_time_out(server):
+    server.set_faults(hang_next=1, hang_seconds=30)
+    client = sync_client(server, timeout=0.3)
+
+    with pytest.raises(openai.APITimeoutError):
+        chat(client)
+
+    assert chat(client).choices[0].message.content
+    assert server.faults.hang_next == 0
+
+
+def test_malformed_body(server):
+    server.set_faults(malformed_next=2)
+
+    with pytest.raises((openai.APIResponseValidationError, ValueError)):
+        chat(sync_client(server))
+    status, headers, body = raw_request(server, "POST", "/v1/chat/completions",
+                                        json.dumps({"model": MODEL, "messages": MESSAGES}).encode())
+    assert status == 200 and int(headers["content-length"]) == len(body)
+    with pytest.raises(ValueError):
+        json.loads(body)
+
+
+def test_api_key_check():
+    with TestServer(expected_api_key="sk-right") as server:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            chat(sync_client(server, api_key="sk-wrong-key"))
+        assert caught.value.code == "invalid_api_key"
+        assert "sk-wrong-key" not in caught.value.message
+        assert chat(sync_client(server, api_key="sk-right")).choices
+        azure = azure_client(server, api_key="sk-right")
+        assert azure.chat.completions.create(model="d", messages=MESSAGES).choices
+        with pytest.raises(openai.AuthenticationError):
+            azure_client(server).chat.completions.create(model="d", messages=MESSAGES)
+
+
+def test_model_allow_list():
+    with TestServer(models=[MODEL, "my-deployment"]) as server:
+        with pytest.raises(openai.NotFoundError) as caught:
+            chat(sync_client(server), model="gpt-5-imaginary")
+        assert caught.value.code == "model_not_found"
+        with pytest.raises(openai.NotFoundError):
+            azure_client(server).chat.completions.create(model="other", messages=MESSAGES)
+        assert chat(sync_client(server)).choices
+        assert azure_client(server).chat.completions.create(model="my-deployment",
+                                                            messages=MESSAGES).choices
+
+
+def test_context_length():
+    with TestServer(max_context_words=5) as server:
+        client = sync_client(server)
+        with pytest.raises(openai.BadRequestError) as caught:
+            chat(client)
+        assert caught.value.code == "context_length_exceeded"
+        assert chat(client, messages=[{"role": "user", "content": "short"}]).choices
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(model="m", prompt="one two three four five six")
+
+
+def test_fail_rate_probabilities_are_seeded():
+    def statuses(seed: int) -> list[int]:
+        with TestServer(fail_rate={429: 0.3, 503: 0.2}, seed=seed) as server:
+            body = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
+            return [raw_request(server, "POST", "/v1/chat/completions", body)[0]
+                    for _ in range(30)]
+
+    first = statuses(3)
+    assert first == statuses(3)
+    assert {429, 503, 200} <= set(first)
+
+
+def test_certain_failure_rate_and_runtime_changes():
+    with TestServer(fail_rate={503: 1.0}) as server:
+        client = sync_client(server)
+        with pytest.raises(openai.InternalServerError):
+            chat(client)
+        server.set_faults(fail_rate={})
+        assert chat(client).choices
+        server.set_faults(fail_rate={429: 1.0}, retry_after=0.5)
+        with pytest.raises(openai.RateLimitError) as caught:
+            chat(client)
+        assert caught.value.response.headers["retry-after"] == "0.5"
+
+
+def test_scripted_faults_and_exhaustion():
+    script = ScriptedResponder([Fault.rate_limit(3), Fault.error(502), "ok",
+                                Fault.malformed()])
+    with TestServer(script) as server:
+        client = sync_client(server)
+        with pytest.raises(openai.RateLimitError) as caught:
+            chat(client)
+        assert caught.value.response.headers["retry-after"] == "3"
+        with pytest.raises(openai.InternalServerError):
+            chat(client)
+        assert chat(client).choices[0].message.content == "ok"
+        with pytest.raises(ValueError):
+            chat(client)
+        with pytest.raises(openai.InternalServerError) as caught:
+            chat(client)
+        assert caught.value.code == "script_exhausted"
+
+
+def test_callable_and_failing_responders():
+    async def responder(kind, body):
+        if kind == "completion":
+            raise RuntimeError("boom")
+        return [{"content": "a"}, "b"]
+
+    with TestServer(responder) as server:
+        client = sync_client(server)
+        reply = chat(client, n=3)
+        server.responder = lambda kind, body: 42
+        with pytest.raises(openai.InternalServerError) as caught:
+            chat(client)
+        assert caught.value.code == "responder_error"
+        server.responder = responder
+        assert [c.message.content for c in reply.choices] == ["a", "b", "a"]
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.completions.create(model="m", prompt=PROMPT)
+        assert "boom" in caught.value.message
+
+
+def test_set_faults_reset_and_counters():
+    with TestServer(rate_limit_next=1) as server:
+        with pytest.raises(TypeError):
+            server.set_faults(no_such_fault=1)
+        with pytest.raises(ValueError):
+            server.set_faults(Faults(fail_rate={200: 0.5}))
+        client = sync_client(server)
+        with pytest.raises(openai.RateLimitError):
+            chat(client)
+        assert chat(client).choices
+        assert server.counters.total == 2 and len(server.requests) == 2
+
+        server.reset()
+
+        assert server.counters.total == 0 and server.requests == []
+        assert server.faults.rate_limit_next == 1
+        server.clear_faults()
+        assert chat(client).choices
+
+
+def test_request_log_is_bounded():
+    with TestServer(request_log_size=3) as server:
+        client = sync_client(server)
+        for i in range(5):
+            chat(client, messages=[{"role": "user", "content": str(i)}])
+        assert [r.body["messages"][0]["content"] for r in server.requests] == ["2", "3", "4"]
+        assert server.counters.total == 5
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+def test_64_concurrent_requests_overlap():
+    server = TestServer(latency=0.2)
+    gate_open = False
+
+    async def gate(kind, body):
+        # Hold every request until all 64 have been inside the server at once (the deadline
+        # only stops a broken server from hanging the test; the assertion is on the counters).
+        nonlocal gate_open
+        deadline = time.monotonic() + 10
+        while not gate_open and time.monotonic() < deadline:
+            if server.counters.in_flight >= 64:
+                gate_open = True
+            await asyncio.sleep(0.005)
+        return f"answer {body['messages'][0]['content']}"
+
+    server.responder = gate
+
+    async def burst():
+        async with async_client(server) as client:
+            return await asyncio.gather(*(client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": str(i)}]) for i in range(64)))
+
+    with server:
+        replies = asyncio.run(burst())
+        counters = server.counters
+
+    assert [r.choices[0].message.content for r in replies] == [f"answer {i}" for i in range(64)]
+    assert counters.max_in_flight == 64 and counters.in_flight == 0
+    assert counters.by_status == {200: 64}
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+def cli_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pfkit")
+    register(parser.add_subparsers(dest="group"))
+    return parser
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "example.com"])
+def test_cli_refuses_a_non_loopback_host(host, capsys):
+    args = cli_parser().parse_args(["testing", "serve", "--host", host, "--port", "0"])
+
+    assert args.handler(args) == 2
+    assert "refusing" in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        TestServer(host=host)
+
+
+def test_loopback_hosts():
+    assert all(map(is_loopback_host, ["127.0.0.1", "127.5.5.5", "localhost", "::1", "[::1]"]))
+    assert not any(map(is_loopback_host, ["0.0.0.0", "::", "192.168.1.1", "example.com"]))
+
+
+def test_cli_fail_rates():
+    assert parse_fail_rates(["429=0.1", "503=0.05"]) == {429: 0.1, 503: 0.05}
+    assert parse_fail_rates(None) == {}
+    for bad in (["429"], ["x=0.1"], ["200=0.1"], ["429=2"], ["429=0.6", "500=0.6"]):
+        with pytest.raises(UserError):
+            parse_fail_rates(bad)
+
+
+def test_cli_rules_files_and_server_options(tmp_path):
+    yaml_rules = tmp_path / "rules.yaml"
+    yaml_rules.write_text('rules:\n  - pattern: "(?i)capital"\n    reply: "Paris."\n'
+                          '  - pattern: "overload"\n    fault: {status: 503}\n'
+                          'default: "No idea."\n', encoding="utf-8")
+    json_rules = tmp_path / "rules.json"
+    json_rules.write_text(json.dumps([{"pattern": "weather", "reply": {"tool_calls": [
+        {"name": "get_weather", "arguments": {"city": "Oslo"}}]}}]), encoding="utf-8")
+    args = cli_parser().parse_args(["testing", "serve", "--port", "0", "--rules",
+                                    str(yaml_rules), "--api-key", "sk-cli",
+                                    "--models", MODEL, "--latency", "0.01"])
+
+    with build_server(args) as server:
+        client = sync_client(server, api_key="sk-cli")
+        assert chat(client).choices[0].message.content == "Paris."
+        assert chat(client, messages=[{"role": "user", "content": "hi"}]).choices[
+            0].message.content == "No idea."
+        with pytest.raises(openai.InternalServerError):
+            chat(client, messages=[{"role": "user", "content": "overload"}])
+        with pytest.raises(openai.NotFoundError):
+            chat(client, model="other")
+    reply = load_rules(str(json_rules))("chat", {"messages": [{"role": "user",
+                                                               "content": "weather?"}]})
+    assert reply["tool_calls"][0]["name"] == "get_weather"
+    for bad in ("missing.yaml", "bad.json"):
+        (tmp_path / "bad.json").write_text('[{"reply": "no pattern"}]', encoding="utf-8")
+        with pytest.raises(UserError):
+            load_rules(str(tmp_path / bad))
+
+
+def test_server_process_prints_the_base_url_and_stops_on_ctrl_c(tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"pattern": "ping", "reply": "pong"}]), encoding="utf-8")
+
+    with TestServerProcess("--rules", str(rules), latency=0.001) as process:
+        assert process.base_url.startswith("http://127.0.0.1:")
+        assert process.base_url.endswith("/v1")
+        with openai.OpenAI(base_url=process.base_url, api_key="k", max_retries=0,
+                           timeout=5) as client:
+            reply = chat(client, messages=[{"role": "user", "content": "ping"}])
+            assert reply.choices[0].message.content == "pong"
+
+    assert process.returncode == 0
+
+
+def test_server_process_reports_a_refused_start():
+    with pytest.raises(RuntimeError, match="refusing"):
+        TestServerProcess("--host", "10.1.2.3").start()
