@@ -379,8 +379,8 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
     graph = _Graph(flow.line_nodes, _line_value_of(resolved, node_outputs), runs, node_outputs)
     timer = None
     timed_out = False
+    task = asyncio.current_task()
     if timeout:
-        task = asyncio.current_task()
 
         def on_timeout() -> None:
             nonlocal timed_out
@@ -406,6 +406,8 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
                 run.status = CANCELED
         if not timed_out:
             raise
+        if hasattr(task, "uncancel"):  # Python 3.11+: the cancellation was ours, and is handled
+            task.uncancel()
         exc = LineTimeoutError(f"Line {line_number} execution timeout for exceeding {timeout} seconds",
                                hint="Raise the line timeout or make the slow node faster.")
         return LineResult(line_number, FAILED, resolved, {}, runs, exc.to_dict(), start,

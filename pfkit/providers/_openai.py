@@ -262,7 +262,7 @@ class OpenAICompatibleModel:
         yield usage or Usage()
 
     async def embed(self, request: dict[str, Any]) -> EmbeddingResponse:
-        body = _drop_empty(request)
+        body = _drop_empty({"encoding_format": "float", **request})
         result = await self._call("embedding", body, lambda c: c.embeddings.create(**body))
         vectors = [item.embedding for item in sorted(result.data, key=lambda d: d.index)]
         return EmbeddingResponse(vectors, _usage(result.usage), result.model)

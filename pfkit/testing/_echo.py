@@ -63,11 +63,15 @@ class EchoModel:
 
 
 def hash_embedding(text: str, dimensions: int = 8) -> list[float]:
-    """A deterministic unit vector derived from the text (no model involved)."""
+    """A deterministic unit vector derived from the text (no model involved), any dimension."""
     import hashlib
     import math
 
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    raw = [(digest[i] - 127.5) / 127.5 for i in range(dimensions)]
+    data = b""
+    block = 0
+    while len(data) < dimensions:
+        data += hashlib.sha256(f"{block}:{text}".encode() if block else text.encode()).digest()
+        block += 1
+    raw = [(data[i] - 127.5) / 127.5 for i in range(dimensions)]
     norm = math.sqrt(sum(v * v for v in raw)) or 1.0
     return [round(v / norm, 6) for v in raw]

@@ -1400,16 +1400,8 @@ def _replies(answer: Any, n: int) -> list[Reply]:
 
 
 def _embedding(text: str, dimensions: int) -> list[float]:
-    """``hash_embedding`` (exactly, up to its 32 dimensions); longer vectors join blocks of
-    hashes of ``text#k`` and are normalised again."""
-    if dimensions <= 32:
-        return hash_embedding(text, dimensions)
-    values: list[float] = []
-    for block in range((dimensions + 31) // 32):
-        values += hash_embedding(f"{text}#{block}", 32)
-    values = values[:dimensions]
-    norm = sum(v * v for v in values) ** 0.5 or 1.0
-    return [round(v / norm, 6) for v in values]
+    """The same vector :class:`EchoModel` gives (``hash_embedding``), at any dimension."""
+    return hash_embedding(text, dimensions)
 
 
 def _encode_vector(vector: list[float], as_base64: bool) -> list[float] | str:
