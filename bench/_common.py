@@ -113,8 +113,7 @@ class BenchError(RuntimeError):
 def run_process(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
                 cwd: str | Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run(list(cmd), env=dict(env) if env is not None else None,
-                          cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=timeout)
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise BenchError(f"command failed with exit code {proc.returncode}: {shlex.join(cmd)}\n"
                          f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
@@ -128,7 +127,7 @@ def time_process(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
     pipes, never a terminal) and checked: a failing run is an error, not a fast figure."""
     start = time.perf_counter()
     proc = subprocess.run(list(cmd), env=dict(env) if env is not None else None, cwd=cwd,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          capture_output=True, text=True,
                           timeout=timeout)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:

@@ -21,7 +21,7 @@ from .engine import (
     working_directory,
 )
 from .engine._execute import _Graph, resolve_path
-from .errors import ExecutionError, InputError, Location, UserError
+from .errors import ExecutionError, InputError, Location, NodeExecutionError, PfkitError, UserError
 from .graph import plan
 from .spec import FlowInputRef, FlowSpec, Literal, NodeRef, NodeSpec, load_flow_spec
 from .spec._includes import with_includes
@@ -213,7 +213,7 @@ class Flow:
         result = self.test(inputs)
         if result.line.status != COMPLETED:
             exc = result.line.exception
-            if isinstance(exc, UserError):
+            if isinstance(exc, PfkitError) and not isinstance(exc, NodeExecutionError):
                 raise exc
             raise ExecutionError(result.line.error["message"] if result.line.error else "failed",
                                  code=(result.line.error or {}).get("code")) from exc

@@ -1,0 +1,365 @@
+"""LLM nodes through real connections: the real openai client, over real HTTP, to pfkit's own
+OpenAI-compatible test server on 127.0.0.1. Chat, completion, streaming, tools, JSON mode and
+embeddings; OpenAI and Azure argument mapping; retries, limits, clear errors, masked secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pfkit
+from pfkit.connections._store import ConnectionStore
+from pfkit.errors import ExecutionError, PfkitError, UserError
+from pfkit.providers._limits import Limiter, Limits
+from pfkit.testing import ScriptedResponder, TestServer, echo_responder
+from pfkit.testing._echo import echo_chat_content
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "sk-test-secret-value-1234567890"
+
+CHAT_FLOW = """
+inputs:
+  question: {type: string}
+outputs:
+  answer: {type: string, reference: "${chat.output}"}
+nodes:
+- name: chat
+  type: llm
+  source: {type: code, path: chat.jinja2}
+  connection: CONN
+  api: chat
+  inputs:
+    MODEL_KEY: gpt-4o-mini
+    temperature: "0.2"
+    max_tokens: "32"
+    question: ${inputs.question}
+"""
+TEMPLATE = "# system:\nYou answer briefly.\n# user:\n{{question}}\n"
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    path = tmp_path / "home"
+    monkeypatch.setenv("PFKIT_HOME", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server():
+    with TestServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def clean_server(server):
+    server.reset()
+    server.responder = echo_responder
+    server.latency = 0.0
+    yield
+
+
+def connect(name: str, server: TestServer, *, azure: bool = False, **options) -> None:
+    record = ({"name": name, "type": "azure_open_ai", "api_key": SECRET, "api_base": server.url,
+               "api_version": "2024-06-01"} if azure else
+              {"name": name, "type": "open_ai", "api_key": SECRET, "base_url": server.base_url})
+    record.update({k: str(v) for k, v in options.items()})
+    ConnectionStore().create(record)
+
+
+def chat_flow(make_flow, conn: str, *, model_key: str = "model", extra: str = "",
+              template: str = TEMPLATE):
+    text = CHAT_FLOW.replace("CONN", conn).replace("MODEL_KEY", model_key) + extra
+    return make_flow({"flow.dag.yaml": text, "chat.jinja2": template}, name=f"flow_{conn}")
+
+
+def test_chat_through_an_openai_connection_sends_promptflows_request(make_flow, server):
+    connect("oai", server)
+    answer = pfkit.load_flow(chat_flow(make_flow, "oai"))(question="What is pfkit?")["answer"]
+    sent = json.loads(answer)
+    assert sent["messages"] == [{"role": "system", "content": "You answer briefly."},
+                                {"role": "user", "content": "What is pfkit?"}]
+    assert sent["params"] == {"model": "gpt-4o-mini", "temperature": 0.2, "top_p": 1.0,
+                              "max_tokens": 32}
+    request = server.last_request
+    assert request.path.endswith("/chat/completions")
+    assert request.headers.get("authorization") == f"Bearer {SECRET}"
+
+
+def test_azure_connection_maps_deployment_name_into_the_path(make_flow, server):
+    connect("aoai", server, azure=True)
+    flow = chat_flow(make_flow, "aoai", model_key="deployment_name")
+    answer = json.loads(pfkit.load_flow(flow)(question="hi")["answer"])
+    assert answer["params"]["n"] == 1  # the Azure tool sends n
+    request = server.last_request
+    assert "/openai/deployments/gpt-4o-mini/chat/completions" in request.path
+    assert request.query.get("api-version") in ("2024-06-01", ["2024-06-01"])
+    assert request.headers.get("api-key") == SECRET
+
+
+def test_completion_streaming_tools_json_mode(make_flow, server):
+    connect("oai", server)
+    flow = make_flow({"flow.dag.yaml": """
+inputs:
+  q: {type: string}
+outputs:
+  completion: {type: string, reference: "${complete.output}"}
+  streamed: {type: string, reference: "${stream.output}"}
+  tool_message: {type: object, reference: "${tools.output}"}
+  json_mode: {type: string, reference: "${json_mode.output}"}
+nodes:
+- name: complete
+  type: llm
+  source: {type: code, path: prompt.jinja2}
+  connection: oai
+  api: completion
+  inputs: {model: text-model, max_tokens: 8, q: "${inputs.q}"}
+- name: stream
+  type: llm
+  source: {type: code, path: chat.jinja2}
+  connection: oai
+  api: chat
+  inputs: {model: m, stream: true, q: "${inputs.q}"}
+- name: tools
+  type: llm
+  source: {type: code, path: chat.jinja2}
+  connection: oai
+  api: chat
+  inputs:
+    model: m
+    q: ${inputs.q}
+    tools: '[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]'
+- name: json_mode
+  type: llm
+  source: {type: code, path: chat.jinja2}
+  connection: oai
+  api: chat
+  inputs: {model: m, q: "${inputs.q}", response_format: '{"type": "json_object"}', seed: 7}
+""", "prompt.jinja2": "Complete: {{q}}", "chat.jinja2": "# user:\n{{q}}\n"})
+    out = pfkit.load_flow(flow)(q="ping")
+    assert json.loads(out["completion"])["prompt"] == "Complete: ping"
+    streamed = json.loads(out["streamed"])  # the deltas, joined
+    assert streamed["messages"] == [{"role": "user", "content": "ping"}]
+    assert out["tool_message"]["role"] == "assistant"
+    assert json.loads(out["tool_message"]["content"])["params"]["tools"][0]["function"]["name"] == "lookup"
+    sent = json.loads(out["json_mode"])["params"]
+    assert sent["response_format"] == {"type": "json_object"} and sent["seed"] == 7
+    endpoints = server.counters.by_endpoint
+    assert endpoints.get("completions", 0) >= 1 and endpoints.get("chat.completions", 0) >= 3
+
+
+def test_tool_calls_are_returned_as_the_whole_message(make_flow, server):
+    connect("oai", server)
+    server.responder = ScriptedResponder([{"tool_calls": [
+        {"id": "call_1", "function": {"name": "lookup", "arguments": '{"city": "Oslo"}'}}]}])
+    flow = chat_flow(make_flow, "oai", extra="")
+    text = (flow / "flow.dag.yaml").read_text().replace(
+        "    question: ${inputs.question}",
+        "    question: ${inputs.question}\n    tools: '[{\"type\": \"function\", \"function\": "
+        "{\"name\": \"lookup\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}]'")
+    (flow / "flow.dag.yaml").write_text(text)
+    message = pfkit.load_flow(flow)(question="weather?")["answer"]
+    assert message["tool_calls"][0]["function"]["arguments"] == '{"city": "Oslo"}'
+
+
+def test_embedding_package_tool_without_promptflow_tools(make_flow, server):
+    connect("oai", server)
+    flow = make_flow({"flow.dag.yaml": """
+inputs:
+  text: {type: string}
+outputs:
+  vector: {type: list, reference: "${embed.output}"}
+nodes:
+- name: embed
+  type: python
+  source: {type: package, tool: promptflow.tools.embedding.embedding}
+  inputs: {connection: oai, deployment_name: text-embedding-3-small, input: "${inputs.text}"}
+"""})
+    vector = pfkit.load_flow(flow)(text="hello")["vector"]
+    from pfkit.testing._echo import hash_embedding
+
+    assert vector == hash_embedding("hello", 8)
+
+
+def test_promptflow_tools_llm_package_tool(make_flow, server):
+    connect("oai", server)
+    flow = make_flow({"flow.dag.yaml": """
+inputs:
+  q: {type: string}
+outputs:
+  a: {type: string, reference: "${llm.output}"}
+nodes:
+- name: llm
+  type: custom_llm
+  source: {type: package_with_prompt, tool: promptflow.tools.llm.llm, path: p.jinja2}
+  inputs: {connection: oai, api: chat, model: m, q: "${inputs.q}"}
+""", "p.jinja2": "# user:\n{{q}}\n"})
+    answer = json.loads(pfkit.load_flow(flow)(q="x")["a"])
+    assert answer["messages"] == [{"role": "user", "content": "x"}]
+
+
+def test_retries_on_429_and_5xx_honour_retry_after(make_flow, server):
+    connect("oai", server, max_retries=3)
+    flow = pfkit.load_flow(chat_flow(make_flow, "oai"))
+    server.set_faults(rate_limit_next=2, retry_after=0.01)
+    assert "hi" in flow(question="hi")["answer"]
+    assert server.counters.by_status.get(429) == 2 and server.counters.total == 3
+    server.reset()
+    server.set_faults(error_next=1, error_status=503)
+    assert "again" in flow(question="again")["answer"]
+    assert server.counters.by_status.get(503) == 1
+
+
+def test_no_retry_on_other_4xx_and_clear_errors(make_flow, server):
+    connect("oai", server, max_retries=2)
+    flow = pfkit.load_flow(chat_flow(make_flow, "oai"))
+    server.set_faults(models=["only-this-model"])
+    with pytest.raises(UserError) as info:
+        flow(question="hi")
+    assert info.value.code == "ModelNotFound" and "'oai'" in info.value.message
+    assert server.counters.total == 1  # not retried
+    server.reset()
+    server.set_faults(max_context_words=3)
+    with pytest.raises(UserError) as info:
+        flow(question="a question that is far too long for it")
+    assert info.value.code == "ContextLengthExceeded" and info.value.hint
+
+
+def test_rejected_key_never_shows_the_secret(make_flow, server, home):
+    connect("oai", server, max_retries=0)
+    flow_dir = chat_flow(make_flow, "oai")
+    server.set_faults(expected_api_key="sk-another-key-xyz")
+    with pytest.raises(UserError) as info:
+        pfkit.load_flow(flow_dir)(question="hi")
+    assert info.value.code == "ProviderAuthenticationError"
+    assert SECRET not in str(info.value) and SECRET[:12] not in str(info.value)
+    result = subprocess.run([sys.executable, "-m", "pfkit", "flow", "test", "--flow",
+                             str(flow_dir), "--inputs", "question=hi"], capture_output=True,
+                            text=True, cwd=ROOT, env={**os.environ, "PFKIT_HOME": str(home)})
+    assert result.returncode == 1 and "401" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+    run = pfkit.run(flow_dir, _data(flow_dir, [{"question": "q"}]))
+    stored = "".join(p.read_text() for p in run.path.rglob("*") if p.is_file())
+    assert SECRET not in stored and "401" in stored
+
+
+def _data(folder: Path, rows: list[dict]) -> Path:
+    path = folder.parent / f"{folder.name}_data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_timeouts_and_malformed_responses(make_flow, server):
+    connect("oai", server, max_retries=1, timeout=0.3)
+    flow = pfkit.load_flow(chat_flow(make_flow, "oai"))
+    server.set_faults(hang_next=2, hang_seconds=5)
+    with pytest.raises(ExecutionError) as info:
+        flow(question="hi")
+    assert info.value.code == "ProviderTimeout" and "after 2 attempts" in info.value.message
+    server.reset()
+    server.set_faults(malformed_next=1)
+    with pytest.raises(ExecutionError) as info:
+        flow(question="hi")
+    assert info.value.code == "MalformedResponse" and "'oai'" in info.value.message
+
+
+def test_wrong_base_url_and_missing_key(make_flow, monkeypatch):
+    ConnectionStore().create({"name": "nowhere", "type": "open_ai", "api_key": "k",
+                              "base_url": "http://127.0.0.1:9/v1", "max_retries": "0"})
+    with pytest.raises(ExecutionError) as info:
+        pfkit.load_flow(chat_flow(make_flow, "nowhere"))(question="hi")
+    assert info.value.code == "ProviderConnectionError" and "127.0.0.1:9" in info.value.message
+    ConnectionStore().create({"name": "by_env", "type": "open_ai",
+                              "api_key": "${env:PFKIT_TEST_MISSING_KEY}"})
+    monkeypatch.delenv("PFKIT_TEST_MISSING_KEY", raising=False)
+    with pytest.raises(PfkitError) as info:
+        pfkit.load_flow(chat_flow(make_flow, "by_env"))
+    err = info.value
+    assert err.code == "ConnectionKeyMissing" and "PFKIT_TEST_MISSING_KEY" in err.message
+    assert err.location.node == "chat" and err.hint
+
+
+def test_connection_override_on_the_command_line(make_flow, server, home):
+    connect("real", server)
+    flow_dir = chat_flow(make_flow, "does_not_exist")
+    result = subprocess.run([sys.executable, "-m", "pfkit", "flow", "test", "--flow", str(flow_dir),
+                             "--inputs", "question=hi", "--connections", "chat.connection=real",
+                             "chat.model=other-model"], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PFKIT_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(json.loads(result.stdout)["answer"])["params"]["model"] == "other-model"
+
+
+def test_concurrency_limit_is_shared_by_every_line(make_flow, server, tmp_path):
+    connect("limited", server, max_concurrency=2)
+    server.latency = 0.05
+    flow_dir = chat_flow(make_flow, "limited")
+    data = _data(flow_dir, [{"question": f"q{i}"} for i in range(12)])
+    run = pfkit.run(flow_dir, data, concurrency=8)
+    server.latency = 0.0
+    assert run.info["properties"]["system_metrics"]["__pf__.lines.completed"] == 12
+    assert server.counters.max_in_flight == 2
+
+
+def test_token_usage_per_node_line_and_run(make_flow, server):
+    connect("oai", server)
+    flow_dir = chat_flow(make_flow, "oai")
+    result = pfkit.load_flow(flow_dir).test(question="two words")
+    node_usage = result.line.node_runs["chat"].usage
+    assert node_usage.calls == 1 and node_usage.prompt_tokens > 0
+    assert result.line.usage.total_tokens == node_usage.total_tokens
+    run = pfkit.run(flow_dir, _data(flow_dir, [{"question": "a"}, {"question": "b c"}]))
+    system = run.info["properties"]["system_metrics"]
+    assert system["total_tokens"] == sum(r["usage"]["total_tokens"] for r in run.lines())
+    assert "cost_usd" in system  # gpt-4o-mini has a price in the default table
+
+
+def test_rate_limits_wait_for_the_window():
+    limiter = Limiter(Limits(requests_per_minute=2, tokens_per_minute=100))
+    limiter._requests.extend([0.0, 10.0])
+    assert limiter._wait_time(1, 20.0) == pytest.approx(40.0)  # until the first one expires
+    limiter._requests.clear()
+    limiter._tokens.extend([[0.0, 60.0], [30.0, 30.0]])
+    assert limiter._wait_time(20, 40.0) == pytest.approx(20.0)  # 60 tokens must expire first
+    assert limiter._wait_time(5, 40.0) == 0.0
+
+
+def test_record_then_replay_without_the_connection(make_flow, server, home, tmp_path):
+    connect("oai", server)
+    flow_dir = chat_flow(make_flow, "oai")
+    env = {**os.environ, "PFKIT_HOME": str(home)}
+    cmd = [sys.executable, "-m", "pfkit", "flow", "test", "--flow", str(flow_dir), "--inputs",
+           "question=recorded?"]
+    recorded = subprocess.run([*cmd, "--cache", "record"], capture_output=True, text=True,
+                              cwd=ROOT, env=env)
+    assert recorded.returncode == 0, recorded.stderr
+    assert (flow_dir / "pfkit.cassette.jsonl").is_file()
+    assert SECRET not in (flow_dir / "pfkit.cassette.jsonl").read_text()
+    calls = server.counters.total
+    fresh_home = {**env, "PFKIT_HOME": str(tmp_path / "ci_home")}  # no connection, no cache db
+    replayed = subprocess.run([*cmd, "--cache", "replay"], capture_output=True, text=True,
+                              cwd=ROOT, env=fresh_home)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == recorded.stdout and server.counters.total == calls
+    missed = subprocess.run([*cmd[:-1], "question=never recorded", "--cache", "replay"],
+                            capture_output=True, text=True, cwd=ROOT, env=fresh_home)
+    assert missed.returncode == 1 and "--cache record" in missed.stderr
+
+
+def test_echo_server_and_in_process_echo_model_agree(server):
+    request = {"model": "m", "messages": [{"role": "user", "content": "é"}], "temperature": 1.0}
+
+    async def via_http():
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        reply = await client.chat.completions.create(**request)
+        await client.close()
+        return reply.choices[0].message.content
+
+    assert asyncio.run(via_http()) == echo_chat_content(request)
