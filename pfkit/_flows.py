@@ -20,7 +20,7 @@ from .engine import (
     execute_line,
     working_directory,
 )
-from .engine._execute import _Graph, resolve_path
+from .engine._execute import Schedule, _Graph, resolve_path
 from .errors import ExecutionError, InputError, Location, NodeExecutionError, PfkitError, UserError
 from .graph import plan
 from .spec import FlowInputRef, FlowSpec, Literal, NodeRef, NodeSpec, load_flow_spec
@@ -161,7 +161,7 @@ async def atest_node(flow: BoundFlow, node_name: str, inputs: Mapping[str, Any])
         bound = _without_deps(bound)
     runs: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
-    graph = _Graph((bound,), value_of, runs, outputs)
+    graph = _Graph(Schedule.of((bound,)), value_of, runs, outputs)
     graph._kwargs(bound)  # collect what is missing before running
     if missing:
         raise InputError(

@@ -68,14 +68,16 @@ def test_independent_async_nodes_run_concurrently(make_flow):
     assert result.outputs == {"out": [2, 3]}
 
 
-def test_slow_sync_tool_moves_to_threads(make_flow):
+def test_slow_sync_tool_moves_to_threads_but_one_hiccup_does_not(make_flow):
     slow = "from promptflow.core import tool\nimport time\n\n@tool\ndef f(x: int):\n    time.sleep(0.02)\n    return x\n"
-    quick = "from promptflow.core import tool\n\n@tool\ndef f(x: int):\n    return x\n"
+    hiccup = ("from promptflow.core import tool\nimport time\nCALLS = []\n\n@tool\ndef f(x: int):\n"
+              "    CALLS.append(x)\n    if len(CALLS) == 1:\n        time.sleep(0.02)\n    return x\n")
     join = "from promptflow.core import tool\n\n@tool\ndef j(a, b):\n    return a + b\n"
-    folder = make_flow({"flow.dag.yaml": DIAMOND, "left.py": slow, "right.py": quick,
+    folder = make_flow({"flow.dag.yaml": DIAMOND, "left.py": slow, "right.py": hiccup,
                         "join.py": join})
     flow = load_bound_flow(folder)
-    assert run(flow, {"x": 2}).outputs == {"out": 4}
+    for x in range(5):
+        assert run(flow, {"x": x}).outputs == {"out": 2 * x}
     nodes = {n.name: n for n in flow.nodes}
     assert nodes["left"].blocking and not nodes["right"].blocking
 

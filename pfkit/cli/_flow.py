@@ -54,11 +54,11 @@ def add_cache_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_session(args: argparse.Namespace, flow_path: str):
-    from ..providers._session import ModelSession, default_cassette
+    from ..providers._lazy import CASSETTE_NAME, LazyModelSession
     from ..spec import resolve_flow_file
 
-    cassette = args.cassette or default_cassette(resolve_flow_file(flow_path).parent)
-    return ModelSession(args.cache, cassette)
+    cassette = args.cassette or resolve_flow_file(flow_path).parent / CASSETTE_NAME
+    return LazyModelSession(args.cache, cassette)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,8 +97,8 @@ def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) ->
     from .._aio import run_sync
     from .._flows import atest, atest_node, load_bound_flow
 
-    flow = load_bound_flow(args.flow, variant=args.variant, models=session.registry,
-                           connections=session.registry.connection,
+    flow = load_bound_flow(args.flow, variant=args.variant, models=session,
+                           connections=session.connection,
                            connection_overrides=parse_key_values(args.connections,
                                                                  option="--connections"))
     if args.node:

@@ -21,7 +21,6 @@ serves until Ctrl-C. Point an
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -156,6 +155,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     server = build_server(args)
     try:
+        import asyncio
+
         asyncio.run(_serve(server))
     except KeyboardInterrupt:
         pass

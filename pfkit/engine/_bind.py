@@ -48,9 +48,10 @@ class BoundNode:
     deps: frozenset[str]
     input_deps: frozenset[str]
     aggregation: bool
-    # Sync tools run on the event loop while they are quick; the first call that takes longer
-    # than BLOCKING_THRESHOLD moves this node to worker threads for good.
+    # Sync tools run on the event loop while they are quick; a tool whose calls keep taking
+    # longer than BLOCKING_THRESHOLD moves to worker threads for good (see _execute._call_sync).
     blocking: bool = False
+    slow_calls: int = 0
 
 
 @dataclass(slots=True)
@@ -61,6 +62,8 @@ class BoundFlow:
     aggregation_nodes: tuple[BoundNode, ...]
     working_dir: Path
     environment: dict[str, str] = field(default_factory=dict)
+    line_schedule: Any = None
+    aggregation_schedule: Any = None
 
     @property
     def spec(self) -> FlowSpec:
@@ -345,13 +348,19 @@ def bind(graph: FlowGraph, *, models: ModelResolver | Mapping[str, Any] | None =
         nodes = tuple(binder.bind_node(n) for n in graph.nodes)
     env = {str(k): _env_value(graph.spec, str(k), v, binder.connections)
            for k, v in graph.spec.environment_variables.items()}
+    from ._execute import Schedule
+
+    line_nodes = tuple(n for n in nodes if not n.aggregation)
+    aggregation_nodes = tuple(n for n in nodes if n.aggregation)
     return BoundFlow(
         graph=graph,
         nodes=nodes,
-        line_nodes=tuple(n for n in nodes if not n.aggregation),
-        aggregation_nodes=tuple(n for n in nodes if n.aggregation),
+        line_nodes=line_nodes,
+        aggregation_nodes=aggregation_nodes,
         working_dir=working_dir,
         environment=env,
+        line_schedule=Schedule.of(line_nodes),
+        aggregation_schedule=Schedule.of(aggregation_nodes),
     )
 
 

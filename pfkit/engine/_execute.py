@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
 import time
 import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError, LineTimeoutError, Location, NodeExecutionError, PfkitError
@@ -28,6 +30,7 @@ from ._bind import BoundFlow, BoundNode
 from ._results import BYPASSED, CANCELED, COMPLETED, FAILED, AggregationResult, LineResult, NodeRun
 
 BLOCKING_THRESHOLD = 0.002  # seconds
+BLOCKING_STRIKES = 3
 DEFAULT_LINE_TIMEOUT = 600.0
 
 _executor: ThreadPoolExecutor | None = None
@@ -94,26 +97,42 @@ class _NodeFailed(Exception):
         self.cause = cause
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A node set prepared for execution: topological order, dependents, dependency counts
+    (dependencies outside the set, like line nodes seen from aggregation, are settled)."""
+
+    nodes: tuple[BoundNode, ...]
+    dependents: tuple[tuple[int, ...], ...]
+    dep_counts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, nodes: tuple[BoundNode, ...]) -> Schedule:
+        index = {n.name: i for i, n in enumerate(nodes)}
+        dependents: list[list[int]] = [[] for _ in nodes]
+        counts = []
+        for i, node in enumerate(nodes):
+            inside = [index[d] for d in node.deps if d in index]
+            for d in inside:
+                dependents[d].append(i)
+            counts.append(len(inside))
+        return cls(nodes, tuple(tuple(d) for d in dependents), tuple(counts))
+
+
 class _Graph:
-    """Runs a set of bound nodes once. ``value_of`` turns a reference into a value (or _BYPASSED);
-    used for a line (values) and for aggregation (lists over lines)."""
+    """Runs a set of bound nodes once. ``value_of`` turns a reference into a value; used for a
+    line (values) and for aggregation (lists over lines)."""
 
-    __slots__ = ("nodes", "value_of", "runs", "outputs", "bypassed", "running", "external")
+    __slots__ = ("schedule", "value_of", "runs", "outputs", "bypassed", "running")
 
-    def __init__(self, nodes: tuple[BoundNode, ...], value_of: Callable[[Any], Any],
-                 runs: dict[str, NodeRun], outputs: dict[str, Any],
-                 external: frozenset[str] = frozenset()) -> None:
-        self.nodes = nodes
-        self.external = external  # dependencies settled before this graph runs
+    def __init__(self, schedule: Schedule, value_of: Callable[[Any], Any],
+                 runs: dict[str, NodeRun], outputs: dict[str, Any]) -> None:
+        self.schedule = schedule
         self.value_of = value_of
         self.runs = runs
         self.outputs = outputs
         self.bypassed: set[str] = set()
-        self.running: dict[asyncio.Future, tuple[BoundNode, NodeRun, bool]] = {}  # bool: thread
-
-    def _settled(self, node: BoundNode) -> bool:
-        outputs, bypassed, external = self.outputs, self.bypassed, self.external
-        return all(d in outputs or d in bypassed or d in external for d in node.deps)
+        self.running: dict[asyncio.Future, tuple[int, NodeRun, bool]] = {}  # bool: in a thread
 
     def _should_bypass(self, node: BoundNode) -> bool:
         act = node.activate
@@ -125,7 +144,7 @@ class _Graph:
                 value = self.value_of(when)
             except PfkitError as exc:
                 raise _NodeFailed(node.name, exc) from None
-            return value is _BYPASSED or not (value == act.is_value)
+            return not (value == act.is_value)
         deps = node.input_deps
         return bool(deps) and all(d in self.bypassed for d in deps)
 
@@ -143,47 +162,65 @@ class _Graph:
         return kwargs
 
     async def run(self) -> None:
-        pending = list(self.nodes)
+        """promptflow's rounds: settle every bypassable ready node (repeatedly), then start every
+        ready node; a lone ready node runs without a task, several run concurrently."""
+        nodes = self.schedule.nodes
+        dependents = self.schedule.dependents
+        remaining = list(self.schedule.dep_counts)
+        ready = [i for i, count in enumerate(remaining) if count == 0]
+        settled = 0
         running = self.running
-        while pending or running:
-            bypassed_any = True
-            while bypassed_any:  # settle bypassable nodes first, repeatedly
-                bypassed_any = False
-                for node in list(pending):
-                    if self._settled(node) and self._should_bypass(node):
-                        now = time.time()
-                        self.runs[node.name] = NodeRun(node.name, BYPASSED, start_time=now,
-                                                       end_time=now)
-                        self.bypassed.add(node.name)
-                        pending.remove(node)
-                        bypassed_any = True
-            ready = [n for n in pending if self._settled(n)]
-            if not ready and not running:
-                if pending:  # cannot happen after planning; guard against a silent hang
-                    raise RuntimeError(f"nodes {[n.name for n in pending]} can never run")
+
+        def settle(i: int) -> None:
+            for j in dependents[i]:
+                remaining[j] -= 1
+                if remaining[j] == 0:
+                    heapq.heappush(ready, j)
+
+        while True:
+            batch: list[int] = []
+            while ready:
+                i = heapq.heappop(ready)
+                node = nodes[i]
+                if self._should_bypass(node):
+                    now = time.time()
+                    self.runs[node.name] = NodeRun(node.name, BYPASSED, start_time=now, end_time=now)
+                    self.bypassed.add(node.name)
+                    settled += 1
+                    settle(i)
+                else:
+                    batch.append(i)
+            if not batch and not running:
+                if settled < len(nodes):  # cannot happen after planning; never hang silently
+                    raise RuntimeError("some nodes can never run")
                 return
-            pending = [n for n in pending if n not in ready]
-            if len(ready) == 1 and not running:
-                node = ready[0]
+            if len(batch) == 1 and not running:
+                i = batch[0]
+                node = nodes[i]
                 run = self._start(node)
                 if node.is_async or node.is_async_gen or not node.blocking:
                     await self._call_inline(node, run)
+                    settled += 1
+                    settle(i)
                     continue
-                running[self._spawn(node, run, threaded=True)] = (node, run, True)
+                running[self._spawn(node, run, threaded=True)] = (i, run, True)
             else:
-                threaded = len(ready) > 1
-                for node in ready:
+                threaded = len(batch) > 1
+                for i in batch:
+                    node = nodes[i]
                     run = self._start(node)
                     in_thread = (threaded or node.blocking) and not (node.is_async or node.is_async_gen)
-                    running[self._spawn(node, run, threaded=in_thread)] = (node, run, in_thread)
+                    running[self._spawn(node, run, threaded=in_thread)] = (i, run, in_thread)
             if running:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
-                    node, run, _ = running.pop(future)
+                    i, run, _ = running.pop(future)
                     exc = future.exception()
                     if exc is not None:
-                        self._fail(node, run, exc)
-                    self._finish(node, run, future.result())
+                        self._fail(nodes[i], run, exc)
+                    self._finish(nodes[i], run, future.result())
+                    settled += 1
+                    settle(i)
 
     def _start(self, node: BoundNode) -> NodeRun:
         kwargs = self._kwargs(node)
@@ -243,7 +280,8 @@ class _Graph:
         """After a failure: record nodes that already finished, let tools running in worker
         threads finish (a thread cannot be stopped) and record what they really did, and cancel
         async nodes still running."""
-        for future, (node, run, in_thread) in list(self.running.items()):
+        for future, (i, run, in_thread) in list(self.running.items()):
+            node = self.schedule.nodes[i]
             if not future.done() and not in_thread:
                 future.cancel()
                 run.status, run.end_time = CANCELED, time.time()
@@ -267,11 +305,17 @@ class _Graph:
 
 
 def _call_sync(node: BoundNode, kwargs: dict[str, Any]) -> Any:
-    """A sync tool on the loop, timed: a slow call moves the node to threads from then on."""
+    """A sync tool, timed. Slow calls raise the node's score and quick ones lower it; at
+    BLOCKING_STRIKES the node runs in worker threads from then on. One call held up by a busy
+    machine does not move a quick tool; a tool that keeps blocking moves after a few lines."""
     t0 = time.perf_counter()
     output = node.call(**kwargs)
     if time.perf_counter() - t0 > BLOCKING_THRESHOLD:
-        node.blocking = True
+        node.slow_calls += 1
+        if node.slow_calls >= BLOCKING_STRIKES:
+            node.blocking = True
+    elif node.slow_calls:
+        node.slow_calls -= 1
     return output
 
 
@@ -376,7 +420,7 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
         return LineResult(line_number, FAILED, dict(inputs), {}, runs, exc.to_dict(), start,
                           time.time(), exc)
     node_outputs: dict[str, Any] = {}
-    graph = _Graph(flow.line_nodes, _line_value_of(resolved, node_outputs), runs, node_outputs)
+    graph = _Graph(flow.line_schedule, _line_value_of(resolved, node_outputs), runs, node_outputs)
     timer = None
     timed_out = False
     task = asyncio.current_task()
@@ -496,8 +540,8 @@ async def execute_aggregation(flow: BoundFlow, lines: list[LineResult] | Aggrega
             collected.add_line(line)
     outputs: dict[str, Any] = {}
     names = frozenset(n.name for n in flow.aggregation_nodes)
-    graph = _Graph(flow.aggregation_nodes, _aggregation_value_of(collected.lists(), outputs, names),
-                   runs, outputs, external=frozenset(n.name for n in flow.line_nodes))
+    graph = _Graph(flow.aggregation_schedule,
+                   _aggregation_value_of(collected.lists(), outputs, names), runs, outputs)
     token = metric_sink.set(metrics)
     unhook = _hook_promptflow_metrics()
     try:

@@ -11,8 +11,6 @@ from ..errors import UserError
 from ._cache import CachingModel, ReplayMissError, ResponseCache, resolve_cache_mode
 from ._registry import ModelRegistry
 
-CASSETTE_NAME = "pfkit.cassette.jsonl"
-
 
 class ReplayOnlyModel:
     """Stands in for a connection that does not exist here, in replay mode: every answer must
@@ -85,7 +83,3 @@ class ModelSession:
     @property
     def stats(self) -> dict[str, int]:
         return self.cache.stats.to_dict() if self.cache else {}
-
-
-def default_cassette(flow_dir: Path) -> Path:
-    return flow_dir / CASSETTE_NAME

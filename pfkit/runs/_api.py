@@ -151,14 +151,15 @@ def create_run(request: RunRequest, *, store: RunStore | None = None, progress: 
 async def acreate_run(request: RunRequest, *, store: RunStore | None = None, progress: bool = True,
                       models: Any = None) -> Run:
     from .._flows import flow_environment, load_bound_flow
-    from ..providers._session import ModelSession, default_cassette
+    from ..providers._lazy import CASSETTE_NAME, LazyModelSession
 
     store = store or RunStore()
     flow_file = resolve_flow_file(request.flow)
     session = None
     if models is None:
-        session = ModelSession(request.cache, request.cassette or default_cassette(flow_file.parent))
-        models = session.registry
+        session = LazyModelSession(request.cache,
+                                   request.cassette or flow_file.parent / CASSETTE_NAME)
+        models = session
     name = request.name
     record: dict[str, Any] | None = None
     try:
