@@ -276,6 +276,60 @@ nodes:
     assert resumed.info["properties"]["system_metrics"]["lines.reused"] >= done_before - 4
 
 
+def test_ctrl_c_cancels_cleanly_and_the_run_resumes(make_flow, tmp_path, pfkit_home):
+    flow = make_flow({"flow.dag.yaml": """
+inputs:
+  x: {type: int}
+outputs:
+  y: {type: int, reference: "${slow.output}"}
+nodes:
+- name: slow
+  type: python
+  source: {type: code, path: slow.py}
+  inputs: {x: "${inputs.x}"}
+""", "slow.py": "import asyncio\nfrom promptflow.core import tool\n\n@tool\nasync def slow(x: int):\n    await asyncio.sleep(0.05)\n    return -x\n"},
+        name="interrupted")
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(100)))
+    proc = subprocess.Popen([sys.executable, "-m", "pfkit", "run", "create", "--flow", str(flow),
+                             "--data", str(data), "-n", "ctrl_c", "--concurrency", "2"],
+                            cwd=ROOT, env={**os.environ, "PFKIT_HOME": str(pfkit_home)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines_file = pfkit_home / "runs" / "ctrl_c" / "lines.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+            lines_file.is_file() and lines_file.read_text().count("\n") >= 10):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume-from ctrl_c" in err and "Traceback" not in err
+    canceled = pfkit.get_run("ctrl_c")
+    assert canceled.status == "Canceled"
+    done = len(canceled.lines())
+    assert 10 <= done < 100
+    resumed = pfkit.run(flow, data, resume_from="ctrl_c", name="ctrl_c_2")
+    assert [r["outputs"]["y"] for r in resumed.lines()] == [-i for i in range(100)]
+
+
+def test_store_written_by_an_older_version_opens(pfkit_home):
+    import sqlite3
+
+    pfkit_home.mkdir(parents=True)
+    db = sqlite3.connect(pfkit_home / "runs.sqlite")
+    db.execute("CREATE TABLE runs (name TEXT PRIMARY KEY, schema_version INTEGER, status TEXT, "
+               "created_on REAL, archived INTEGER, record TEXT)")  # no run_group column yet
+    old = {"name": "old_run", "status": "Completed", "created_on": 1.0, "flow_path": "/x",
+           "properties": {"system_metrics": {}}}
+    db.execute("INSERT INTO runs VALUES ('old_run', 0, 'Completed', 1.0, 0, ?)",
+               (json.dumps(old),))
+    db.commit()
+    db.close()
+    assert pfkit.get_run("old_run").status == "Completed"
+    listed = json.loads(pfkit_cli("run", "list", env={"PFKIT_HOME": str(pfkit_home)}).stdout)
+    assert [r["name"] for r in listed] == ["old_run"]
+
+
 def test_python_api_inside_a_running_loop(square_flow):
     import asyncio
 

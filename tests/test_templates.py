@@ -72,3 +72,37 @@ def test_undefined_variables_render_empty_and_the_sandbox_blocks_internals():
     with pytest.raises(JinjaTemplateError) as info:
         build_messages(template, {}, frozenset())
     assert "Failed to render jinja template" in info.value.message
+
+
+def test_image_inputs_become_image_url_parts(make_flow, tmp_path):
+    import base64
+    import json
+
+    import pfkit
+    from pfkit.testing import EchoModel
+
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    folder = make_flow({"flow.dag.yaml": """
+inputs:
+  picture: {type: image}
+  question: {type: string}
+outputs:
+  sent: {type: string, reference: "${look.output}"}
+nodes:
+- name: look
+  type: llm
+  source: {type: code, path: look.jinja2}
+  connection: vision
+  api: chat
+  inputs: {model: m, picture: "${inputs.picture}", question: "${inputs.question}"}
+""", "look.jinja2": "# user:\n{{question}}\n![image]({{picture}})\n"})
+    (folder / "dot.png").write_bytes(png)
+    flow = pfkit.load_flow(folder, models={"vision": EchoModel()})
+    sent = json.loads(flow(picture={"data:image/png;path": str(folder / "dot.png")},
+                           question="What is this?")["sent"])
+    content = sent["messages"][0]["content"]
+    assert content[0] == {"type": "text", "text": "What is this?"}
+    assert content[1]["type"] == "image_url"
+    assert content[1]["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
+    by_url = json.loads(flow(picture="https://example.invalid/cat.png", question="q")["sent"])
+    assert by_url["messages"][0]["content"][1]["image_url"]["url"] == "https://example.invalid/cat.png"

@@ -137,12 +137,15 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise fail("--concurrency must be at least 1")
     if args.all_variants:
         return _create_all_variants(request, progress=not args.no_progress)
+    from ..runs._api import RunCanceled
+
     try:
         run = create_run(request, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        name = request.name or "the run"
-        print(f"pfkit: run canceled; finish it later with  pfkit run create --flow {request.flow} "
-              f"--data {request.data} --resume-from {name}", file=sys.stderr)
+    except RunCanceled as canceled:
+        data = f" --data {request.data}" if request.data else ""
+        print(f"pfkit: run '{canceled.name}' canceled; its finished lines are saved. Finish it "
+              f"with  pfkit run create --flow {request.flow}{data} --resume-from {canceled.name}",
+              file=sys.stderr)
         return 130
     _print_created(run.info)
     return 0

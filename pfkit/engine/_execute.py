@@ -86,8 +86,25 @@ def resolve_inputs(flow: BoundFlow, inputs: dict[str, Any], line_number: int | N
                 hint=f"Add '{name}' to the inputs (or map a data column to it), or give it a "
                      "default in flow.dag.yaml.",
             )
-        resolved[name] = coerce_flow_input(name, definition.type, value, line=line_number)
+        if definition.type == "image":
+            resolved[name] = _image_input(name, value, line_number)
+        else:
+            resolved[name] = coerce_flow_input(name, definition.type, value, line=line_number)
     return resolved
+
+
+def _image_input(name: str, value: Any, line_number: int | None) -> Any:
+    from pathlib import Path
+
+    from ..nodes._images import to_image
+
+    try:
+        return to_image(value, Path.cwd())
+    except (ValueError, OSError) as exc:
+        raise InputError(f"flow input '{name}' is not an image: {exc}", code="InputTypeError",
+                         location=Location(field=f"inputs.{name}", row=line_number),
+                         hint='Give {"data:image/png;path": "file.png"}, a data: URL or an '
+                              "http(s) URL.") from None
 
 
 class _NodeFailed(Exception):

@@ -182,8 +182,21 @@ def render_prompt(template, variables: dict[str, Any], to_escape: frozenset[str]
 
 # -- chat parsing -----------------------------------------------------------------------------
 
-def _content(text: str) -> str:
-    return text.strip()
+def _content(text: str, images: dict[str, Any] | None = None, detail: str = "auto") -> Any:
+    """A message's content: the stripped text, or text and image parts when a line of it is an
+    image placeholder."""
+    text = text.strip()
+    if not images or not any(token in text for token in images):
+        return text
+    parts: list[dict[str, Any]] = []
+    for line in text.split("\n"):
+        key = line.strip()
+        if key in images:
+            parts.append({"type": "image_url",
+                          "image_url": {"url": images[key].url, "detail": detail}})
+        elif key:
+            parts.append({"type": "text", "text": line})
+    return parts
 
 
 def _invalid_role(role: str, mapping: dict[str, str]) -> ChatAPIInvalidRole:
@@ -201,7 +214,8 @@ def _invalid_role(role: str, mapping: dict[str, str]) -> ChatAPIInvalidRole:
     )
 
 
-def parse_chat(text: str, mapping: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def parse_chat(text: str, mapping: dict[str, str] | None = None,
+               images: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Split rendered chat text into OpenAI messages (promptflow's ``parse_chat`` rules)."""
     mapping = mapping or {}
     chunks = ROLE_LINE.split(text)
@@ -217,7 +231,7 @@ def parse_chat(text: str, mapping: dict[str, str] | None = None) -> list[dict[st
                     code="ChatAPIToolRoleInvalidFormat",
                 )
             last["tool_call_id"] = match.group(1)
-            last["content"] = _content(match.group(2))
+            last["content"] = _content(match.group(2), images)
             continue
         if last is not None and last["role"] == "assistant" and "content" not in last:
             match = _TOOL_CALLS_BLOCK.search(chunk)
@@ -236,10 +250,10 @@ def parse_chat(text: str, mapping: dict[str, str] | None = None) -> list[dict[st
                         "follows the format: 'name:\\nfunction_name\\ncontent:\\nfunction_content'.",
                         code="ChatAPIFunctionRoleInvalidFormat",
                     )
-                last["content"] = _content(chunk)
+                last["content"] = _content(chunk, images)
             else:
                 last["name"] = match.group(1)
-                last["content"] = _content(match.group(2))
+                last["content"] = _content(match.group(2), images)
             continue
         if chunk.strip() == "":
             continue
@@ -252,10 +266,13 @@ def parse_chat(text: str, mapping: dict[str, str] | None = None) -> list[dict[st
 
 def build_messages(template, variables: dict[str, Any], to_escape: frozenset[str]
                    ) -> list[dict[str, Any]]:
-    """Render a chat template and parse it into messages, with role-injection escaping."""
+    """Render a chat template and parse it into messages, with role-injection escaping and
+    image inputs turned into ``image_url`` parts."""
+    from ._images import find_images
+
     escaped_vars, mapping = escape_variables(variables, to_escape)
     text = render(template, escaped_vars, escape_map=mapping)
-    messages = parse_chat(text, mapping)
+    messages = parse_chat(text, mapping, find_images(variables) or None)
     if mapping:
         for message in messages:
             for key, value in message.items():

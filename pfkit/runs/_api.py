@@ -38,6 +38,14 @@ from ._store import (
 )
 
 
+class RunCanceled(KeyboardInterrupt):
+    """Ctrl-C stopped a run; its finished lines are saved and it can be resumed."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
 class Run:
     """A run in the store. ``status``, ``metrics()``, ``details()`` (a pandas DataFrame),
     ``outputs()`` and ``lines()`` read its records."""
@@ -236,7 +244,7 @@ async def _execute(request: RunRequest, flow: Any, store: RunStore, record: dict
             progress.close()
         _finalize(store, record, writer, outcome, aggregation, run_error, session)
     if outcome.canceled:
-        raise KeyboardInterrupt
+        raise RunCanceled(record["name"])
     return Run(record["name"], store)
 
 
