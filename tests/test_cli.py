@@ -40,7 +40,8 @@ def test_flow_test_prints_outputs_as_json():
 
 def test_flow_test_reads_an_input_file(tmp_path):
     data = tmp_path / "in.jsonl"
-    data.write_text('\n{"message": "my invoice is wrong, refund please"}\n{"message": "x"}\n')
+    data.write_text('\n{"message": "my invoice is wrong, refund please", "customer_tier": "gold"}\n'
+                    '{"message": "x"}\n')
     result = pfkit("flow", "test", "--flow", "flows/support_router", "--input", str(data))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["intent"] == "refund"
@@ -107,7 +108,8 @@ def test_single_node_and_variant_options(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["flow", "test", "--flow", "does/not/exist"], "no such flow folder"),
     (["flow", "test", "--flow", "flows/text_stats", "--inputs", "novalue"], "key=value"),
-    (["flow", "test", "--flow", "flows/text_stats", "--inputs", "min_word_length=abc"],
+    (["flow", "test", "--flow", "flows/text_stats"], "flow input 'text' is not provided"),
+    (["flow", "test", "--flow", "flows/text_stats", "--inputs", "text=hi", "min_word_length=abc"],
      "does not match the expected type 'int'"),
 ])
 def test_user_errors_exit_non_zero_with_a_message(args, needle):

@@ -163,6 +163,11 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
 
     store = store or RunStore()
     flow_file = resolve_flow_file(request.flow)
+    # relative paths mean the caller's folder: fix them before anything changes directory
+    if request.data and not request.data.startswith("hf:"):
+        request.data = str(Path(request.data).expanduser().absolute())
+    if request.cassette:
+        request.cassette = str(Path(request.cassette).expanduser().absolute())
     session = None
     if models is None:
         session = LazyModelSession(request.cache,
@@ -224,7 +229,11 @@ async def _execute(request: RunRequest, flow: Any, store: RunStore, record: dict
     progress = None
     try:
         with working_directory(flow.working_dir), flow_environment(flow):
-            rows, total = rows_for_run(flow, request, store, reused)
+            rows, total, warnings = rows_for_run(flow, request, store, reused)
+            for note in warnings:
+                writer.log(f"warning: {note}")
+                if show_progress:
+                    print(f"pfkit: warning: {note}", file=sys.stderr)
             progress = Progress(total, label=f"{record['name']}: ", enabled=show_progress)
             progress.done = len(reused)
             try:

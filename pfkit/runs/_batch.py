@@ -199,9 +199,26 @@ def run_error_record(exc: BaseException) -> dict[str, Any]:
     return data
 
 
-def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore,
-                 skip: Mapping[int, Any]) -> tuple[Iterator[tuple[int, Any]], int | None]:
-    """The lines to run, lazily: ``(line_number, inputs)`` or ``(line_number, error)``."""
+def mapping_warnings(flow: BoundFlow, request: RunRequest, mapping: Any,
+                     columns: list[str]) -> list[str]:
+    """What users trip over: promptflow's rule that a YAML default beats a data column of the
+    same name when nothing maps it, and default-mapped columns missing from the data."""
+    notes = []
+    for name, definition in flow.spec.inputs.items():
+        if definition.has_default and name not in request.column_mapping and name in columns:
+            notes.append(f"flow input '{name}' has a default in flow.dag.yaml, so the data column "
+                         f"'{name}' is not used (promptflow's rule); to use it, pass "
+                         f"--column-mapping {name}='${{data.{name}}}'")
+    for column in mapping.missing_default_columns(columns):
+        notes.append(f"the data has no column '{column}' for flow input '{column}': lines will "
+                     f"fail unless mapped, e.g. --column-mapping {column}='${{data.other}}'")
+    return notes
+
+
+def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore, skip: Mapping[int, Any]
+                 ) -> tuple[Iterator[tuple[int, Any]], int | None, list[str]]:
+    """The lines to run, lazily: ``(line_number, inputs)`` or ``(line_number, error)``; the total
+    when known; warnings about the mapping."""
     from ..data import ColumnMapping, open_dataset, pair_with_base
 
     base_outputs: dict[int, dict] | None = None
@@ -223,7 +240,9 @@ def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore,
         raise UserError("a run needs --data (or --run for an evaluation run)", code="NoData",
                         hint="Pass  --data path/to/data.jsonl.")
     mapping = ColumnMapping.build(flow.spec.inputs, request.column_mapping)
-    mapping.check(dataset.columns(),
+    columns = dataset.columns()
+    warnings = mapping_warnings(flow, request, mapping, columns) if not request.run else []
+    mapping.check(columns,
                   sorted({k for o in (base_outputs or {}).values() for k in o}) if request.run else None,
                   sorted({k for i in (base_inputs or {}).values() for k in i}) if request.run else None)
     total = dataset.count()
@@ -245,4 +264,4 @@ def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore,
 
     if request.run and base_outputs is not None:
         total = len(base_outputs) if total is None else min(total, len(base_outputs))
-    return generate(), total
+    return generate(), total, warnings
