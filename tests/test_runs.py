@@ -229,8 +229,7 @@ node_variants:
     assert "use_variants" not in snapshot
 
 
-def test_resume_after_a_killed_process_loses_and_duplicates_nothing(make_flow, tmp_path, pfkit_home):
-    flow = make_flow({"flow.dag.yaml": """
+SLOW_FLOW = """
 inputs:
   x: {type: int}
 outputs:
@@ -240,27 +239,44 @@ nodes:
   type: python
   source: {type: code, path: slow.py}
   inputs: {x: "${inputs.x}"}
-- name: count
+"""
+SLOW_TOOL = ("import asyncio\nfrom promptflow.core import tool\n\n@tool\nasync def slow(x: int):\n"
+             "    await asyncio.sleep(0.05)\n    return x + 1000\n")
+COUNT_NODE = """- name: count
   type: python
   source: {type: code, path: count.py}
   inputs: {ys: "${slow.output}"}
   aggregation: true
-""", "slow.py": "import asyncio\nfrom promptflow.core import tool\n\n@tool\nasync def slow(x: int):\n    await asyncio.sleep(0.05)\n    return x + 1000\n",
-        "count.py": "from promptflow.core import tool, log_metric\n\n@tool\ndef count(ys: list):\n    log_metric('n', len(ys))\n    log_metric('unique', len(set(ys)))\n"},
-        name="slowflow")
-    data = tmp_path / "many.jsonl"
-    data.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(200)))
-    env = {**os.environ, "PFKIT_HOME": str(pfkit_home)}
+"""
+COUNT_TOOL = ("from promptflow.core import tool, log_metric\n\n@tool\ndef count(ys: list):\n"
+              "    log_metric('n', len(ys))\n    log_metric('unique', len(set(ys)))\n")
+
+
+def start_run_in_background(flow: Path, data: Path, name: str, home: Path, *, lines: int,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+    """``pfkit run create`` in a child process, returned once ``lines`` lines are saved."""
     proc = subprocess.Popen([sys.executable, "-m", "pfkit", "run", "create", "--flow", str(flow),
-                             "--data", str(data), "-n", "killed", "--concurrency", "4",
-                             "--no-progress"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    lines_file = pfkit_home / "runs" / "killed" / "lines.jsonl"
+                             "--data", str(data), "-n", name, "--concurrency", "4"], cwd=ROOT,
+                            env={**os.environ, "PFKIT_HOME": str(home)}, stdout=stdout,
+                            stderr=stderr, text=True)
+    lines_file = home / "runs" / name / "lines.jsonl"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if lines_file.is_file() and lines_file.read_text().count("\n") >= 20:
-            break
+    while time.monotonic() < deadline and not (
+            lines_file.is_file() and lines_file.read_text().count("\n") >= lines):
         time.sleep(0.02)
+    return proc, lines_file
+
+
+def write_rows(path: Path, count: int) -> Path:
+    path.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(count)))
+    return path
+
+
+def test_resume_after_a_killed_process_loses_and_duplicates_nothing(make_flow, tmp_path, pfkit_home):
+    flow = make_flow({"flow.dag.yaml": SLOW_FLOW + COUNT_NODE, "slow.py": SLOW_TOOL,
+                      "count.py": COUNT_TOOL}, name="slowflow")
+    data = write_rows(tmp_path / "many.jsonl", 200)
+    proc, lines_file = start_run_in_background(flow, data, "killed", pfkit_home, lines=20)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = lines_file.read_text().count("\n")
@@ -277,39 +293,19 @@ nodes:
 
 
 def test_ctrl_c_cancels_cleanly_and_the_run_resumes(make_flow, tmp_path, pfkit_home):
-    flow = make_flow({"flow.dag.yaml": """
-inputs:
-  x: {type: int}
-outputs:
-  y: {type: int, reference: "${slow.output}"}
-nodes:
-- name: slow
-  type: python
-  source: {type: code, path: slow.py}
-  inputs: {x: "${inputs.x}"}
-""", "slow.py": "import asyncio\nfrom promptflow.core import tool\n\n@tool\nasync def slow(x: int):\n    await asyncio.sleep(0.05)\n    return -x\n"},
-        name="interrupted")
-    data = tmp_path / "rows.jsonl"
-    data.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(100)))
-    proc = subprocess.Popen([sys.executable, "-m", "pfkit", "run", "create", "--flow", str(flow),
-                             "--data", str(data), "-n", "ctrl_c", "--concurrency", "2"],
-                            cwd=ROOT, env={**os.environ, "PFKIT_HOME": str(pfkit_home)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines_file = pfkit_home / "runs" / "ctrl_c" / "lines.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (
-            lines_file.is_file() and lines_file.read_text().count("\n") >= 10):
-        time.sleep(0.02)
+    flow = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SLOW_TOOL}, name="interrupted")
+    data = write_rows(tmp_path / "rows.jsonl", 100)
+    proc, _ = start_run_in_background(flow, data, "ctrl_c", pfkit_home, lines=10,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "--resume-from ctrl_c" in err and "Traceback" not in err
     canceled = pfkit.get_run("ctrl_c")
     assert canceled.status == "Canceled"
-    done = len(canceled.lines())
-    assert 10 <= done < 100
+    assert 10 <= len(canceled.lines()) < 100
     resumed = pfkit.run(flow, data, resume_from="ctrl_c", name="ctrl_c_2")
-    assert [r["outputs"]["y"] for r in resumed.lines()] == [-i for i in range(100)]
+    assert [r["outputs"]["y"] for r in resumed.lines()] == [i + 1000 for i in range(100)]
 
 
 def test_store_written_by_an_older_version_opens(pfkit_home):
