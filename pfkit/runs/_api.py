@@ -86,8 +86,14 @@ class Run:
 
     def details(self):
         """A pandas DataFrame: ``inputs.*``, ``inputs.line_number``, ``outputs.*`` per line
-        (failed lines have empty outputs), as promptflow's ``get_details``."""
-        import pandas as pd
+        (failed lines have empty outputs), as promptflow's ``get_details``. Needs pandas
+        (``pip install 'pfkit[pandas]'``); :meth:`lines` gives the same as plain dicts."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise UserError("Run.details() needs pandas, which is not installed",
+                            code="MissingDependency",
+                            hint="pip install 'pfkit[pandas]'  (or use run.lines()).") from None
 
         rows = []
         for record in self.lines():
