@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from .engine import (
     execute_line,
     working_directory,
 )
-from .engine._execute import Schedule, _Graph, resolve_path
+from .engine._execute import Schedule, _failure, _Graph, _NodeFailed, resolve_path
 from .errors import ExecutionError, InputError, Location, NodeExecutionError, PfkitError, UserError
 from .graph import plan
 from .spec import FlowInputRef, FlowSpec, Literal, NodeRef, NodeSpec, load_flow_spec
@@ -121,9 +122,9 @@ async def atest(flow: BoundFlow, inputs: Mapping[str, Any], *,
 
 
 async def atest_node(flow: BoundFlow, node_name: str, inputs: Mapping[str, Any]) -> LineResult:
-    """Run one node alone. Its references are taken from ``inputs``: ``${inputs.x}`` from key
-    ``x``, ``${dep.output...}`` from key ``dep.output`` (or ``dep``), and any of the node's own
-    input names given directly override the reference."""
+    """Run one node alone (its ``activate`` is not applied). Its references are taken from
+    ``inputs``: ``${inputs.x}`` from key ``x``, ``${dep.output...}`` from key ``dep.output`` (or
+    ``dep``); an input named like one of the node's own inputs is used as it is."""
     bound = next((n for n in flow.nodes if n.name == node_name), None)
     if bound is None:
         raise UserError(f"node '{node_name}' is not in the flow", code="NodeNotFound",
@@ -149,31 +150,20 @@ async def atest_node(flow: BoundFlow, node_name: str, inputs: Mapping[str, Any])
             return None
         return ref.value
 
-    # Inputs named like the node's own parameters are used as they are.
     direct = {k: v for k, v in given.items() if k in bound.spec.inputs}
-    if direct:
-        from dataclasses import replace
-
-        bound = replace(bound, literal_kwargs={**bound.literal_kwargs, **direct},
-                        ref_inputs=tuple((k, r) for k, r in bound.ref_inputs if k not in direct),
-                        deps=frozenset(), input_deps=frozenset(), activate=None)
-    else:
-        bound = _without_deps(bound)
+    alone = replace(bound, literal_kwargs={**bound.literal_kwargs, **direct},
+                    ref_inputs=tuple((k, r) for k, r in bound.ref_inputs if k not in direct),
+                    deps=frozenset(), input_deps=frozenset(), activate=None)
     runs: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
-    graph = _Graph(Schedule.of((bound,)), value_of, runs, outputs)
-    graph._kwargs(bound)  # collect what is missing before running
+    graph = _Graph(Schedule.of((alone,)), value_of, runs, outputs)
+    graph._kwargs(alone)  # find what is missing before running anything
     if missing:
-        raise InputError(
-            f"node '{node_name}' needs {sorted(set(missing))}, which were not given",
-            code="InputNotFound", location=Location(node=node_name),
-            hint="Pass them with --inputs, e.g. --inputs " + " ".join(
-                f"{m}=..." for m in sorted(set(missing))),
-        )
-    import time
-
-    from .engine._execute import _failure, _NodeFailed
-
+        names = sorted(set(missing))
+        raise InputError(f"node '{node_name}' needs {names}, which were not given",
+                         code="InputNotFound", location=Location(node=node_name),
+                         hint="Pass them with --inputs, e.g. --inputs "
+                              + " ".join(f"{m}=..." for m in names))
     start = time.time()
     with working_directory(flow.working_dir), flow_environment(flow):
         try:
@@ -183,12 +173,6 @@ async def atest_node(flow: BoundFlow, node_name: str, inputs: Mapping[str, Any])
             return LineResult(0, "Failed", given, {}, runs, error, start, time.time(), exc)
     return LineResult(0, COMPLETED, given, {node_name: outputs.get(node_name)}, runs, None, start,
                       time.time())
-
-
-def _without_deps(bound: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(bound, deps=frozenset(), input_deps=frozenset())
 
 
 class Flow:
