@@ -3,6 +3,7 @@ record/replay applied around every model, cassettes loaded and written."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,12 @@ class ModelSession:
                                 code="CassetteNotFound",
                                 hint="Record it first:  --cache record  (with the models reachable).")
 
+            # temperature > 0 without a seed is not cached in read_write mode unless asked for
+            everything = os.environ.get("PFKIT_CACHE_NONDETERMINISTIC", "") in ("1", "true")
+
             def wrap(model: Any) -> Any:
-                return CachingModel(model, self.cache, self.mode)
+                return CachingModel(model, self.cache, self.mode,
+                                    cache_nondeterministic=everything)
 
         self.registry = ModelRegistry(store, wrap=wrap)
         if self.mode == "replay":
