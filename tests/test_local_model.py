@@ -44,7 +44,7 @@ def ask(model: LocalModel, **request) -> dict:
             "message": response.message, "model": response.model}
 
 
-def test_is_a_chat_model_shared_per_process(model):
+def test_is_a_chat_model_shared_per_process(model, tmp_path):
     assert isinstance(model, ChatModel)
     assert model.api_style == "openai"
     assert model.identity == {"provider": "local", "model": model.name}
@@ -52,7 +52,7 @@ def test_is_a_chat_model_shared_per_process(model):
     assert local_model() is model
     assert local_model(str(model.path), n_ctx=2048) is model
     # the built-in connection 'local' needs no configuration and resolves to the same model
-    assert model_from_connection("local", ConnectionStore().get("local")) is model
+    assert model_from_connection("local", ConnectionStore(home=tmp_path).get("local")) is model
 
 
 def test_chat_answers_with_usage(model):
@@ -146,11 +146,15 @@ def test_concurrent_calls_are_serialised_and_all_succeed(model):
     assert len(embedding.embeddings[0]) > 0
 
 
-def test_json_object_response_format(model):
-    answer = ask(model, messages=[{"role": "user", "content":
-                                   "Give the capital of France as JSON with a key 'city'."}],
-                 response_format={"type": "json_object"}, max_tokens=60)
-    assert isinstance(json.loads(answer["content"]), (dict, list))
+def test_json_response_formats_constrain_the_output(model):
+    messages = [{"role": "user", "content": "Give the capital of France as JSON."}]
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+              "required": ["city"]}
+    answer = ask(model, messages=messages, max_tokens=40, response_format={
+        "type": "json_schema", "json_schema": {"name": "capital", "schema": schema}})
+    assert isinstance(json.loads(answer["content"])["city"], str)
+    free = ask(model, messages=messages, max_tokens=8, response_format={"type": "json_object"})
+    assert free["content"].lstrip().startswith("{")  # JSON grammar (may be cut by max_tokens)
 
 
 def test_forced_tool_call_and_auto_tools_refused(model):
@@ -170,14 +174,21 @@ def test_forced_tool_call_and_auto_tools_refused(model):
 
 
 def test_embeddings(model):
-    response = asyncio.run(model.embed({"model": "x", "input": ["a cat", "a cat", "the stock"]}))
-    first, same, other = response.embeddings
-    assert len(first) == len(other) > 100
-    assert math.isclose(math.fsum(x * x for x in first), 1.0, rel_tol=1e-3)
-    assert first == same and first != other
+    texts = ["a cat", "a kitten", "the stock market", "a cat"]
+    response = asyncio.run(model.embed({"model": "x", "input": texts}))
+    cat, kitten, stocks, cat_again = response.embeddings
+    assert len(cat) == len(stocks) > 100
+    assert math.isclose(math.fsum(x * x for x in cat), 1.0, rel_tol=1e-3)  # normalised
+
+    def cosine(a, b):
+        return math.fsum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cat_again == pytest.approx(cat, abs=1e-5)  # batch position moves the last digits
+    assert cosine(cat, kitten) > cosine(cat, stocks)
     assert response.usage.prompt_tokens > 0
     single = asyncio.run(model.embed({"input": "a cat"}))
-    assert single.embeddings[0] == pytest.approx(first, abs=1e-5)
+    assert len(single.embeddings) == 1
+    assert single.embeddings[0] == pytest.approx(cat, abs=1e-5)
 
 
 def test_flow_runs_end_to_end():
@@ -189,6 +200,7 @@ def test_flow_runs_end_to_end():
     answer = result.outputs["answer"]
     assert isinstance(answer, str) and answer.strip() and len(answer) <= 201
     assert "*" not in answer and "  " not in answer  # tidied by the python node
+    assert result.line.node_statuses() == {"ask": "Completed", "tidy": "Completed"}
 
 
 def test_run_over_the_flow_data(tmp_path, monkeypatch):
@@ -202,6 +214,9 @@ def test_run_over_the_flow_data(tmp_path, monkeypatch):
     assert len(lines) == len(rows) == 5
     assert all(line["status"] == "Completed" for line in lines)
     assert all(line["outputs"]["answer"].strip() for line in lines)
+    questions = [json.loads(row)["question"] for row in rows]
+    assert [line["inputs"]["question"] for line in lines] == questions  # the data was used
+    assert run.info["properties"]["system_metrics"]["completion_tokens"] > 0
 
 
 def test_missing_model_file(tmp_path):
@@ -217,8 +232,9 @@ def test_missing_model_file(tmp_path):
 
 def test_prompt_longer_than_the_context(model):
     small = local_model(str(model.path), n_ctx=64)
-    assert small is not model and small.n_ctx == 64
-    long = [{"role": "user", "content": "Tell me about Paris. " * 40}]
+    assert small is not model and small.n_ctx == 256  # llama.cpp's smallest context
+    assert local_model(str(model.path), n_ctx=256) is small
+    long = [{"role": "user", "content": "Tell me about Paris. " * 60}]  # about 300 tokens
     with pytest.raises(UserError) as info:
         asyncio.run(small.chat({"messages": long, "max_tokens": 4}))
     assert info.value.code == "ContextLengthExceeded" and "n_ctx" in info.value.hint
@@ -247,6 +263,7 @@ def test_missing_packages(monkeypatch):
     assert info.value.hint == "pip install 'pfkit[local]'"
     monkeypatch.undo()
     monkeypatch.setattr(_local, "DEFAULT_MODEL_PACKAGE", "pfkit_no_such_model_package")
+    monkeypatch.setattr(_local, "_default_path", None)
     with pytest.raises(UserError) as info:
         local_model()
     assert info.value.code == "LocalModelUnavailable" and "pfkit[local]" in info.value.hint

