@@ -19,9 +19,11 @@ class Limits:
 
 
 class _LoopState:
-    def __init__(self) -> None:
+    def __init__(self, max_concurrency: int | None) -> None:
         self.cond = asyncio.Condition()
         self.in_flight = 0
+        # concurrency alone: a semaphore wakes exactly one waiter per release
+        self.semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
 
 
 class Limiter:
@@ -49,7 +51,7 @@ class Limiter:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
-            state = self._states[loop] = _LoopState()
+            state = self._states[loop] = _LoopState(self.limits.max_concurrency)
         return state
 
     def _prune(self, now: float) -> None:
@@ -76,12 +78,25 @@ class Limiter:
                         break
         return max(wait, 0.0)
 
+    @property
+    def windowed(self) -> bool:
+        return bool(self.limits.requests_per_minute or self.limits.tokens_per_minute)
+
     @asynccontextmanager
     async def slot(self, tokens: int = 0):
         if not self.active:
             yield None
             return
         state = self._state()
+        if not self.windowed:
+            async with state.semaphore:
+                state.in_flight += 1
+                self.max_in_flight_seen = max(self.max_in_flight_seen, state.in_flight)
+                try:
+                    yield None
+                finally:
+                    state.in_flight -= 1
+            return
         entry = None
         async with state.cond:
             while True:
