@@ -494,7 +494,8 @@ class AggregationInputs:
             for ref in refs:
                 if isinstance(ref, FlowInputRef) or (isinstance(ref, NodeRef) and ref.node in line_nodes):
                     self.refs[str(ref)] = ref
-        self._rows: list[tuple[int, dict[str, Any]]] = []
+        self._keys = tuple(self.refs)
+        self._rows: list[tuple[int, tuple[Any, ...]]] = []  # tuples: small for long runs
 
     def extract(self, line: LineResult) -> dict[str, Any]:
         """The values of one line (None where the node was bypassed or the path is missing)."""
@@ -514,7 +515,7 @@ class AggregationInputs:
         return values
 
     def add(self, line_number: int, values: dict[str, Any]) -> None:
-        self._rows.append((line_number, values))
+        self._rows.append((line_number, tuple(values.get(key) for key in self._keys)))
 
     def add_line(self, line: LineResult) -> None:
         if line.status == COMPLETED:
@@ -525,7 +526,7 @@ class AggregationInputs:
 
     def lists(self) -> dict[str, list[Any]]:
         rows = sorted(self._rows, key=lambda row: row[0])
-        return {key: [values.get(key) for _, values in rows] for key in self.refs}
+        return {key: [values[i] for _, values in rows] for i, key in enumerate(self._keys)}
 
 
 def _aggregation_value_of(lists: dict[str, list[Any]], outputs: dict[str, Any],

@@ -31,6 +31,7 @@ from ._store import (
     FAILED,
     PREPARING,
     RUNNING,
+    LineFile,
     RunStore,
     RunWriter,
     copy_snapshot,
@@ -274,13 +275,12 @@ def _reuse_lines(request: RunRequest, store: RunStore, writer: RunWriter,
         raise UserError(f"run '{request.resume_from}' ran another flow ({old['flow_path']})",
                         code="InvalidResume", hint="Resume with the same --flow.")
     reused = {}
-    node_dir = store.run_dir(request.resume_from) / "node_outputs"
-    node_files = {f.stem: read_line_records(f) for f in sorted(node_dir.glob("*.jsonl"))} \
-        if node_dir.is_dir() else {}
-    for number, rec in store.line_records(request.resume_from).items():
+    old_dir = store.run_dir(request.resume_from)
+    node_files = [LineFile(f) for f in sorted((old_dir / "node_outputs").glob("*.jsonl"))]
+    for number, rec in LineFile(old_dir / "lines.jsonl").iter_sorted():
         if rec["status"] != COMPLETED:
             continue
-        nodes = {node: recs[number] for node, recs in node_files.items() if number in recs}
+        nodes = {f.path.stem: f.get(number) for f in node_files if number in f}
         writer.write_line(rec, nodes)
         if flow.aggregation_nodes:
             values = rec.get("aggregation_inputs")
@@ -288,7 +288,7 @@ def _reuse_lines(request: RunRequest, store: RunStore, writer: RunWriter,
                 raise UserError(f"run '{request.resume_from}' has no aggregation inputs for line "
                                 f"{number}", code="InvalidResume")
             collected.add(number, values)
-        reused[number] = rec
+        reused[number] = True
         outcome.completed += 1
         outcome.reused += 1
         for key, value in (rec.get("usage") or {}).items():
@@ -299,7 +299,6 @@ def _reuse_lines(request: RunRequest, store: RunStore, writer: RunWriter,
 
 def _finalize(store: RunStore, record: dict[str, Any], writer: RunWriter, outcome: BatchOutcome,
               aggregation: Any, run_error: dict | None, session: Any) -> None:
-    records = read_line_records(writer.folder / "lines.jsonl")
     metrics = aggregation.metrics if aggregation is not None else {}
     aggregation_error = aggregation.error if aggregation is not None else None
     total = outcome.completed + outcome.failed
@@ -323,7 +322,7 @@ def _finalize(store: RunStore, record: dict[str, Any], writer: RunWriter, outcom
         for name, run in aggregation.node_runs.items():
             system[f"__pf__.nodes.{name}.{run.status.lower()}"] = 1
     meta = {"batch_size": total, "schema_version": 1}
-    writer.finish(records, metrics, errors, meta)
+    writer.finish(metrics, errors, meta)
     status = FAILED if run_error else CANCELED if outcome.canceled else COMPLETED
     record.update(status=status, end_time=end, properties={"system_metrics": system},
                   error=(errors or {}).get("run") or (errors or {}).get("lines"))

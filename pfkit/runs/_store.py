@@ -145,20 +145,73 @@ class RunStore:
         return read_line_records(self.run_dir(name) / "lines.jsonl")
 
 
+_PREFIX = '{"line_number": '
+
+
+class LineFile:
+    """A JSONL file of line records (``lines.jsonl`` or a node file), read by line number
+    without holding it in memory: one pass builds ``line_number -> offset`` (the last record of
+    a line wins: a resumed run may hold it twice; a record cut by a crash is ignored), then
+    records are read one at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offsets: dict[int, int] = {}
+        if not path.is_file():
+            return
+        with path.open("rb") as fh:
+            offset = 0
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break
+                number = _line_number(raw)
+                if number is not None:
+                    self.offsets[number] = offset
+                offset += len(raw)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __contains__(self, number: int) -> bool:
+        return number in self.offsets
+
+    def iter_sorted(self):
+        """``(line_number, record)`` in line order."""
+        if not self.offsets:
+            return
+        with self.path.open("rb") as fh:
+            for number in sorted(self.offsets):
+                fh.seek(self.offsets[number])
+                yield number, json.loads(fh.readline())
+
+    def get(self, number: int) -> dict[str, Any] | None:
+        offset = self.offsets.get(number)
+        if offset is None:
+            return None
+        with self.path.open("rb") as fh:
+            fh.seek(offset)
+            return json.loads(fh.readline())
+
+
+def _line_number(raw: bytes) -> int | None:
+    """Records start with ``{"line_number": N,`` (pfkit writes them so): read N without parsing
+    the whole record; anything else is parsed."""
+    text = raw.decode("utf-8", errors="replace")
+    if text.startswith(_PREFIX):
+        end = text.find(",", len(_PREFIX))
+        try:
+            return int(text[len(_PREFIX):end])
+        except ValueError:
+            pass
+    try:
+        return int(json.loads(text)["line_number"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def read_line_records(path: Path) -> dict[int, dict[str, Any]]:
-    records: dict[int, dict[str, Any]] = {}
-    if not path.is_file():
-        return records
-    with path.open(encoding="utf-8") as fh:
-        for text in fh:
-            if not text.endswith("\n"):
-                break  # a line cut by a crash: it was in flight, so it is not done
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError:
-                continue
-            records[record["line_number"]] = record
-    return records
+    """Every line's last record, in line order (small runs; large ones use LineFile)."""
+    return dict(LineFile(path).iter_sorted())
 
 
 class RunWriter:
@@ -193,20 +246,19 @@ class RunWriter:
         self._lines.write(dumps(record) + "\n")
         self._lines.flush()
 
-    def finish(self, records: dict[int, dict[str, Any]], metrics: dict[str, Any],
-               errors: dict[str, Any] | None, meta: dict[str, Any]) -> None:
-        """Summary files, in promptflow's layout, from the line records."""
+    def finish(self, metrics: dict[str, Any], errors: dict[str, Any] | None,
+               meta: dict[str, Any]) -> None:
+        """Summary files, in promptflow's layout, from the line records (one at a time: memory
+        stays flat however many lines the run has)."""
         self.close()
-        ordered = [records[k] for k in sorted(records)]
         outputs_dir = self.folder / "flow_outputs"
         outputs_dir.mkdir(exist_ok=True)
-        with open(outputs_dir / "output.jsonl", "w", encoding="utf-8") as fh:
-            for rec in ordered:
+        with open(outputs_dir / "output.jsonl", "w", encoding="utf-8") as out, \
+                open(self.folder / "inputs.jsonl", "w", encoding="utf-8") as inputs:
+            for number, rec in LineFile(self.folder / "lines.jsonl").iter_sorted():
                 if rec["status"] == COMPLETED:
-                    fh.write(dumps({"line_number": rec["line_number"], **rec["outputs"]}) + "\n")
-        with open(self.folder / "inputs.jsonl", "w", encoding="utf-8") as fh:
-            for rec in ordered:
-                fh.write(dumps({**rec["inputs"], "line_number": rec["line_number"]}) + "\n")
+                    out.write(dumps({"line_number": number, **rec["outputs"]}) + "\n")
+                inputs.write(dumps({**rec["inputs"], "line_number": number}) + "\n")
         (self.folder / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
         error_file = self.folder / "error.json"
         if errors:
