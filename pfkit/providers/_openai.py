@@ -77,6 +77,16 @@ def _retry_after(exc: Any) -> float | None:
     return None
 
 
+def _refused(exc: BaseException) -> str | None:
+    """The aiohttp transport reports a refused connection as a timeout: find the real cause."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionError) or type(seen).__name__ == "ClientConnectorError":
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _usage(raw: Any) -> Usage:
     if raw is None:
         return Usage()
@@ -86,10 +96,49 @@ def _usage(raw: Any) -> Usage:
     return Usage(prompt, completion, total)
 
 
+# The keys openai's ChatCompletionMessage.model_dump() gives, so a message from the wire has the
+# same shape promptflow returns for tool calls.
+_MESSAGE_FIELDS = {"content": None, "refusal": None, "role": "assistant", "annotations": None,
+                   "audio": None, "function_call": None, "tool_calls": None}
+
+
+def _usage_of(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    prompt = int(raw.get("prompt_tokens") or 0)
+    completion = int(raw.get("completion_tokens") or 0)
+    return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
+
+
 def _drop_empty(request: dict[str, Any]) -> dict[str, Any]:
     """Empty values are not sent: None, and empty logit_bias/user."""
     return {k: v for k, v in request.items()
             if v is not None and not (k in ("logit_bias", "user") and not v)}
+
+
+def _http_client(openai: Any) -> Any:
+    """aiohttp as the transport when it is installed (``openai[aiohttp]``): several times less
+    CPU per request than the default httpx transport, which bounds LLM-bound batches on small
+    machines. Otherwise None: the client's own default."""
+    try:
+        return openai.DefaultAioHttpClient()
+    except (RuntimeError, AttributeError):  # without the aiohttp extra, or an older openai
+        return None
+
+
+# Clients opened on each loop (held here, not by their models, which may be gone by the time
+# the loop ends), so they can be closed before the loop closes.
+_OPEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def close_loop_clients() -> None:
+    """Close the clients opened on the running loop (before the loop ends, so connections are
+    shut down cleanly). ``pfkit._aio.run_sync`` calls this."""
+    for client in _OPEN.pop(asyncio.get_running_loop(), []):
+        try:
+            await client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
 
 
 class OpenAICompatibleModel:
@@ -129,7 +178,7 @@ class OpenAICompatibleModel:
             import openai
 
             common = {"api_key": self._api_key or "unused", "max_retries": 0,
-                      "timeout": self.options.timeout}
+                      "timeout": self.options.timeout, "http_client": _http_client(openai)}
             if self.kind == "azure_openai":
                 client = openai.AsyncAzureOpenAI(azure_endpoint=self.base_url,
                                                  api_version=self._api_version or "2024-02-01",
@@ -138,6 +187,7 @@ class OpenAICompatibleModel:
                 client = openai.AsyncOpenAI(base_url=self.base_url, organization=self._organization,
                                             **common)
             self._clients[loop] = client
+            _OPEN.setdefault(loop, []).append(client)
         return client
 
     @property
@@ -160,6 +210,8 @@ class OpenAICompatibleModel:
                     return result
             except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
                     openai.APIConnectionError) as exc:
+                if isinstance(exc, openai.APITimeoutError) and _refused(exc):
+                    exc = openai.APIConnectionError(message=_refused(exc), request=exc.request)
                 if attempt >= self.options.max_retries:
                     raise self._error(exc, request, attempts=attempt + 1) from None
                 delay = _retry_after(exc)
@@ -224,31 +276,50 @@ class OpenAICompatibleModel:
         return ProviderError(f"{self.where}: server error ({status}){retried}: {text}",
                              code="ProviderServerError")
 
+    # Requests go through the client's generic ``post`` with the body as it is: the typed
+    # ``create(**params)`` methods first walk every parameter against their TypedDicts, which
+    # cost about a quarter of the CPU of a call (see bench/RESULTS.md, LLM-bound batch).
+
+    async def _post(self, kind: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The response as plain JSON (``cast_to=object``: no model objects built)."""
+        result = await self._call(kind, body, lambda c: c.post(path, body=body, cast_to=object))
+        if not isinstance(result, dict):
+            raise ProviderError(f"{self.where}: the response is not a JSON object",
+                                code="MalformedResponse")
+        return result
+
+    def _first_choice(self, result: dict[str, Any]) -> dict[str, Any]:
+        choices = result.get("choices")
+        if not choices or not isinstance(choices[0], dict):
+            raise ProviderError(f"{self.where}: the response has no choices",
+                                code="MalformedResponse",
+                                hint="Check that the base URL points at an OpenAI-compatible API.")
+        return choices[0]
+
     async def chat(self, request: dict[str, Any]) -> ChatResponse:
         body = _drop_empty({k: v for k, v in request.items() if k != "stream"})
-        result = await self._call("chat", body,
-                                  lambda c: c.chat.completions.create(**body))
-        if not getattr(result, "choices", None):
-            raise ProviderError(f"{self.where}: the response has no choices",
-                                code="MalformedResponse")
-        message = result.choices[0].message.model_dump()
-        return ChatResponse(message=message, usage=_usage(result.usage), model=result.model)
+        result = await self._post("chat", "/chat/completions", body)
+        message = {**_MESSAGE_FIELDS, **(self._first_choice(result).get("message") or {})}
+        return ChatResponse(message=message, usage=_usage_of(result.get("usage")),
+                            model=result.get("model"))
 
     async def complete(self, request: dict[str, Any]) -> CompletionResponse:
         body = _drop_empty({k: v for k, v in request.items() if k != "stream"})
-        result = await self._call("completion", body, lambda c: c.completions.create(**body))
-        if not getattr(result, "choices", None):
-            raise ProviderError(f"{self.where}: the response has no choices",
-                                code="MalformedResponse")
-        return CompletionResponse(text=result.choices[0].text, usage=_usage(result.usage),
-                                  model=result.model)
+        result = await self._post("completion", "/completions", body)
+        return CompletionResponse(text=self._first_choice(result).get("text") or "",
+                                  usage=_usage_of(result.get("usage")), model=result.get("model"))
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[str | Usage]:
         """Content deltas, then one ``Usage`` item for the whole stream."""
+        from openai import AsyncStream
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
         body = _drop_empty({**request, "stream": True})
         if self.kind != "azure_openai":
             body.setdefault("stream_options", {"include_usage": True})
-        stream = await self._call("chat", body, lambda c: c.chat.completions.create(**body))
+        stream = await self._call("chat", body, lambda c: c.post(
+            "/chat/completions", body=body, cast_to=ChatCompletion, stream=True,
+            stream_cls=AsyncStream[ChatCompletionChunk]))
         usage, model = None, request.get("model")
         async for chunk in stream:
             if getattr(chunk, "usage", None):
@@ -263,6 +334,11 @@ class OpenAICompatibleModel:
 
     async def embed(self, request: dict[str, Any]) -> EmbeddingResponse:
         body = _drop_empty({"encoding_format": "float", **request})
-        result = await self._call("embedding", body, lambda c: c.embeddings.create(**body))
-        vectors = [item.embedding for item in sorted(result.data, key=lambda d: d.index)]
-        return EmbeddingResponse(vectors, _usage(result.usage), result.model)
+        result = await self._post("embedding", "/embeddings", body)
+        try:
+            data = sorted(result["data"], key=lambda d: d.get("index", 0))
+            vectors = [item["embedding"] for item in data]
+        except (KeyError, TypeError, AttributeError):
+            raise ProviderError(f"{self.where}: the embeddings response has no data",
+                                code="MalformedResponse") from None
+        return EmbeddingResponse(vectors, _usage_of(result.get("usage")), result.get("model"))
