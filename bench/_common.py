@@ -221,13 +221,37 @@ def package_version(python: Path, module: str) -> str:
 
 
 def git_revision() -> str:
+    """HEAD, and whether pfkit's own sources (outside bench/) have uncommitted changes: the
+    benchmarks' own files are usually being edited while they run, which says nothing about the
+    code measured."""
     try:
         head = run_process(["git", "rev-parse", "--short", "HEAD"], cwd=REPO).stdout.strip()
-        dirty = run_process(["git", "status", "--porcelain", "--untracked-files=no"],
-                            cwd=REPO).stdout.strip()
-        return head + (" (with uncommitted changes)" if dirty else "")
+        dirty = [line[3:] for line in run_process(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO).stdout.splitlines()
+            if line[3:] and not line[3:].startswith("bench/")]
+        return head + (f" (uncommitted changes in {', '.join(dirty[:4])}"
+                       f"{' ...' if len(dirty) > 4 else ''})" if dirty else ", clean outside bench/")
     except (OSError, BenchError):
         return "unknown"
+
+
+def source_fingerprint() -> str:
+    """A digest of pfkit's source files (paths, sizes, mtimes): the editable install loads them
+    afresh in every process, so a change during a benchmark mixes code versions."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path in sorted((REPO / "pfkit").rglob("*.py")):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        digest.update(f"{path.relative_to(REPO)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+START_FINGERPRINT = source_fingerprint()
+START_REVISION = git_revision()
 
 
 def exact_command() -> str:
@@ -253,10 +277,134 @@ def environment_lines() -> list[str]:
         f"- machine: nproc {nproc()}, CPU {cpu_model()}, {platform.system()} {platform.release()}",
         f"- python: pfkit venv {python_version(PFKIT_PY)}, promptflow venv "
         f"{python_version(PF_PY) if PF_PY.exists() else 'missing'}",
-        f"- versions: pfkit {package_version(PFKIT_PY, 'pfkit')} (git {git_revision()}), "
+        f"- versions: pfkit {package_version(PFKIT_PY, 'pfkit')} (git {START_REVISION}), "
         f"promptflow {package_version(PF_PY, 'promptflow') if PF_PY.exists() else 'missing'}",
+        f"- pfkit sources: {_sources_note()}",
         f"- command: `{exact_command()}` (run from the repository root)",
     ]
+
+
+def machine_load_note() -> str:
+    """The load average, and whether a compiler (someone's build) is running right now."""
+    try:
+        busy = subprocess.run(["pgrep", "-f", "cc1plus|cmake|ninja"], capture_output=True,
+                              text=True).stdout.split()
+    except OSError:
+        busy = []
+    load = os.getloadavg()
+    state = (f"**compiler processes were running** (pids {', '.join(busy)})" if busy
+             else "no compiler running")
+    return f"load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; {state}"
+
+
+class ForeignLoad:
+    """Watches the machine while a benchmark runs: every ``every`` s it reads the CPU time of
+    every process in /proc and charges what processes outside this benchmark's own process tree
+    used (other people's builds and test suites on a shared machine). ``with ForeignLoad() as
+    load: ...`` then ``load.summary()``."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        import threading
+
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._last: dict[int, tuple[float, str]] = {}
+        self.foreign: dict[str, float] = {}  # command -> CPU seconds
+        self.started = self.ended = 0.0
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._stat0: list[int] = []
+        self._stat1: list[int] = []
+
+    @staticmethod
+    def _cpu_line() -> list[int]:
+        """user nice system idle iowait irq softirq steal, in ticks (all cores)."""
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                return [int(v) for v in fh.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return []
+
+    def _snapshot(self) -> dict[int, tuple[int, float, str]]:
+        procs: dict[int, tuple[int, float, str]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+                head, rest = text.rsplit(")", 1)
+                fields = rest.split()
+                cpu = (int(fields[11]) + int(fields[12])) / self._tick
+                procs[int(entry)] = (int(fields[1]), cpu, head.split("(", 1)[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        return procs
+
+    def _mine(self, procs: dict[int, tuple[int, float, str]]) -> set[int]:
+        mine, me = set(), os.getpid()
+        for pid in procs:
+            p, seen = pid, 0
+            while p > 1 and seen < 64:
+                if p == me:
+                    mine.add(pid)
+                    break
+                p = procs.get(p, (0, 0.0, ""))[0]
+                seen += 1
+        return mine
+
+    def _sample(self) -> None:
+        procs = self._snapshot()
+        mine = self._mine(procs)
+        for pid, (_, cpu, name) in procs.items():
+            before = self._last.get(pid)
+            if pid not in mine and before is not None and cpu > before[0]:
+                self.foreign[name] = self.foreign.get(name, 0.0) + cpu - before[0]
+        self._last = {pid: (cpu, name) for pid, (_, cpu, name) in procs.items()}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def __enter__(self) -> ForeignLoad:
+        import time as _time
+
+        self.started = _time.perf_counter()
+        self._stat0 = self._cpu_line()
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import time as _time
+
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self._stat1 = self._cpu_line()
+        self.ended = _time.perf_counter()
+
+    def summary(self) -> str:
+        """One sentence: how busy the rest of the machine was."""
+        total = sum(self.foreign.values())
+        span = max(self.ended - self.started, 1e-9)
+        top = sorted(self.foreign.items(), key=lambda kv: -kv[1])[:4]
+        busy = ", ".join(f"{name} {cpu:.0f} s" for name, cpu in top if cpu >= 1.0)
+        text = (f"other processes used {total:.0f} CPU-s in {span:.0f} s (≈ {total / span:.2f} of "
+                f"the {os.cpu_count()} cores)" + (f": {busy}" if busy else ""))
+        if len(self._stat0) == 8 and len(self._stat1) == 8:
+            delta = [b - a for a, b in zip(self._stat0, self._stat1, strict=True)]
+            busy_all = sum(delta) - delta[3] - delta[4] - delta[7]
+            text += (f"; whole machine busy {busy_all / self._tick / span:.2f} cores on average, "
+                     f"steal {delta[7] / self._tick:.1f} s")
+        return text
+
+
+def _sources_note() -> str:
+    end = source_fingerprint()
+    if end == START_FINGERPRINT:
+        return f"unchanged during the run (fingerprint {end})"
+    return (f"**changed during the run** (fingerprint {START_FINGERPRINT} at the start, {end} at "
+            f"the end; HEAD now {git_revision()}): the figures mix code versions")
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

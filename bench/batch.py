@@ -44,13 +44,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    BENCH,
     FLOWS,
     PF_CLI,
     PFKIT_CLI,
+    PFKIT_PY,
     REPO,
     BenchError,
+    ForeignLoad,
     Stats,
     append_results,
+    machine_load_note,
     markdown_table,
     pf_env,
     pfkit_env,
@@ -71,6 +75,9 @@ TWO_LLM = FLOWS / "two_llm"
 WORD_COUNT = FLOWS / "word_count"
 
 CONNECTION = "bench_oai"
+BARE_OPENAI = "floor: bare loop, openai.AsyncOpenAI (httpx)"
+BARE_OPENAI_AIO = "floor: bare loop, openai.AsyncOpenAI (aiohttp)"
+BARE_ASYNCIO = "floor: bare loop, minimal asyncio HTTP client"
 PFKIT_DEFAULT_CONCURRENCY = 16  # `pfkit run create --help`: "lines in flight (default 16)"
 
 SMALL_TARGET = 1.0          # s, 200-line batch, whole process
@@ -155,6 +162,7 @@ class Outcome:
     duration: float | None           # s, the run's own system_metrics.duration
     lines_out: int                   # lines in the run's output file
     max_rss_mb: float                # ru_maxrss of the main process (wait4)
+    cpu: float                       # s, user + sys of the process and its reaped children
     samples: list[Sample] = field(default_factory=list)
     workers: int | None = None       # promptflow: the process count its log reports
 
@@ -192,9 +200,10 @@ class _LineCounter:
 
 def run_measured(cmd: Sequence[str], *, env: Mapping[str, str], log: Path,
                  progress_file: Path | None = None, timeout: float = 3600
-                 ) -> tuple[float, int, list[Sample], float]:
+                 ) -> tuple[float, int, list[Sample], float, float]:
     """Run one whole process (cwd: the repository; output to ``log``) and sample its RSS every
-    SAMPLE_EVERY s. Returns (wall seconds, exit code, samples, ru_maxrss of the process in MB)."""
+    SAMPLE_EVERY s. Returns (wall seconds, exit code, samples, ru_maxrss of the process in MB,
+    CPU seconds: user + sys of the process and the children it reaped)."""
     samples: list[Sample] = []
     counter = _LineCounter(progress_file)
     done = threading.Event()
@@ -229,7 +238,8 @@ def run_measured(cmd: Sequence[str], *, env: Mapping[str, str], log: Path,
         done.set()
         thread.join()
     counter.close()
-    return wall, proc.returncode, samples, usage.ru_maxrss / 1024
+    return (wall, proc.returncode, samples, usage.ru_maxrss / 1024,
+            usage.ru_utime + usage.ru_stime)
 
 
 def _last_json(text: str) -> dict:
@@ -276,7 +286,7 @@ class Runner:
             cmd += ["--concurrency", str(concurrency)]
         run_dir = KIT_HOME / "runs" / name
         log = self.logs / f"{name}.log"
-        wall, code, samples, max_rss = run_measured(
+        wall, code, samples, max_rss, cpu = run_measured(
             cmd, env=env, log=log, progress_file=run_dir / "lines.jsonl" if progress else None)
         text = log.read_text(encoding="utf-8", errors="replace")
         if code != 0:
@@ -291,7 +301,29 @@ class Runner:
         if not self.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
             log.unlink()
-        return Outcome(wall, duration, lines_out, max_rss, samples)
+        return Outcome(wall, duration, lines_out, max_rss, cpu, samples)
+
+    def bare(self, client: str, base_url: str, data: Path, rows: int, concurrency: int
+             ) -> Outcome:
+        """bench/_bare_llm_batch.py: the two_llm batch with no framework (the floor)."""
+        name = self._name(f"bare-{client}")
+        out = self.logs / f"{name}.outputs.jsonl"
+        cmd = [str(PFKIT_PY), str(BENCH / "_bare_llm_batch.py"), "--client", client,
+               "--base-url", base_url, "--data", str(data), "--out", str(out),
+               "--concurrency", str(concurrency)]
+        log = self.logs / f"{name}.log"
+        wall, code, samples, max_rss, cpu = run_measured(cmd, env=pfkit_env(), log=log)
+        text = log.read_text(encoding="utf-8", errors="replace")
+        if code != 0:
+            raise BenchError(f"bare batch failed ({code}): {' '.join(cmd)}\n{text[-3000:]}")
+        record = _last_json(text)
+        lines_out = _count_lines(out)
+        if record.get("status") != "Completed" or lines_out != rows:
+            raise BenchError(f"bare batch {name}: {lines_out} of {rows} lines\n{text[-3000:]}")
+        if not self.keep:
+            out.unlink()
+            log.unlink()
+        return Outcome(wall, record["duration"], lines_out, max_rss, cpu, samples)
 
     def pf(self, flow: Path, data: Path, rows: int, *, workers: int | None = None) -> Outcome:
         name = self._name("pf")
@@ -304,7 +336,7 @@ class Runner:
         cmd = [str(PF_CLI), "run", "create", "--flow", str(flow), "--data", str(data),
                "-n", name]
         log = self.logs / f"{name}.log"
-        wall, code, samples, max_rss = run_measured(cmd, env=env, log=log)
+        wall, code, samples, max_rss, cpu = run_measured(cmd, env=env, log=log)
         text = log.read_text(encoding="utf-8", errors="replace")
         if code != 0:
             raise BenchError(f"promptflow failed ({code}): {' '.join(cmd)}\n{text[-3000:]}")
@@ -324,7 +356,7 @@ class Runner:
         if not self.keep:
             shutil.rmtree(home, ignore_errors=True)
             log.unlink()
-        return Outcome(wall, duration, lines_out, max_rss, samples, workers=used)
+        return Outcome(wall, duration, lines_out, max_rss, cpu, samples, workers=used)
 
 
 # --------------------------------------------------------------------------- setup
@@ -380,7 +412,8 @@ def alternate_uneven(contestants: Mapping[str, tuple[Callable[[], Outcome], int]
             tag = "warm-up" if round_ < warmup else f"run {round_ - warmup + 1}/{n}"
             dur = f"{value.duration:.3f}" if value.duration is not None else "?"
             print(f"  {tag:>10}  {name:<44} wall {value.wall:.3f} s  run {dur} s  "
-                  f"rss {value.largest_mb:.0f} MB", file=sys.stderr, flush=True)
+                  f"cpu {value.cpu:.2f} s  rss {value.largest_mb:.0f} MB", file=sys.stderr,
+                  flush=True)
     return measured, warm
 
 
@@ -397,6 +430,10 @@ def label(name: str, values: list[Outcome]) -> str:
     """The contestant's name, with the process count promptflow reported (if it did)."""
     counts = sorted({v.workers for v in values if v.workers is not None})
     return f"{name} [{'/'.join(map(str, counts))} processes]" if counts else name
+
+
+def cpu_stats(values: list[Outcome]) -> Stats:
+    return Stats.of([v.cpu for v in values])
 
 
 def fmt_s(s: Stats | None) -> str:
@@ -420,24 +457,27 @@ def bench_small(runner: Runner, rows: int, runs: int, pf_runs: int) -> str:
     for name, values in measured.items():
         w = wall_stats(values)
         met = ("yes" if w.median <= SMALL_TARGET else "**no**") if name.startswith("pfkit") else ""
-        rows_out.append([label(name, values), len(values), w.fmt(unit=" s"), fmt_s(duration_stats(values)),
+        rows_out.append([label(name, values), len(values), w.fmt(unit=" s"),
+                         fmt_s(duration_stats(values)), f"{cpu_stats(values).median:.2f} s",
                          ratio(w.median, kit.median), f"≤ {SMALL_TARGET:g} s" if met else "",
                          met])
     table = markdown_table(
         ["contestant", "rounds", "whole process, median (min–max)",
-         "run's own duration, median (min–max)", "÷ pfkit (wall)", "target", "met"], rows_out)
+         "run's own duration, median (min–max)", "CPU user+sys (median)", "÷ pfkit (wall)",
+         "target", "met"], rows_out)
     return (f"### (a) Small batch: {rows} lines of `bench/flows/one_node` (one python node)\n\n"
             + table + "\n\n"
             f"- pfkit with its default concurrency ({PFKIT_DEFAULT_CONCURRENCY}); promptflow with "
             f"its default worker count and with `PF_WORKER_COUNT={tuned}` (pfkit's concurrency).\n"
             "- whole process = wall clock from spawn to exit of `pfkit run create` / "
-            "`pf run create`; run's own duration = `system_metrics.duration` of the run record.")
+            "`pf run create`; run's own duration = `system_metrics.duration` of the run record; "
+            "CPU = user + sys of the process and the children it reaped (`wait4`).")
 
 
 # --------------------------------------------------------------------------- (b)
 
-def bench_llm(runner: Runner, rows: int, concurrency: int, latency: float, runs: int,
-              pf_runs: int) -> str:
+def bench_llm(runner: Runner, base_url: str, rows: int, concurrency: int, latency: float,
+              runs: int, pf_runs: int) -> str:
     data = write_jsonl(DATA / f"questions_{rows}.jsonl", rows, question_row)
     ideal = math.ceil(rows / concurrency) * 2 * latency
     print(f"(b) LLM-bound batch: {rows} lines of two_llm, limit {ideal:.2f} s", file=sys.stderr)
@@ -447,6 +487,10 @@ def bench_llm(runner: Runner, rows: int, concurrency: int, latency: float, runs:
         "pf run create (defaults)": (lambda: runner.pf(TWO_LLM, data, rows), pf_runs),
         f"pf run create, PF_WORKER_COUNT={concurrency}":
             (lambda: runner.pf(TWO_LLM, data, rows, workers=concurrency), pf_runs),
+        BARE_OPENAI: (lambda: runner.bare("openai", base_url, data, rows, concurrency), runs),
+        BARE_OPENAI_AIO: (lambda: runner.bare("openai-aiohttp", base_url, data, rows,
+                                              concurrency), runs),
+        BARE_ASYNCIO: (lambda: runner.bare("asyncio", base_url, data, rows, concurrency), runs),
     })
     kit_name = next(iter(measured))
     kit = wall_stats(measured[kit_name])
@@ -455,13 +499,19 @@ def bench_llm(runner: Runner, rows: int, concurrency: int, latency: float, runs:
         w, d = wall_stats(values), duration_stats(values)
         is_kit = name == kit_name
         met = ("yes" if w.median / ideal <= LLM_TARGET else "**no**") if is_kit else ""
-        rows_out.append([label(name, values), len(values), w.fmt(unit=" s"), f"{w.median / ideal:.2f}×",
-                         fmt_s(d), f"{d.median / ideal:.2f}×" if d else "",
-                         ratio(w.median, kit.median), met])
+        rows_out.append([label(name, values), len(values), w.fmt(unit=" s"),
+                         f"{w.median / ideal:.2f}×", fmt_s(d),
+                         f"{d.median / ideal:.2f}×" if d else "",
+                         f"{cpu_stats(values).median:.2f} s", ratio(w.median, kit.median), met])
     table = markdown_table(
         ["contestant", "rounds", "whole process, median (min–max)", "÷ limit (wall)",
-         "run's own duration, median (min–max)", "÷ limit (run)", "÷ pfkit (wall)",
-         f"pfkit ≤ {LLM_TARGET}× limit (wall)"], rows_out)
+         "run's own duration, median (min–max)", "÷ limit (run)", "CPU user+sys (median)",
+         "÷ pfkit (wall)", f"pfkit ≤ {LLM_TARGET}× limit (wall)"], rows_out)
+    floor_openai = wall_stats(measured[BARE_OPENAI_AIO]).median
+    kit_cpu = cpu_stats(measured[kit_name]).median
+    floor_cpu = cpu_stats(measured[BARE_OPENAI_AIO]).median
+    httpx_cpu = cpu_stats(measured[BARE_OPENAI]).median
+    asyncio_cpu = cpu_stats(measured[BARE_ASYNCIO]).median
     d = duration_stats(measured[kit_name])
     kit_run_note = (f" On the run's own duration pfkit is at {d.median / ideal:.2f}× the limit "
                     f"({'met' if d.median / ideal <= LLM_TARGET else 'missed'})." if d else "")
@@ -474,7 +524,18 @@ def bench_llm(runner: Runner, rows: int, concurrency: int, latency: float, runs:
             "process, started once for the whole section; both tools use the same `open_ai` "
             "connection `bench_oai` pointing at it.\n"
             f"- promptflow with its default worker count and with `PF_WORKER_COUNT={concurrency}`"
-            " (checked in each run's log).")
+            " (checked in each run's log).\n"
+            f"- The floors (`bench/_bare_llm_batch.py`, whole processes under pfkit's venv): the "
+            f"same {rows:,} × 2 sequential calls with {concurrency} workers and no framework, "
+            "through `openai.AsyncOpenAI` with its default httpx transport and with the aiohttp "
+            "transport pfkit uses (imported inside the timed process, as pfkit must), and "
+            "through a minimal HTTP/1.1 client on asyncio streams. Their run duration excludes "
+            "the imports; pfkit's includes the lazy `import openai` at the first call. "
+            f"pfkit ÷ the openai (aiohttp) floor, wall medians: {ratio(kit.median, floor_openai)}"
+            f". CPU per model call (whole process ÷ {2 * rows:,} calls): pfkit "
+            f"{kit_cpu / (2 * rows) * 1e3:.2f} ms, openai floor {floor_cpu / (2 * rows) * 1e3:.2f}"
+            f" ms (aiohttp) / {httpx_cpu / (2 * rows) * 1e3:.2f} ms (httpx), minimal asyncio "
+            f"client {asyncio_cpu / (2 * rows) * 1e3:.2f} ms.")
 
 
 # --------------------------------------------------------------------------- (c)
@@ -537,9 +598,12 @@ def bench_large(runner: Runner, rows: int, pf_rows: int, runs: int, pf_runs: int
     for i, v in enumerate(values, 1):
         first = next((s for s in v.samples if s.lines > 0), None)
         marks = [_at_fraction(v.samples, rows, f) for f in (0.1, 0.5, 1.0)]
+        if marks[2] is None and v.samples:  # exited before a sample saw the last line
+            marks[2] = v.samples[-1]
         cells = []
         for s in marks:
-            cells.append(f"{s.rss_mb:.0f} MB (t={s.t:.1f} s)" if s else "no sample")
+            cells.append(f"{s.rss_mb:.0f} MB (t={s.t:.1f} s, {s.lines:,} lines)" if s
+                         else "no sample")
         flat_rows.append([i, f"{v.wall:.2f} s",
                           f"{first.rss_mb:.0f} MB (t={first.t:.1f} s, {first.lines:,} lines)"
                           if first else "no sample", *cells, f"{v.max_rss_mb:.0f} MB",
@@ -574,18 +638,6 @@ def statistics_median(values: list[float]) -> float:
 
 
 # --------------------------------------------------------------------------- main
-
-def machine_load_note() -> str:
-    try:
-        busy = subprocess.run(["pgrep", "-f", "cc1plus|cmake|ninja"], capture_output=True,
-                              text=True).stdout.split()
-    except OSError:
-        busy = []
-    load = os.getloadavg()
-    state = (f"**compiler processes were running** (pids {', '.join(busy)})" if busy
-             else "no compiler running")
-    return f"load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; {state}"
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -622,14 +674,18 @@ def main() -> int:
         conn = write_connection_yaml(server.base_url) if server is not None else None
         setup_pfkit_home(conn)
         setup_pf_template(conn)
-        if "a" in only:
-            sections.append(bench_small(runner, args.small_lines, args.runs, args.pf_runs))
-        if "b" in only:
-            sections.append(bench_llm(runner, args.llm_lines, args.concurrency, args.latency,
-                                      args.runs, args.pf_runs))
-        if "c" in only:
-            sections.append(bench_large(runner, args.large_lines, args.pf_large_lines,
-                                        args.runs, args.pf_runs))
+        plan = [
+            ("a", lambda: bench_small(runner, args.small_lines, args.runs, args.pf_runs)),
+            ("b", lambda: bench_llm(runner, server.base_url, args.llm_lines, args.concurrency,
+                                    args.latency, args.runs, args.pf_runs)),
+            ("c", lambda: bench_large(runner, args.large_lines, args.pf_large_lines, args.runs,
+                                      args.pf_runs)),
+        ]
+        for key, section in plan:
+            if key in only:
+                with ForeignLoad() as load:
+                    text = section()
+                sections.append(f"{text}\n- machine during ({key}): {load.summary()}.")
     finally:
         if server is not None:
             server.stop()

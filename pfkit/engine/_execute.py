@@ -34,7 +34,6 @@ BLOCKING_STRIKES = 3
 DEFAULT_LINE_TIMEOUT = 600.0
 
 _executor: ThreadPoolExecutor | None = None
-_BYPASSED = object()
 
 
 def _threads() -> ThreadPoolExecutor:
