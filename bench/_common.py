@@ -47,6 +47,7 @@ Reproduce (from the repository root, after installing pfkit in `.venv`):
 
 ```sh
 bash bench/setup_promptflow.sh && .venv/bin/python bench/startup.py && .venv/bin/python bench/engine.py
+.venv/bin/python bench/llm.py && .venv/bin/python bench/batch.py
 ```
 """
 

@@ -10,7 +10,9 @@
     50 ms; ``pfkit run create --concurrency 32`` vs ``pf run create`` with its defaults and with
     ``PF_WORKER_COUNT=32``. Each is reported against the physical limit
     ceil(N / C) * k * L = ceil(1000 / 32) * 2 * 0.05 s = 3.2 s as measured / ideal.
-    Target: pfkit <= 1.15x the limit.
+    Target: pfkit <= 1.15x the limit. Three floors run alongside (bench/_bare_llm_batch.py): the
+    same calls with no framework through openai.AsyncOpenAI (httpx and aiohttp transports) and
+    through a minimal asyncio HTTP client, so the share of the client library is visible.
 (c) Large batch: 100,000 lines of ``bench/flows/word_count`` (two python nodes) for pfkit alone
     (promptflow would need about half an hour), with its RSS sampled every 0.5 s from
     /proc/PID/status and reported at 10 %, 50 % and 100 % of the lines; plus 2,000 lines of the

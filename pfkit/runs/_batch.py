@@ -28,6 +28,7 @@ from ._store import (
 )
 
 DEFAULT_CONCURRENCY = 16
+YIELD_EVERY = 16  # lines a worker runs before it yields to the event loop
 
 
 @dataclass
@@ -159,11 +160,17 @@ async def execute_rows(flow: BoundFlow, rows: Iterator[tuple[int, Any]], writer:
                   f"{json.dumps(result.outputs, ensure_ascii=False, default=repr)}", flush=True)
 
     async def worker() -> None:
+        done = 0
         for line_number, item in rows:
             if isinstance(item, PfkitError):
                 finish(input_failure(line_number, {}, item))
-                continue
-            finish(await execute_line(flow, item, line_number=line_number, timeout=timeout))
+            else:
+                finish(await execute_line(flow, item, line_number=line_number, timeout=timeout))
+            done += 1
+            if done % YIELD_EVERY == 0:
+                # Lines of quick sync tools never suspend: hand the loop back now and then, so
+                # the other workers, signal handlers and timer clean-up get their turn.
+                await asyncio.sleep(0)
 
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
 

@@ -22,6 +22,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,8 @@ class LineFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.offsets: dict[int, int] = {}
+        # offsets[n] = where line n's record starts, -1 when absent: 8 bytes a line
+        self.offsets = array("q")
         if not path.is_file():
             return
         with path.open("rb") as fh:
@@ -165,31 +167,32 @@ class LineFile:
                 if not raw.endswith(b"\n"):
                     break
                 number = _line_number(raw)
-                if number is not None:
+                if number is not None and number >= 0:
+                    if number >= len(self.offsets):
+                        self.offsets.extend([-1] * (number + 1 - len(self.offsets)))
                     self.offsets[number] = offset
                 offset += len(raw)
 
-    def __len__(self) -> int:
-        return len(self.offsets)
-
     def __contains__(self, number: int) -> bool:
-        return number in self.offsets
+        return 0 <= number < len(self.offsets) and self.offsets[number] >= 0
+
+    def numbers(self):
+        return (n for n, offset in enumerate(self.offsets) if offset >= 0)
 
     def iter_sorted(self):
         """``(line_number, record)`` in line order."""
         if not self.offsets:
             return
         with self.path.open("rb") as fh:
-            for number in sorted(self.offsets):
+            for number in self.numbers():
                 fh.seek(self.offsets[number])
                 yield number, json.loads(fh.readline())
 
     def get(self, number: int) -> dict[str, Any] | None:
-        offset = self.offsets.get(number)
-        if offset is None:
+        if number not in self:
             return None
         with self.path.open("rb") as fh:
-            fh.seek(offset)
+            fh.seek(self.offsets[number])
             return json.loads(fh.readline())
 
 
