@@ -424,3 +424,11 @@ def append_results(title: str, body: str) -> str:
     with RESULTS.open("a", encoding="utf-8") as fh:
         fh.write("\n" + section)
     return section
+
+
+def publish(title: str, body: str, *, append: bool = True) -> None:
+    """Print a section and (unless ``append`` is false) append it to bench/RESULTS.md."""
+    print("\n" + body)
+    if append:
+        append_results(title, body)
+        print("\nappended to bench/RESULTS.md", file=sys.stderr)

@@ -55,11 +55,11 @@ from _common import (  # noqa: E402
     BenchError,
     ForeignLoad,
     Stats,
-    append_results,
     machine_load_note,
     markdown_table,
     pf_env,
     pfkit_env,
+    publish,
     ratio,
     require_pfkit,
     require_promptflow,
@@ -703,10 +703,7 @@ def main() -> int:
         f"machine: {machine_load_note()}; the whole script took {elapsed / 60:.1f} min.",
     ]
     body = "\n\n".join(sections) + "\n\n" + "\n".join(f"- {n}" for n in notes)
-    print("\n" + body)
-    if not args.no_append:
-        append_results("Batch runs: small, LLM-bound, large (bench/batch.py)", body)
-        print("\nappended to bench/RESULTS.md", file=sys.stderr)
+    publish("Batch runs: small, LLM-bound, large (bench/batch.py)", body, append=not args.no_append)
     return 0
 
 

@@ -38,10 +38,10 @@ from _common import (  # noqa: E402
     PFKIT_PY,
     Stats,
     alternate,
-    append_results,
     markdown_table,
     pf_env,
     pfkit_env,
+    publish,
     ratio,
     require_pfkit,
     require_promptflow,
@@ -145,10 +145,7 @@ def main() -> int:
             f"Target pfkit ≤ {TARGET_US:.0f} µs per line (1-node flow): median "
             f"{one.median:.1f} µs → {'met' if one.median <= TARGET_US else '**missed**'}.")
     body += "\n\n" + "\n".join(f"- {n}" for n in summary + notes)
-    print("\n" + body)
-    if not args.no_append:
-        append_results("Engine overhead per line, in-process (bench/engine.py)", body)
-        print("\nappended to bench/RESULTS.md", file=sys.stderr)
+    publish("Engine overhead per line, in-process (bench/engine.py)", body, append=not args.no_append)
     return 0
 
 

@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     ForeignLoad,
     Stats,
-    append_results,
     machine_load_note,
     markdown_table,
+    publish,
     require_pfkit,
 )
 
@@ -272,11 +272,8 @@ def main() -> int:
         f"machine: {load.summary()}; {machine_load_note()}.",
     ]
     body = table + "\n\n" + "\n".join(f"- {n}" for n in notes)
-    print("\n" + body)
-    if not args.no_append:
-        append_results("LLM call overhead: pfkit's OpenAI model vs the raw client (bench/llm.py)",
-                       body)
-        print("\nappended to bench/RESULTS.md", file=sys.stderr)
+    publish("LLM call overhead: pfkit's OpenAI model vs the raw client (bench/llm.py)", body,
+            append=not args.no_append)
     return 0
 
 

@@ -33,10 +33,10 @@ from _common import (  # noqa: E402
     REPO,
     Stats,
     alternate,
-    append_results,
     markdown_table,
     pf_env,
     pfkit_env,
+    publish,
     ratio,
     require_pfkit,
     require_promptflow,
@@ -150,10 +150,7 @@ def main() -> int:
         f"{first_pf:.2f} s; the table is with the service already running.",
     ]
     body = table + "\n\n" + "\n".join(f"- {n}" for n in notes)
-    print("\n" + body)
-    if not args.no_append:
-        append_results("Startup: import, --version, flow test (bench/startup.py)", body)
-        print("\nappended to bench/RESULTS.md", file=sys.stderr)
+    publish("Startup: import, --version, flow test (bench/startup.py)", body, append=not args.no_append)
     return 0
 
 
