@@ -116,7 +116,7 @@ def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) ->
     files: dict[str, Any] = {"output": line.outputs, "detail": detail}
     if aggregation is not None:
         files["metrics"] = aggregation.metrics
-    _save_test_files(flow.working_dir, prefix, files)
+    _save_test_files(flow.spec.path.parent, prefix, files)  # the flow folder, not a snapshot
     if line.status != "Completed":
         error = line.error or {}
         raise ExecutionError(error.get("message", "the line failed"), code=error.get("code"),
