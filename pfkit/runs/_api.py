@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -172,9 +173,9 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
     flow_file = resolve_flow_file(request.flow)
     # relative paths mean the caller's folder: fix them before anything changes directory
     if request.data and not request.data.startswith("hf:"):
-        request.data = str(Path(request.data).expanduser().absolute())
+        request = replace(request, data=str(Path(request.data).expanduser().absolute()))
     if request.cassette:
-        request.cassette = str(Path(request.cassette).expanduser().absolute())
+        request = replace(request, cassette=str(Path(request.cassette).expanduser().absolute()))
     session = None
     if models is None:
         session = LazyModelSession(request.cache,
