@@ -240,7 +240,6 @@ class _Binder:
             raise self.error(node, "the connection input must be a connection name", "ConnectionNotFound",
                              "inputs.connection", hint="Add  connection: <name>  to the node's inputs.")
         model = self.model_for(node, connection.value, "inputs.connection")
-        api_style = getattr(model, "api_style", "openai")
         literals = {k: v for k, v in literals.items() if k != "connection"}
         if spec.api == "embedding":
             types = {"input": "string", "deployment_name": "string", "model": "string"}
@@ -262,18 +261,13 @@ class _Binder:
                                  "NodeInputValidationError", "inputs.prompt")
             text = prompt
             template = _templates.compile_template(_templates.preprocess_images(text))
-        table = _llm.parameter_table(api_style, api)
-        self.check_collisions(node, text, set(table) | {"connection", "prompt", "api"},
-                              f"the {api} API's")
-        types = {k: t for k, (t, _) in table.items()}
-        converted = self.convert_literals(node, literals, types)
-        if spec.provider == "azure_openai" and api_style != "azure_openai":
+        call, converted, has_default = self.llm_call(node, model, api, text, template, literals,
+                                                     reserved={"connection", "prompt", "api"})
+        if spec.provider == "azure_openai" and call.api_style != "azure_openai":
             # AzureOpenAI tools name the model 'deployment_name'; let it reach an OpenAI-style model
             if "deployment_name" in converted and "model" not in converted:
                 converted["model"] = converted.pop("deployment_name")
-        call = _llm.LLMCall(model=model, api=api, api_style=api_style, template=template,
-                            table=table, to_escape=self.escaped_inputs(node))
-        return call, converted, frozenset(table)
+        return call, converted, has_default
 
     def bind_python(self, node: NodeSpec, literals: dict[str, Any]):
         tool = _python.load_python_tool(self.source_file(node), flow_file=self.spec.file,
@@ -324,14 +318,19 @@ class _Binder:
                              "connection", hint="Add  connection: <name>.")
         text, template = self.read_template(node)
         model = self.model_for(node, node.connection, "connection")
+        return self.llm_call(node, model, node.api or "chat", text, template, literals,
+                             reserved={"connection", "prompt"})
+
+    def llm_call(self, node: NodeSpec, model: Any, api: str, text: str, template: Any,
+                 literals: dict[str, Any], reserved: set[str]):
+        """The parameters of the model's API style: template variables must not collide with
+        them (or with ``reserved``), literals are converted to their types."""
         api_style = getattr(model, "api_style", "openai")
-        table = _llm.parameter_table(api_style, node.api or "chat")
-        self.check_collisions(node, text, set(table) | {"connection", "prompt"},
-                              f"the {node.api} API's")
-        types = {k: t for k, (t, _) in table.items()}
-        converted = self.convert_literals(node, literals, types)
-        call = _llm.LLMCall(model=model, api=node.api or "chat", api_style=api_style,
-                            template=template, table=table, to_escape=self.escaped_inputs(node))
+        table = _llm.parameter_table(api_style, api)
+        self.check_collisions(node, text, set(table) | reserved, f"the {api} API's")
+        converted = self.convert_literals(node, literals, {k: t for k, (t, _) in table.items()})
+        call = _llm.LLMCall(model=model, api=api, api_style=api_style, template=template,
+                            table=table, to_escape=self.escaped_inputs(node))
         return call, converted, frozenset(table)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ExecutionError
 from ..providers._base import Usage
-from ..providers._usage import current_usage, record_usage
+from ..providers._usage import current_usage, record_response
 from ..spec import parse_value_type
 from ._templates import as_chat_lists, build_messages, render
 
@@ -184,16 +184,14 @@ class LLMCall:
                 return _relay(self.model.chat_stream(request), current_usage.get(),
                               request.get("model"))
             response = await self.model.chat(request)
-            record_usage(response.usage, response.model or request.get("model"),
-                         getattr(response, "cached", False))
+            record_response(response, request.get("model"))
             if request.get("tools") or request.get("functions"):
                 return response.message
             return response.message.get("content", "")
         prompt = render(self.template, variables)
         request = self.completion_request(params, prompt)
         response = await self.model.complete(request)
-        record_usage(response.usage, response.model or request.get("model"),
-                     getattr(response, "cached", False))
+        record_response(response, request.get("model"))
         if request["stream"]:
             return _once(response.text)
         return response.text
@@ -244,8 +242,7 @@ class EmbeddingCall:
                        model: str | None = None, **_: Any) -> Any:
         request = {"model": deployment_name or model or "", "input": input}
         response = await self.model.embed(request)
-        record_usage(response.usage, response.model or request["model"],
-                     getattr(response, "cached", False))
+        record_response(response, request["model"])
         if isinstance(input, list):
             return response.embeddings
         return response.embeddings[0]

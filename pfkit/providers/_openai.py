@@ -87,15 +87,6 @@ def _refused(exc: BaseException) -> str | None:
     return None
 
 
-def _usage(raw: Any) -> Usage:
-    if raw is None:
-        return Usage()
-    prompt = getattr(raw, "prompt_tokens", 0) or 0
-    completion = getattr(raw, "completion_tokens", 0) or 0
-    total = getattr(raw, "total_tokens", 0) or prompt + completion
-    return Usage(prompt, completion, total)
-
-
 # The keys openai's ChatCompletionMessage.model_dump() gives, so a message from the wire has the
 # same shape promptflow returns for tool calls.
 _MESSAGE_FIELDS = {"content": None, "refusal": None, "role": "assistant", "annotations": None,
@@ -103,8 +94,12 @@ _MESSAGE_FIELDS = {"content": None, "refusal": None, "role": "assistant", "annot
 
 
 def _usage_of(raw: Any) -> Usage:
-    if not isinstance(raw, dict):
+    """Usage from a response's JSON (a dict) or a stream chunk's usage object."""
+    if raw is None:
         return Usage()
+    if not isinstance(raw, dict):
+        raw = {k: getattr(raw, k, None) for k in ("prompt_tokens", "completion_tokens",
+                                                  "total_tokens")}
     prompt = int(raw.get("prompt_tokens") or 0)
     completion = int(raw.get("completion_tokens") or 0)
     return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
@@ -323,7 +318,7 @@ class OpenAICompatibleModel:
         usage, model = None, request.get("model")
         async for chunk in stream:
             if getattr(chunk, "usage", None):
-                usage = _usage(chunk.usage)
+                usage = _usage_of(chunk.usage)
             model = getattr(chunk, "model", None) or model
             if chunk.choices:
                 delta = chunk.choices[0].delta

@@ -89,6 +89,11 @@ def record_usage(usage: Usage | None, model: str | None, cached: bool = False) -
         recorder.add(usage, model, cached)
 
 
+def record_response(response: Any, model: str | None) -> None:
+    """Record a Chat/Completion/EmbeddingResponse's usage (``model`` when it names none)."""
+    record_usage(response.usage, response.model or model, response.cached)
+
+
 def load_prices() -> dict[str, tuple[float, float]]:
     prices = dict(DEFAULT_PRICES)
     home = Path(os.environ.get("PFKIT_HOME") or Path.home() / ".pfkit").expanduser()
