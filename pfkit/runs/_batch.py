@@ -7,28 +7,25 @@ nodes need is kept in memory. ``--resume-from`` reuses the completed lines of an
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import os
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..engine import AggregationInputs, BoundFlow, LineResult, execute_line
+from ..engine import AggregationInputs, BoundFlow
 from ..errors import PfkitError, UserError, error_dict
 from ._progress import Progress
+from ._runner import FinishedLine, InProcessRunner, LineRunner, dumps
 from ._store import (
     COMPLETED,
-    FAILED,
     RunStore,
     RunWriter,
 )
 
 DEFAULT_CONCURRENCY = 16
-YIELD_EVERY = 16  # lines a worker runs before it yields to the event loop
 
 
 @dataclass
@@ -78,40 +75,6 @@ def resolved_flow_yaml(flow: BoundFlow) -> str:
     return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
 
 
-def line_record(result: LineResult, aggregation_values: dict[str, Any] | None) -> dict[str, Any]:
-    usage = result.usage
-    record: dict[str, Any] = {
-        "line_number": result.line_number,
-        "status": result.status,
-        "inputs": result.inputs,
-        "outputs": result.outputs,
-        "error": result.error,
-        "start_time": result.start_time,
-        "end_time": result.end_time,
-        "duration": result.duration,
-        "nodes": {name: run.status for name, run in result.node_runs.items()},
-    }
-    if usage:
-        record["usage"] = usage.to_dict(prices={})
-    if aggregation_values is not None:
-        record["aggregation_inputs"] = aggregation_values
-    return record
-
-
-def node_records(result: LineResult) -> dict[str, dict[str, Any]]:
-    return {
-        name: {"line_number": result.line_number, "status": run.status, "inputs": run.inputs,
-               "output": run.output, "error": run.error, "duration": run.duration,
-               **({"usage": run.usage.to_dict(prices={})} if run.usage else {})}
-        for name, run in result.node_runs.items()
-    }
-
-
-def input_failure(line_number: int, inputs: dict[str, Any], exc: PfkitError) -> LineResult:
-    now = time.time()
-    return LineResult(line_number, FAILED, inputs, {}, {}, exc.to_dict(), now, now, exc)
-
-
 @dataclass
 class BatchOutcome:
     completed: int = 0
@@ -125,54 +88,40 @@ class BatchOutcome:
 
 async def execute_rows(flow: BoundFlow, rows: Iterator[tuple[int, Any]], writer: RunWriter,
                        collected: AggregationInputs, outcome: BatchOutcome, progress: Progress,
-                       *, concurrency: int, timeout: float | None, stream: bool) -> None:
-    """Run ``(line_number, inputs or PfkitError)`` items with ``concurrency`` workers."""
-    need_aggregation = bool(flow.aggregation_nodes)
+                       *, concurrency: int, timeout: float | None, stream: bool,
+                       runner: LineRunner | None = None) -> None:
+    """Run ``(line_number, inputs or PfkitError)`` items with a line runner (in-process with
+    ``concurrency`` workers unless another is given) and sink each finished line."""
+    if runner is None:
+        runner = InProcessRunner(flow, concurrency=concurrency, timeout=timeout)
 
-    def finish(result: LineResult) -> None:
-        values = None
-        if need_aggregation and result.status == COMPLETED:
-            values = collected.extract(result)
-            collected.add(result.line_number, values)
-        writer.write_line(line_record(result, values), node_records(result))
-        usage = result.usage
+    def sink(line: FinishedLine) -> None:
+        if line.aggregation_values is not None and line.status == COMPLETED:
+            collected.add(line.line_number, line.aggregation_values)
+        writer.write_encoded(line.record_json, line.node_json)
+        usage = line.usage
         tokens = 0
         if usage:
-            tokens = usage.total_tokens
+            tokens = usage.get("total_tokens", 0)
             for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-                outcome.tokens[key] = outcome.tokens.get(key, 0) + getattr(usage, key)
-            for model, (p, c) in usage.by_model.items():
+                outcome.tokens[key] = outcome.tokens.get(key, 0) + usage.get(key, 0)
+            for model, (p, c) in (usage.get("by_model") or {}).items():
                 entry = outcome.by_model.setdefault(model, [0, 0])
                 entry[0] += p
                 entry[1] += c
-        if result.status == COMPLETED:
+        if line.status == COMPLETED:
             outcome.completed += 1
         else:
             outcome.failed += 1
             if outcome.first_error is None:
-                outcome.first_error = result.error
-        progress.update(result.status != COMPLETED, tokens)
+                outcome.first_error = line.error
+        progress.update(line.status != COMPLETED, tokens)
         if stream:
-            import json
+            status = "completed" if line.status == COMPLETED else \
+                f"failed: {(line.error or {}).get('message', '')}"
+            print(f"line {line.line_number} {status} {dumps(line.outputs)}", flush=True)
 
-            status = "completed" if result.status == COMPLETED else f"failed: {result.error['message']}"
-            print(f"line {result.line_number} {status} "
-                  f"{json.dumps(result.outputs, ensure_ascii=False, default=repr)}", flush=True)
-
-    async def worker() -> None:
-        done = 0
-        for line_number, item in rows:
-            if isinstance(item, PfkitError):
-                finish(input_failure(line_number, {}, item))
-            else:
-                finish(await execute_line(flow, item, line_number=line_number, timeout=timeout))
-            done += 1
-            if done % YIELD_EVERY == 0:
-                # Lines of quick sync tools never suspend: hand the loop back now and then, so
-                # the other workers, signal handlers and timer clean-up get their turn.
-                await asyncio.sleep(0)
-
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    await runner.run(rows, sink)
 
 
 def summarize_errors(outcome: BatchOutcome, total: int, aggregation_error: dict | None,

@@ -242,11 +242,15 @@ class RunWriter:
         return fh
 
     def write_line(self, record: dict[str, Any], node_records: dict[str, dict[str, Any]]) -> None:
-        for node, node_record in node_records.items():
+        self.write_encoded(dumps(record), {n: dumps(r) for n, r in node_records.items()})
+
+    def write_encoded(self, record_json: str, node_json: dict[str, str]) -> None:
+        """A line's records as JSON text (node files first: a line in lines.jsonl is whole)."""
+        for node, text in node_json.items():
             fh = self._node_file(node)
-            fh.write(dumps(node_record) + "\n")
+            fh.write(text + "\n")
             fh.flush()
-        self._lines.write(dumps(record) + "\n")
+        self._lines.write(record_json + "\n")
         self._lines.flush()
 
     def finish(self, metrics: dict[str, Any], errors: dict[str, Any] | None,
