@@ -9,13 +9,22 @@ from ._models import (
     NodeSpec,
     NodeVariants,
     OutputDef,
+    OutsidePath,
     SourceSpec,
+)
+from ._outside import (
+    OutsideFlowFolderWarning,
+    describe_outside_paths,
+    refuse_outside_paths,
+    warn_outside_paths,
 )
 from ._references import FlowInputRef, Literal, NodeRef, Reference, parse_value
 from ._types import coerce_flow_input, parse_value_type
 
 __all__ = [
     "MISSING", "ActivateSpec", "FlowInputRef", "FlowSpec", "InputDef", "Literal", "NodeRef",
-    "NodeSpec", "NodeVariants", "OutputDef", "Reference", "SourceSpec", "coerce_flow_input",
-    "load_flow_spec", "parse_value", "parse_value_type", "resolve_flow_file",
+    "NodeSpec", "NodeVariants", "OutputDef", "OutsideFlowFolderWarning", "OutsidePath",
+    "Reference", "SourceSpec", "coerce_flow_input", "describe_outside_paths", "load_flow_spec",
+    "parse_value", "parse_value_type", "refuse_outside_paths", "resolve_flow_file",
+    "warn_outside_paths",
 ]

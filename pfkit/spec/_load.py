@@ -3,9 +3,11 @@ that names the file, the line, the node and the field."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .._names import unsafe_name_reason
 from ..errors import FlowValidationError, Location
 from ._models import (
     INPUT_TYPES,
@@ -21,6 +23,7 @@ from ._models import (
     OutputDef,
     SourceSpec,
 )
+from ._outside import find_outside_paths, warn_outside_paths
 from ._references import ReferenceSyntaxError, parse_value
 from ._yaml import LineDict, load_yaml_file, plain
 
@@ -92,14 +95,42 @@ class _Reader:
                              line=data.line_of(key), node=node, field=key)
         return value
 
-    def str_field(self, data: LineDict, key: str, node: str | None) -> str | None:
+    def str_field(self, data: LineDict, key: str, node: str | None, *,
+                  field: str | None = None) -> str | None:
         value = data.get(key)
         if value is None:
             return None
         if not isinstance(value, str):
-            raise self.error(f"'{key}' must be a string, got {value!r}", code="InvalidFlowSchema",
-                             line=data.line_of(key), node=node, field=key)
+            raise self.error(f"'{key}' must be a string, got {_show(value)}",
+                             code="InvalidFlowSchema", line=data.line_of(key), node=node,
+                             field=field or key)
         return value
+
+    def name(self, value: Any, *, what: str, line: int | None, node: str | None = None,
+             field: str | None = None) -> str:
+        """A name that becomes a file or folder name (nodes, variant ids): the one safe rule."""
+        reason = unsafe_name_reason(value)
+        if reason is None:
+            return value
+        shown = _show(value)
+        raise self.error(
+            f"{what} {shown} cannot be used: {reason}", code="InvalidName", line=line,
+            node=value if node is None and isinstance(value, str) and len(value) <= 200
+            and value.isprintable() else node,
+            field=field,
+            hint="Names of nodes and variants are 1-200 letters, digits, '_', '-' and '.', "
+                 "starting with a letter, a digit or '_' (they become file names in run folders).",
+        )
+
+    def path_field(self, value: Any, *, what: str, line: int | None, node: str | None = None,
+                   field: str | None = None) -> str:
+        """A relative or absolute file path written in the flow file."""
+        problem = _path_problem(value)
+        if problem is None:
+            return value
+        raise self.error(f"{what} {_show(value)} is not a usable path: {problem}",
+                         code="InvalidFlowSchema", line=line, node=node, field=field,
+                         hint="Give a path relative to the flow folder, e.g. my_tool.py.")
 
     # -- inputs / outputs -------------------------------------------------------------------
 
@@ -118,9 +149,9 @@ class _Reader:
                     hint="Write it as:  " + name + ":\n    type: string",
                 )
             typ = spec.get("type")
-            if typ not in INPUT_TYPES:
+            if not isinstance(typ, str) or typ not in INPUT_TYPES:
                 raise self.error(
-                    f"flow input '{name}' has type {typ!r}, which is not a flow input type",
+                    f"flow input '{name}' has type {_show(typ)}, which is not a flow input type",
                     code="InputTypeNotSupported" if typ is not None else "InvalidFlowSchema",
                     line=spec.line_of("type"), field=f"inputs.{name}.type",
                     hint="Use one of: int, double, bool, string, list, object, image.",
@@ -144,6 +175,9 @@ class _Reader:
         result: dict[str, OutputDef] = {}
         for name, spec in section.items():
             line = section.line_of(name)
+            if not isinstance(name, str):
+                raise self.error(f"output name {_show(name)} must be a string",
+                                 code="InvalidFlowSchema", line=line, field="outputs")
             if not isinstance(spec, dict):
                 raise self.error(
                     f"flow output '{name}' must be a mapping with 'type' and 'reference'",
@@ -162,7 +196,7 @@ class _Reader:
                                  field=f"outputs.{name}.reference") from None
             result[name] = OutputDef(
                 name=name,
-                type=str(spec.get("type", "string")),
+                type=self.str_field(spec, "type", None, field=f"outputs.{name}.type") or "string",
                 reference=ref,
                 description=spec.get("description"),
                 evaluation_only=self.bool_field(spec, "evaluation_only", None),
@@ -181,10 +215,11 @@ class _Reader:
                              node=name)
         if name is None:
             name = spec.get("name")
-            if not isinstance(name, str) or not name:
+            if name is None or name == "":
                 raise self.error("a node has no 'name'", code="InvalidFlowSchema",
                                  line=spec.line, field="name",
                                  hint="Give every node a unique name.")
+            name = self.name(name, what="node name", line=spec.line_of("name"), field="name")
         line = spec.line or line
         use_variants = self.bool_field(spec, "use_variants", name)
         if use_variants and not in_variant:
@@ -192,6 +227,10 @@ class _Reader:
                             raw=plain(spec))
 
         typ = spec.get("type")
+        if not isinstance(typ, str) and typ is not None:
+            raise self.error(f"node type must be a string, got {_show(typ)}",
+                             code="InvalidFlowSchema", line=spec.line_of("type"), node=name,
+                             field="type", hint="Use one of: python, prompt, llm, custom_llm.")
         if typ == "csharp" or spec.get("language") == "csharp":
             raise self.error("C# nodes are not supported", code="NotSupported", line=line,
                              node=name, field="type")
@@ -255,12 +294,19 @@ class _Reader:
                              code="InvalidSource", line=spec.line_of("source"), node=name,
                              field="source")
         stype = source.get("type")
-        if stype not in SOURCE_TYPES:
-            raise self.error(f"source type {stype!r} is not supported", code="InvalidSource",
+        if not isinstance(stype, str) or stype not in SOURCE_TYPES:
+            raise self.error(f"source type {_show(stype)} is not supported", code="InvalidSource",
                              line=source.line_of("type"), node=name, field="source.type",
                              hint="Use code, package or package_with_prompt.")
         path = source.get("path")
         tool = source.get("tool")
+        if path is not None and path != "":
+            path = self.path_field(path, what="source.path", line=source.line_of("path"),
+                                   node=name, field="source.path")
+        if tool is not None and not isinstance(tool, str):
+            raise self.error(f"source.tool must be a string, got {_show(tool)}",
+                             code="InvalidSource", line=source.line_of("tool"), node=name,
+                             field="source.tool")
         if stype in ("code", "package_with_prompt") and not path:
             raise self.error(f"source of type {stype} needs a 'path'", code="InvalidSource",
                              line=source.line, node=name, field="source.path")
@@ -271,8 +317,8 @@ class _Reader:
             raise self.error(f"{typ} nodes take a template file: source type must be code",
                              code="InvalidSource", line=source.line_of("type"), node=name,
                              field="source.type")
-        return SourceSpec(type=stype, path=str(path) if path else None,
-                          tool=str(tool) if tool else None)
+        return SourceSpec(type=stype, path=path or None, tool=tool or None,
+                          line=source.line_of("path"))
 
     def activate(self, spec: LineDict, name: str) -> ActivateSpec | None:
         if "activate" not in spec or spec.get("activate") is None:
@@ -306,6 +352,7 @@ class _Reader:
         result = {}
         for name, spec in section.items():
             line = section.line_of(name)
+            name = self.name(name, what="node_variants entry", line=line, field="node_variants")
             spec = self.mapping(spec, what=f"node_variants.{name}", line=line, node=name)
             default = spec.get("default_variant_id")
             variants = self.mapping(spec.get("variants"), what=f"node_variants.{name}.variants",
@@ -321,6 +368,13 @@ class _Reader:
                     field="node_variants.default_variant_id",
                     hint=f"Add  default_variant_id: {next(iter(variants))}.",
                 )
+            if not isinstance(default, str):
+                raise self.error(
+                    f"default_variant_id must be a variant id (a string), got {_show(default)}",
+                    code="InvalidFlowSchema", line=spec.line_of("default_variant_id"), node=name,
+                    field="node_variants.default_variant_id",
+                    hint=f"Write  default_variant_id: {_show(next(iter(variants)))}.",
+                )
             if default not in variants:
                 raise self.error(
                     f"default variant '{default}' is not among the variants {list(variants)}",
@@ -330,6 +384,8 @@ class _Reader:
             parsed = {}
             for vid, vspec in variants.items():
                 vline = variants.line_of(vid)
+                vid = self.name(vid, what="variant id", line=vline, node=name,
+                                field=f"node_variants.{name}.variants")
                 vspec = self.mapping(vspec, what=f"variant '{vid}'", line=vline, node=name)
                 body = vspec.get("node")
                 if not isinstance(body, dict):
@@ -374,18 +430,37 @@ def load_flow_spec(path: str | Path) -> FlowSpec:
         for i, spec in enumerate(nodes_raw)
     )
     env = data.get("environment_variables") or {}
+    env_line = data.line_of("environment_variables")
+    env_file = None
     if isinstance(env, str):
-        env_file = (file.parent / env)
-        env = load_yaml_file(env_file) or {}
+        env_file = reader.path_field(env, what="environment_variables file", line=env_line,
+                                     field="environment_variables")
+        env = load_yaml_file(file.parent / env_file, line=env_line,
+                             what="the environment_variables file") or {}
     if not isinstance(env, dict):
         raise reader.error("'environment_variables' must be a mapping", code="InvalidFlowSchema",
-                           line=data.line_of("environment_variables"))
+                           line=getattr(env, "line", None) or env_line,
+                           field="environment_variables")
+    for key in env:
+        if not isinstance(key, str):
+            raise reader.error(f"environment variable name {_show(key)} must be a string",
+                               code="InvalidFlowSchema", line=env.line_of(key),
+                               field="environment_variables")
     includes = data.get("additional_includes") or []
-    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+    includes_line = data.line_of("additional_includes")
+    if not isinstance(includes, list):
         raise reader.error("'additional_includes' must be a list of paths",
-                           code="InvalidFlowSchema", line=data.line_of("additional_includes"))
-    message_format = data.get("message_format") or "basic"
-    return FlowSpec(
+                           code="InvalidFlowSchema", line=includes_line,
+                           field="additional_includes")
+    include_lines = getattr(includes, "item_lines", [])
+    for i, include in enumerate(includes):
+        reader.path_field(include, what="additional include",
+                          line=include_lines[i] if i < len(include_lines) else includes_line,
+                          field="additional_includes")
+    message_format = reader.str_field(data, "message_format", None) or "basic"
+    flow_name = reader.str_field(data, "name", None) or file.parent.name
+    flow_type = reader.str_field(data, "type", None)
+    spec = FlowSpec(
         path=file,
         code_dir=file.parent,
         inputs=reader.inputs(data),
@@ -394,10 +469,45 @@ def load_flow_spec(path: str | Path) -> FlowSpec:
         node_variants=reader.node_variants(data),
         environment_variables=plain(env),
         additional_includes=tuple(includes),
-        name=str(data.get("name") or file.parent.name),
-        type=data.get("type"),
-        message_format=str(message_format),
+        name=flow_name,
+        type=flow_type,
+        message_format=message_format,
         raw=plain(data),
     )
+    outside = find_outside_paths(spec, env_file=env_file, env_line=env_line,
+                                 include_lines=tuple(include_lines))
+    if outside:
+        spec = replace(spec, outside_paths=outside)
+        warn_outside_paths(spec)
+    return spec
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A value for an error message: repr, cut short (a 5,000-digit number or a huge mapping
+    must not flood the terminal)."""
+    try:
+        text = repr(plain(value))
+    except (ValueError, RecursionError):  # an int past Python's digit limit, a deep value
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text)} characters)"
+
+
+_MAX_PATH = 1024
+
+
+def _path_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"it is a {type(plain(value)).__name__}, not text"
+    if not value.strip():
+        return "it is empty"
+    if "\0" in value:
+        return "it contains a NUL character"
+    if len(value) > _MAX_PATH:
+        return f"it is {len(value)} characters long (at most {_MAX_PATH})"
+    longest = max((len(part.encode("utf-8")) for part in value.replace("\\", "/").split("/")),
+                  default=0)
+    if longest > 255:
+        return f"one of its parts is {longest} bytes long (at most 255)"
+    return None
 
 

@@ -62,6 +62,24 @@ class SourceSpec:
     type: str
     path: str | None = None
     tool: str | None = None
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OutsidePath:
+    """A path the flow file names (or a symlink in the flow folder) that leads out of the flow
+    folder: its content is read, and copied into run snapshots, from elsewhere."""
+
+    field: str  # "source.path", "additional_includes", "environment_variables" or "symlink"
+    path: str  # as written in the flow file (for a symlink: its path inside the flow folder)
+    target: str  # where it resolves to
+    node: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"node '{self.node}' {self.field}" if self.node else self.field
+        at = f" (line {self.line})" if self.line else ""
+        return f"{where}{at}: {self.path} -> {self.target}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +139,7 @@ class FlowSpec:
     type: str | None = None
     message_format: str = "basic"
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    outside_paths: tuple[OutsidePath, ...] = field(default=(), compare=False)
 
     @property
     def file(self) -> str:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+_MAX_INDEX_DIGITS = 18  # a list index past 10**18 cannot exist
 _PROPERTY_TOKEN = re.compile(r"\.?(?:(\w+)|\[(\d+)\]|\['([^']*)'\])")
 
 
@@ -76,6 +77,10 @@ def parse_property_path(text: str) -> tuple[str | int, ...]:
                 "InvalidReferenceProperty",
             )
         name, index, key = match.groups()
+        if index is not None and len(index) > _MAX_INDEX_DIGITS:
+            raise ReferenceSyntaxError(
+                f"the index [{index[:20]}...] in the property path has {len(index)} digits; an "
+                f"index has at most {_MAX_INDEX_DIGITS}", "InvalidReferenceProperty")
         path.append(name if name is not None else int(index) if index is not None else key)
         pos = match.end()
     return tuple(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,84 @@ class LineList(list):
         self.item_lines: list[int] = []
 
 
+# A flow file is small: a document whose aliases expand it past this many values is an
+# "alias bomb" (billion laughs), refused before anything walks it.
+MAX_EXPANDED_VALUES = 200_000
+
+
 class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
-    pass
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """Any failure of a value's constructor (``!!int 'y'``, a 5,000-digit integer, the date
+        2024-13-45, ...) becomes a YAML error at that value's line."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except RecursionError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "the YAML is nested too deeply", node.start_mark) from None
+        except (ValueError, TypeError, OverflowError, ArithmeticError, LookupError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read the value {_snippet(node)}: {_reason(exc)}",
+                node.start_mark) from None
+
+
+def _snippet(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        text = str(node.value)
+        text = text if len(text) <= 40 else f"{text[:37]}... ({len(text)} characters)"
+        tag = node.tag.rsplit(":", 1)[-1]
+        return f"{text!r} (tag {tag})" if node.tag.startswith("tag:yaml.org,2002:") else repr(text)
+    return f"at {node.tag}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "integer string conversion" in text:
+        return "the integer has too many digits (at most 4,300)"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the values the document would have with every alias expanded (each node once,
+    memoised, without recursion); refuse more than MAX_EXPANDED_VALUES."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    on_path: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            if isinstance(node, yaml.MappingNode):
+                total = 1 + sum(sizes[id(k)] + sizes[id(v)] for k, v in node.value)
+            elif isinstance(node, yaml.SequenceNode):
+                total = 1 + sum(sizes[id(c)] for c in node.value)
+            else:
+                total = 1
+            sizes[key] = total
+            if total > MAX_EXPANDED_VALUES:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"its aliases expand to more than {MAX_EXPANDED_VALUES:,} values (an alias "
+                    "bomb?)", node.start_mark)
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias refers to the value that contains it", node.start_mark)
+        on_path.add(key)
+        stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.extend(((k, False), (v, False)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((c, False) for c in node.value)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
@@ -76,7 +153,8 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 
 
 def load_yaml_text(text: str, file: str) -> Any:
-    """Parse YAML text; a syntax error becomes a :class:`FlowValidationError` naming file:line."""
+    """Parse YAML text; any failure becomes a :class:`FlowValidationError` naming file:line."""
+    hint = "Fix the YAML at that line (indentation, quotes, a missing ':', the value's type)."
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a safe loader subclass
     except yaml.MarkedYAMLError as exc:
@@ -85,31 +163,73 @@ def load_yaml_text(text: str, file: str) -> Any:
         problem = exc.problem or exc.context or "invalid YAML"
         raise FlowValidationError(
             f"the file is not valid YAML: {problem}",
-            code="InvalidYaml",
-            location=Location(file=file, line=line),
-            hint="Fix the YAML syntax at that line (indentation, quotes, a missing ':').",
+            code="InvalidYaml", location=Location(file=file, line=line), hint=hint,
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise FlowValidationError(
+            f"the file is not valid YAML: it contains the character {what} ({exc.reason})",
+            code="InvalidYaml", location=Location(file=file, line=line),
+            hint="Remove the control character, or write it as an escape in a quoted string.",
         ) from None
     except yaml.YAMLError as exc:
         raise FlowValidationError(
-            f"the file is not valid YAML: {exc}", code="InvalidYaml", location=Location(file=file)
+            f"the file is not valid YAML: {exc}", code="InvalidYaml",
+            location=Location(file=file, line=_line_in(str(exc))), hint=hint,
+        ) from None
+    except RecursionError:
+        raise FlowValidationError(
+            "the file is not valid YAML: it is nested too deeply", code="InvalidYaml",
+            location=Location(file=file, line=1), hint=hint,
+        ) from None
+    except MemoryError:
+        raise FlowValidationError(
+            "the file is too large to read", code="InvalidYaml",
+            location=Location(file=file, line=1),
         ) from None
 
 
-def load_yaml_file(path: Path) -> Any:
+def _line_in(message: str) -> int | None:
+    match = re.search(r"line (\d+)", message)
+    return int(match.group(1)) if match else None
+
+
+def load_yaml_file(path: Path, *, line: int | None = None, what: str = "file") -> Any:
+    """Read and parse a YAML file. ``line`` is where an error about opening it points (the line
+    of the key that named this file, in the file that named it)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FlowValidationError(
-            "file not found", code="FileNotFound", location=Location(file=str(path))
+            f"{what} not found", code="FileNotFound", location=Location(file=str(path), line=line)
         ) from None
     except UnicodeDecodeError as exc:
         raise FlowValidationError(
             f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})",
             code="InvalidYaml",
-            location=Location(file=str(path)),
+            location=Location(file=str(path), line=text_line_of_byte(path, exc.start)),
             hint="Save the file as UTF-8.",
         ) from None
+    except (OSError, ValueError) as exc:  # a folder, a name too long, no permission, a NUL
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise FlowValidationError(
+            f"cannot read {what}: {reason}", code="FileNotFound",
+            location=Location(file=_short_path(path), line=line),
+        ) from None
     return load_yaml_text(text, str(path))
+
+
+def text_line_of_byte(path: Path, offset: int) -> int | None:
+    try:
+        return path.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return None
+
+
+def _short_path(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 300 else f"{text[:150]}...{text[-100:]}"
 
 
 def plain(value: Any) -> Any:
