@@ -85,7 +85,7 @@ def sign_flip_p_value(differences: Sequence[float], *, permutations: int = PERMU
         total = 0
         for signs in itertools.product((1, -1), repeat=len(nonzero)):
             total += 1
-            if abs(math.fsum(s * d for s, d in zip(signs, nonzero))) / n >= threshold:
+            if abs(math.fsum(s * d for s, d in zip(signs, nonzero, strict=True))) / n >= threshold:
                 hits += 1
         return hits / total, "sign-flip (exact)"
     hits = _monte_carlo_hits(nonzero, n, threshold, permutations, seed)
@@ -149,7 +149,7 @@ def compare_paired(metric: str, a: Sequence[Any], b: Sequence[Any], *,
     if n == 0:
         return PairedComparison(metric, 0, unpaired, None, None, None, None, None, None,
                                 "none (no paired lines)", 0, 0, 0)
-    differences = [y - x for x, y in zip(xs, ys)]
+    differences = [y - x for x, y in zip(xs, ys, strict=True)]
     wins = sum(d > 0 for d in differences)
     losses = sum(d < 0 for d in differences)
     ties = n - wins - losses
