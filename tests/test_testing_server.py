@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import re
 import socket
 import time
 
@@ -24,7 +25,8 @@ from pfkit.testing import (
     TestServerProcess,
 )
 from pfkit.testing._echo import echo_chat_content, echo_completion_text, hash_embedding
-from pfkit.testing._server import DEFAULT_MODELS, is_loopback_host
+from pfkit.testing._openai_api import DEFAULT_MODELS
+from pfkit.testing._server import is_loopback_host
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "system", "content": "Be brief."},
@@ -418,7 +420,8 @@ def test_bad_requests_get_openai_errors_not_dropped_connections(server):
         assert status == 400 and set(json.loads(raw)["error"]) == ERROR_KEYS
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"NONSENSE\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+        # aiohttp answers a request it cannot parse in HTTP/1.0 (it never saw a version).
+        assert re.match(rb"HTTP/1\.[01] 400 ", sock.recv(65536))
 
 
 def test_responses_carry_a_request_id(server):
