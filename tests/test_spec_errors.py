@@ -221,3 +221,191 @@ node_variants:
     with pytest.raises(FlowValidationError) as info:
         load_bound_flow(folder, variant="${a.v9}")
     assert info.value.code == "InvalidVariant" and "v0" in info.value.hint
+
+
+# -- malformed files: always a FlowValidationError naming the file and the line -----------------
+
+_FLOW = """inputs:
+  q: {type: string}
+outputs:
+  o: {type: string, reference: "${a.output}"}
+nodes:
+- name: a
+  type: python
+  source: {type: code, path: t.py}
+  inputs: {x: "${inputs.q}"}
+"""
+
+
+def reject_spec(make_flow, yaml_text: str) -> FlowValidationError:
+    """Load and plan (no binding): the loader's own checks."""
+    folder = make_flow({"flow.dag.yaml": yaml_text, "t.py": TOOL})
+    with pytest.raises(FlowValidationError) as info:
+        plan(load_flow_spec(folder))
+    return info.value
+
+
+def _bomb(levels: int = 9) -> str:
+    lines = ["tags:", "  l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return _FLOW + "\n".join(lines) + "\n"
+
+
+MALFORMED = {
+    "deep nesting": ("inputs: " + "[" * 5000 + "]" * 5000 + "\n", 1),
+    "5000-digit integer": ("inputs:\n  q: {type: int, default: " + "9" * 5000 + "}\n", 2),
+    "invalid date": ("inputs:\n  q: {type: string, default: 2024-13-45}\n", 2),
+    "!!int 'y'": ("inputs:\n  q: {type: string, default: !!int 'y'}\n", 2),
+    "node type mapping": (_FLOW.replace("type: python", "type: {python: 1}"), 7),
+    "source type mapping": (_FLOW.replace("type: code", "type: {code: 1}"), 8),
+    "input type mapping": (_FLOW.replace("q: {type: string}", "q: {type: {a: 1}}"), 2),
+    "default_variant_id mapping": ("""nodes:
+- name: a
+  use_variants: true
+node_variants:
+  a:
+    default_variant_id: {x: 1}
+    variants:
+      v0: {node: {type: python, source: {type: code, path: t.py}}}
+""", 6),
+    "integer variant id": ("""nodes:
+- name: a
+  use_variants: true
+node_variants:
+  a:
+    default_variant_id: 5
+    variants:
+      5: {node: {type: python, source: {type: code, path: t.py}}}
+""", 6),
+    "5000-character path": (_FLOW.replace("path: t.py", "path: " + "a" * 5000 + ".py"), 8),
+    "5000-character include": (_FLOW + "additional_includes: [" + "b" * 5000 + "]\n", 10),
+    "5000-character env file": (_FLOW + "environment_variables: " + "c" * 5000 + "\n", 10),
+    "source path mapping": (_FLOW.replace("path: t.py", "path: {a: 1}"), 8),
+    "alias bomb": (_bomb(), 16),
+    "recursive alias": (_FLOW + "tags: &t\n  self: *t\n", 10),
+    "control character": (_FLOW + "description: \"x\"\x01\n", 10),
+    "huge index in a reference": (_FLOW.replace('"${inputs.q}"', '"${a.output.x[' + "9" * 5000 + ']}"'), 9),
+    "integer output name": (_FLOW.replace("  o: {type", "  5: {type"), 4),
+    "mapping output type": (_FLOW.replace("o: {type: string,", "o: {type: {a: 1},"), 4),
+    "mapping message_format": (_FLOW + "message_format: {a: 1}\n", 10),
+    "mapping flow name": (_FLOW + "name: [a]\n", 10),
+    "integer environment variable name": (_FLOW + "environment_variables:\n  5: x\n", 11),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED), ids=lambda c: c.replace(" ", "_"))
+def test_malformed_flow_file_names_file_and_line(make_flow, case):
+    text, line = MALFORMED[case]
+    folder = make_flow({"flow.dag.yaml": text, "t.py": TOOL})
+    with pytest.raises(FlowValidationError) as info:
+        plan(load_flow_spec(folder))
+    err = info.value
+    assert err.location.file == str(folder / "flow.dag.yaml")
+    assert err.location.line == line, str(err)
+    assert len(str(err)) < 1000  # the 5,000-character values are cut short
+
+
+def test_malformed_file_is_a_clean_cli_error(make_flow):
+    import subprocess
+    import sys
+
+    folder = make_flow({"flow.dag.yaml": MALFORMED["!!int 'y'"][0], "t.py": TOOL})
+    proc = subprocess.run([sys.executable, "-m", "pfkit", "flow", "validate", "--flow", str(folder)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith(f"pfkit: error: {folder / 'flow.dag.yaml'}:2: ")
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+
+
+# -- names that become paths ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "my node", "a\\b", "x" * 201,
+                                  "nodé"])
+def test_unsafe_node_names_are_refused(make_flow, name):
+    import json
+
+    text = _FLOW.replace("- name: a", f"- name: {json.dumps(name)}").replace(
+        '"${a.output}"', "x")
+    err = reject_spec(make_flow, text)
+    assert err.code == "InvalidName"
+    assert (err.location.line, err.location.field) == (6, "name")
+    assert "cannot be used" in err.message and "letters, digits" in err.hint
+
+
+def test_safe_node_names_load(make_flow):
+    text = _FLOW.replace("- name: a", "- name: Summarize-Text_v2.1").replace(
+        '"${a.output}"', '"${Summarize-Text_v2.1.output}"')
+    folder = make_flow({"flow.dag.yaml": text, "t.py": TOOL})
+    assert load_flow_spec(folder).nodes[0].name == "Summarize-Text_v2.1"
+
+
+def test_unsafe_variant_ids_and_variant_nodes_are_refused(make_flow):
+    err = reject_spec(make_flow, """nodes:
+- name: a
+  use_variants: true
+node_variants:
+  a:
+    default_variant_id: ../v
+    variants:
+      ../v: {node: {type: python, source: {type: code, path: t.py}}}
+""")
+    assert err.code == "InvalidName" and err.location.node == "a" and err.location.line == 8
+    err = reject_spec(make_flow, """nodes: []
+node_variants:
+  ../a:
+    default_variant_id: v
+    variants:
+      v: {node: {type: python, source: {type: code, path: t.py}}}
+""")
+    assert err.code == "InvalidName" and err.location.line == 3
+
+
+# -- paths that lead outside the flow folder ------------------------------------------------
+
+def test_paths_outside_the_flow_folder_are_recorded_warned_and_refusable(make_flow, tmp_path):
+    import warnings
+
+    from pfkit.spec import OutsideFlowFolderWarning, describe_outside_paths, refuse_outside_paths
+
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "t.py").write_text(TOOL)
+    (tmp_path / "shared" / "lib.py").write_text("X = 1\n")
+    outside_secret = tmp_path / "secret.txt"
+    outside_secret.write_text("s3cret")
+    text = _FLOW.replace("path: t.py", "path: ../shared/t.py") + \
+        "additional_includes:\n- ../shared/lib.py\n"
+    folder = make_flow({"flow.dag.yaml": text})
+    (folder / "data.txt").symlink_to(outside_secret)
+    (folder / "inner.txt").write_text("fine")
+    (folder / "ok_link.txt").symlink_to(folder / "inner.txt")  # inside: not reported
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec = load_flow_spec(folder)
+        load_flow_spec(folder)  # warned once per flow file
+    found = {(p.field, p.path, p.node, p.line) for p in spec.outside_paths}
+    assert found == {("source.path", "../shared/t.py", "a", 8),
+                     ("additional_includes", "../shared/lib.py", None, 11),
+                     ("symlink", "data.txt", None, None)}
+    assert {p.target for p in spec.outside_paths} == {
+        str((tmp_path / "shared" / "t.py").resolve()), str((tmp_path / "shared" / "lib.py").resolve()),
+        str(outside_secret.resolve())}
+    ours = [w for w in caught if issubclass(w.category, OutsideFlowFolderWarning)]
+    assert len(ours) == 1 and str(ours[0].message) == describe_outside_paths(spec)
+    assert "../shared/t.py" in str(ours[0].message) and "data.txt" in str(ours[0].message)
+    with pytest.raises(FlowValidationError) as info:
+        refuse_outside_paths(spec)
+    err = info.value
+    assert err.code == "PathOutsideFlow"
+    assert (err.location.node, err.location.field, err.location.line) == ("a", "source.path", 8)
+    assert "2 more" in err.message and err.hint
+    assert refuse_outside_paths(spec, allow=True) == spec.outside_paths
+
+
+def test_a_flow_inside_its_folder_has_no_outside_paths(make_flow):
+    from pfkit.spec import describe_outside_paths, refuse_outside_paths
+
+    folder = make_flow({"flow.dag.yaml": _FLOW, "t.py": TOOL, "sub/x.txt": "x"})
+    spec = load_flow_spec(folder)
+    assert spec.outside_paths == () and describe_outside_paths(spec) is None
+    assert refuse_outside_paths(spec) == ()

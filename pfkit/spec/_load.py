@@ -435,8 +435,17 @@ def load_flow_spec(path: str | Path) -> FlowSpec:
     if isinstance(env, str):
         env_file = reader.path_field(env, what="environment_variables file", line=env_line,
                                      field="environment_variables")
-        env = load_yaml_file(file.parent / env_file, line=env_line,
-                             what="the environment_variables file") or {}
+        env_path = file.parent / env_file
+        try:
+            readable = env_path.is_file()
+        except (OSError, ValueError):
+            readable = False
+        if not readable:
+            raise reader.error(
+                f"the environment_variables file '{env_file}' does not exist ({env_path})",
+                code="FileNotFound", line=env_line, field="environment_variables",
+                hint="Give a YAML file of variables relative to the flow folder, or a mapping.")
+        env = load_yaml_file(env_path, what="the environment_variables file") or {}
     if not isinstance(env, dict):
         raise reader.error("'environment_variables' must be a mapping", code="InvalidFlowSchema",
                            line=getattr(env, "line", None) or env_line,

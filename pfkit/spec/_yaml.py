@@ -59,7 +59,7 @@ class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
         except RecursionError:
             raise yaml.constructor.ConstructorError(
                 None, None, "the YAML is nested too deeply", node.start_mark) from None
-        except (ValueError, TypeError, OverflowError, ArithmeticError, LookupError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a constructor's own failure, e.g. ValueError
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read the value {_snippet(node)}: {_reason(exc)}",
                 node.start_mark) from None
