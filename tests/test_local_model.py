@@ -29,12 +29,62 @@ FLOW = Path(__file__).resolve().parent.parent / "flows" / "ask_local"
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def pfkit_home(tmp_path_factory):
+    """The backend test run's cache goes to a folder of this module, not the user's ~/.pfkit."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("home")
+        patch.setenv("PFKIT_HOME", str(home))
+        patch.delenv("PFKIT_LOCAL_EXTRA_BUFTS", raising=False)
+        patch.delenv("PFKIT_LOCAL_PROBE", raising=False)
+        yield home
+
+
 @pytest.fixture(scope="module")
-def model() -> LocalModel:
+def model(pfkit_home) -> LocalModel:
     started = time.perf_counter()
     instance = local_model().load()
     print(f"\nlocal model {instance.name}: loaded in {time.perf_counter() - started:.2f} s")
     return instance
+
+
+def test_answers_correctly_with_repacking_off(model):
+    # On CPUs with AMX, llama.cpp's repacked Q4_K weights segfaulted the first decode
+    # (ggml-org/llama.cpp#20824): the weights load without extra buffer types, on every CPU.
+    assert model._llama.model_params.use_extra_bufts is False
+    messages = [{"role": "system", "content": "You are a helpful assistant. Answer in one short "
+                                              "sentence."},
+                {"role": "user", "content": "What is the capital of France?"}]
+    answer = ask(model, messages=messages, max_tokens=48)
+    assert "Paris" in answer["content"]
+    streamed = asyncio.run(_joined_stream(model, {"messages": messages, "temperature": 0,
+                                                  "max_tokens": 48}))
+    assert streamed == answer["content"]
+    completion = asyncio.run(model.complete({"prompt": "The Eiffel Tower is in the city of",
+                                             "temperature": 0, "max_tokens": 4}))
+    assert "Paris" in completion.text
+    # the backend test run that preceded the first load passed, and is remembered
+    assert list((pfkit_home_of() / "cache" / "local-probe").glob("*.json"))
+
+
+def pfkit_home_of() -> Path:
+    import os
+
+    return Path(os.environ["PFKIT_HOME"])
+
+
+async def _joined_stream(model: LocalModel, request: dict) -> str:
+    return "".join([d async for d in model.chat_stream(request) if isinstance(d, str)])
+
+
+def test_answers_do_not_depend_on_the_request_before(model):
+    poem = [{"role": "user", "content": "Write a line of a poem about the sea."}]
+    first = ask(model, messages=poem, temperature=1.0, seed=1234, max_tokens=12)
+    ask(model, messages=[{"role": "user", "content": "Write a line of a poem about a tree."}],
+        temperature=1.0, seed=7, max_tokens=12)
+    again = ask(model, messages=poem, temperature=1.0, seed=1234, max_tokens=12)
+    third = ask(model, messages=poem, temperature=1.0, seed=1234, max_tokens=12)
+    assert first["content"] == again["content"] == third["content"]
 
 
 def ask(model: LocalModel, **request) -> dict:

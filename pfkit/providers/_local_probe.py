@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -286,16 +287,14 @@ def _what_to_do(params: dict[str, Any]) -> str:
 
 def _last_words(stderr: str) -> str:
     """What the child said before it died: llama.cpp's last lines (an assertion, say) and, from
-    faulthandler's dump, the innermost Python frame."""
+    faulthandler's dump (several threads may write it at once), the innermost Python frame."""
     lines = [line.strip() for line in stderr.splitlines()]
-    cut = next((i for i, line in enumerate(lines) if line.startswith("Fatal Python error")),
-               len(lines))
+    cut = next((i for i, line in enumerate(lines) if "Fatal Python error" in line), len(lines))
     said = [line for line in lines[:cut] if line][-2:]
-    frame = next((line for line in lines[cut:] if line.startswith("File ")), None)
+    frame = re.search(r'File "([^"]+)", line (\d+) in (\S+)', "\n".join(lines[cut:]))
     if frame:
-        where, _, rest = frame[5:].partition(", line ")
-        short = "/".join(Path(where.strip('"')).parts[-2:])
-        said.append(f"died in {short}, line {rest}" if rest else f"died in {frame[5:]}")
+        where = "/".join(Path(frame[1]).parts[-2:])
+        said.append(f"died in {frame[3]}() at {where}:{frame[2]}")
     return " | ".join(said)[:400]
 
 
