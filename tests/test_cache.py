@@ -19,11 +19,11 @@ from pfkit.providers._cache import (
     CachingModel,
     ReplayMissError,
     ResponseCache,
-    _hit_fields,
     cache_key,
     is_nondeterministic,
     resolve_cache_mode,
 )
+from pfkit.providers._caching_model import _hit_fields
 from pfkit.testing import EchoModel
 
 IDENTITY = {"provider": "echo"}

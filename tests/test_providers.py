@@ -4,6 +4,7 @@ embeddings; OpenAI and Azure argument mapping; retries, limits, clear errors, ma
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
 import os
@@ -183,7 +184,18 @@ nodes:
     vector = pfkit.load_flow(flow)(text="hello")["vector"]
     from pfkit.testing._echo import hash_embedding
 
-    assert vector == hash_embedding("hello", 8)
+    # as promptflow sends it (the openai client's default): base64, decoded to float32 values
+    assert server.last_request.body == {"model": "text-embedding-3-small", "input": "hello",
+                                        "encoding_format": "base64"}
+    float32 = array.array("f", hash_embedding("hello", 8)).tolist()
+    assert vector == float32 and vector != hash_embedding("hello", 8)
+
+    # the same floats the openai client itself returns for the same request
+    import openai
+
+    client = openai.OpenAI(api_key="k", base_url=server.base_url, max_retries=0)
+    assert client.embeddings.create(model="text-embedding-3-small",
+                                    input="hello").data[0].embedding == vector
 
 
 def test_promptflow_tools_llm_package_tool(make_flow, server):

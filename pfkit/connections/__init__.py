@@ -1,14 +1,26 @@
-"""Connections: named endpoints and secrets that llm nodes and tools use."""
+"""Connections: named endpoints and secrets that llm nodes and tools use.
 
+The classes carry promptflow's names and behaviour (``from promptflow.connections import
+OpenAIConnection`` in a tool script gets these when promptflow is not installed).
+"""
+
+from ._check import check_connection_type
 from ._types import (
+    AzureContentSafetyConnection,
     AzureOpenAIConnection,
+    CognitiveSearchConnection,
     CustomConnection,
     CustomStrongTypeConnection,
+    FormRecognizerConnection,
+    LocalConnection,
     OpenAIConnection,
+    SerpConnection,
     ServerlessConnection,
 )
 
 __all__ = [
-    "AzureOpenAIConnection", "CustomConnection", "CustomStrongTypeConnection",
-    "OpenAIConnection", "ServerlessConnection",
+    "AzureContentSafetyConnection", "AzureOpenAIConnection", "CognitiveSearchConnection",
+    "CustomConnection", "CustomStrongTypeConnection", "FormRecognizerConnection",
+    "LocalConnection", "OpenAIConnection", "SerpConnection", "ServerlessConnection",
+    "check_connection_type",
 ]

@@ -17,27 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import _secrets
 from ..errors import Location, UserError
-from ._types import (
-    AzureOpenAIConnection,
-    CustomConnection,
-    OpenAIConnection,
-    ServerlessConnection,
-    _Connection,
-)
+from ._registry import CONNECTION_TYPES, ConnectionType, connection_type
+from ._types import CustomConnection, LocalConnection, _Connection
+from ._validate import ENV_REF, check_fields, check_secrets_mapping
 
-ENV_REF = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
 MASK = "******"
 LOCAL = "local"
 
-# type -> (class, secret fields, required fields)
-TYPES: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
-    "open_ai": (OpenAIConnection, ("api_key",), ("api_key",)),
-    "azure_open_ai": (AzureOpenAIConnection, ("api_key",), ("api_key", "api_base")),
-    "serverless": (ServerlessConnection, ("api_key",), ("api_key", "api_base")),
-    "custom": (CustomConnection, (), ()),
-    "local": (_Connection, (), ()),
-}
 # pfkit's own connection options (limits, retries), accepted on every LLM connection type.
 OPTION_FIELDS = ("max_concurrency", "requests_per_minute", "tokens_per_minute", "max_retries",
                  "timeout", "model_path", "n_ctx", "prices")
@@ -48,10 +36,8 @@ class ConnectionError_(UserError):
     default_code = "ConnectionError"
 
 
-class LocalConnection(_Connection):
-    """The embedded model: ``model_path`` (a GGUF file) is optional."""
-
-    TYPE = "local"
+__all__ = ["ConnectionError_", "ConnectionStore", "LocalConnection", "SecretResolver",
+           "pfkit_home"]
 
 
 def pfkit_home() -> Path:
@@ -142,31 +128,40 @@ class ConnectionStore:
             parts = key.split(".")
             for part in parts[:-1]:
                 target = target.setdefault(part, {})
+                if not isinstance(target, dict):
+                    raise ConnectionError_(f"--set {key}: '{part}' is not a mapping",
+                                           code="InvalidConnection", location=Location(file=source))
             target[parts[-1]] = value
         if name:
             record["name"] = name
         where = Location(file=source)
         conn_name = record.get("name")
-        if not conn_name:
+        if not conn_name or not isinstance(conn_name, str):
             raise ConnectionError_("the connection has no name", code="InvalidConnection",
                                    location=where, hint="Add  name: my_conn  or pass --name.")
-        ctype = record.get("type")
-        if ctype not in TYPES:
+        ctype = connection_type(record.get("type"))
+        if ctype is None or not ctype.creatable:
             raise ConnectionError_(
-                f"connection type {ctype!r} is not supported", code="InvalidConnection",
-                location=where, hint=f"Use one of: {', '.join(t for t in TYPES if t != 'local')}.")
-        _, secret_fields, required = TYPES[ctype]
-        missing = [f for f in required if not record.get(f)]
+                f"connection type {record.get('type')!r} is not supported",
+                code="InvalidConnection", location=Location(file=source, field="type"),
+                hint=f"Use one of: {', '.join(t for t, c in CONNECTION_TYPES.items() if c.creatable)}.")
+        self._register_literal_secrets(ctype, record)
+        missing = [f for f in ctype.required if not record.get(f)]
         if missing:
             raise ConnectionError_(
-                f"connection '{conn_name}' ({ctype}) lacks {', '.join(missing)}",
-                code="InvalidConnection", location=where,
+                f"connection '{conn_name}' ({ctype.name}) lacks {', '.join(missing)}",
+                code="InvalidConnection", location=Location(file=source, field=missing[0]),
                 hint="Give each as a value or as ${env:VAR}.")
-        for field in secret_fields:
+        for field in ctype.secret_fields:
             if record.get(field) == "<user-input>":
                 raise ConnectionError_(
                     f"'{field}' is the placeholder '<user-input>'", code="InvalidConnection",
-                    location=where, hint=f"Pass it with  --set {field}=${{env:MY_VAR}}  or a value.")
+                    location=Location(file=source, field=field),
+                    hint=f"Pass it with  --set {field}=${{env:MY_VAR}}  or a value.")
+        if ctype.name == "custom":
+            record = self._check_custom(str(conn_name), record, source)
+        else:
+            record = check_fields(ctype, record, name=str(conn_name), file=source, resolved=False)
         path = self.path(str(conn_name))
         self.folder.mkdir(parents=True, exist_ok=True)
         import yaml
@@ -191,50 +186,86 @@ class ConnectionStore:
     # -- views ------------------------------------------------------------------------------
 
     @staticmethod
-    def _secret_values(ctype: str, record: Mapping[str, Any]) -> list[Any]:
-        if ctype == "custom":
-            return list((record.get("secrets") or {}).values())
-        return [record.get(f) for f in TYPES[ctype][1]]
+    def _secret_values(ctype: ConnectionType, record: Mapping[str, Any]) -> list[Any]:
+        if ctype.name == "custom":
+            secrets = record.get("secrets")
+            return list(secrets.values()) if isinstance(secrets, dict) else []
+        return [record.get(f) for f in ctype.secret_fields]
+
+    def _register_literal_secrets(self, ctype: ConnectionType, record: Mapping[str, Any]) -> None:
+        _secrets.register(*(v for v in self._secret_values(ctype, record)
+                            if isinstance(v, str) and not ENV_REF.match(v)))
+
+    def _check_custom(self, name: str, record: dict[str, Any], file: str | None) -> dict[str, Any]:
+        for key in ("configs", "secrets"):
+            value = record.get(key)
+            if value is not None and not isinstance(value, dict):
+                raise ConnectionError_(
+                    f"connection '{name}': field '{key}' is a {type(value).__name__}; expected "
+                    "a mapping of names to values", code="InvalidConnection",
+                    location=Location(file=file, field=key))
+        out = dict(record)
+        if record.get("secrets"):
+            out["secrets"] = check_secrets_mapping(name, record["secrets"], file)
+        return out
 
     def show(self, name: str) -> dict[str, Any]:
         """The connection as stored, secrets masked (``${env:VAR}`` references are shown, since
         they are not secrets)."""
         record = self.read(name)
-        ctype = record.get("type", "")
+        ctype = connection_type(record.get("type"))
         shown = dict(record)
-        if ctype == "custom":
-            shown["secrets"] = {k: _mask(v) for k, v in (record.get("secrets") or {}).items()}
-        elif ctype in TYPES:
-            for field in TYPES[ctype][1]:
+        if ctype is not None and ctype.name == "custom":
+            secrets = record.get("secrets")
+            if isinstance(secrets, dict):
+                shown["secrets"] = {k: _mask(v) for k, v in secrets.items()}
+        elif ctype is not None:
+            for field in ctype.secret_fields:
                 if field in shown:
                     shown[field] = _mask(shown[field])
         return shown
 
+    def file_of(self, name: str) -> str | None:
+        path = self.path(name)
+        return str(path) if path.is_file() else None
+
     def get(self, name: str) -> _Connection:
-        """The connection object tools receive, with ``${env:VAR}`` secrets resolved."""
+        """The connection object tools receive, with ``${env:VAR}`` secrets resolved, every
+        field checked and every secret value registered for scrubbing."""
         record = self.read(name)
-        ctype = record.get("type")
-        if ctype not in TYPES:
-            raise ConnectionError_(f"connection '{name}' has unsupported type {ctype!r}",
-                                   code="InvalidConnection")
-        resolved = {k: self._resolve(name, k, v) for k, v in record.items()
-                    if k not in _META_FIELDS}
-        if ctype == "custom":
-            secrets = {k: self._resolve(name, f"secrets.{k}", v)
+        file = self.file_of(name)
+        ctype = connection_type(record.get("type"))
+        if ctype is None:
+            raise ConnectionError_(f"connection '{name}' has unsupported type {record.get('type')!r}",
+                                   code="InvalidConnection",
+                                   location=Location(file=file, field="type"),
+                                   hint=f"Use one of: {', '.join(CONNECTION_TYPES)}.")
+        # register literal secrets first: a later error must not show them
+        self._register_literal_secrets(ctype, record)
+        if ctype.name == "custom":
+            record = self._check_custom(name, record, file)
+            secrets = {k: self._resolve(name, f"secrets.{k}", v, file)
                        for k, v in (record.get("secrets") or {}).items()}
-            return CustomConnection(configs=record.get("configs") or {}, secrets=secrets, name=name)
-        if ctype == "local":
-            return LocalConnection(name=name, **resolved)
-        cls = TYPES[ctype][0]
-        conn = cls(name=name, **resolved)
-        for field in TYPES[ctype][2]:
-            if not getattr(conn, field, None):
+            _secrets.register(*secrets.values())
+            secrets = check_secrets_mapping(name, secrets, file)
+            configs = {k: self._resolve(name, f"configs.{k}", v, file)
+                       for k, v in (record.get("configs") or {}).items()}
+            return CustomConnection(configs=configs, secrets=secrets, name=name)
+        resolved = {k: self._resolve(name, k, v, file) for k, v in record.items()
+                    if k not in _META_FIELDS}
+        _secrets.register(*(resolved.get(f) for f in ctype.secret_fields))
+        resolved = check_fields(ctype, resolved, name=name, file=file, resolved=True)
+        for field in ctype.required:
+            if not resolved.get(field):
                 raise ConnectionError_(f"connection '{name}' has no {field}",
                                        code="ConnectionKeyMissing",
+                                       location=Location(file=file, field=field),
                                        hint=f"Set it:  pfkit connection create --file ... --set {field}=...")
-        return conn
+        known = {k: v for k, v in resolved.items() if k in ctype.fields}
+        options = {k: v for k, v in resolved.items() if k not in ctype.fields}
+        return ctype.cls(name=name, **known, **options)
 
-    def _resolve(self, name: str, field: str, value: Any) -> Any:
+    def _resolve(self, name: str, field: str, value: Any, file: str | None = None) -> Any:
         if not isinstance(value, str):
             return value
         match = ENV_REF.match(value)
@@ -245,7 +276,7 @@ class ConnectionStore:
         if resolved is None or resolved == "":
             raise ConnectionError_(
                 f"connection '{name}' needs environment variable {var} (for '{field}'), which is "
-                "not set", code="ConnectionKeyMissing",
+                "not set", code="ConnectionKeyMissing", location=Location(file=file, field=field),
                 hint=f"export {var}=...  or add  {var}=...  to a .env file in this folder.")
         return resolved
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import ExecutionError
 from ..providers._base import Usage
+from ..providers._observed import observed
 from ..providers._usage import current_usage, record_response
 from ..spec import parse_value_type
 from ._templates import as_chat_lists, build_messages, render
@@ -34,6 +35,10 @@ _CHAT_COMMON = {
     "tools": ("list", None),
     "response_format": ("object", None),
     "seed": ("int", None),
+    # pfkit's addition (promptflow-tools has neither): asked for, the node's output becomes
+    # {"content": ..., "logprobs": [...]} (see _with_logprobs)
+    "logprobs": ("bool", None),
+    "top_logprobs": ("int", None),
 }
 _COMPLETION_COMMON = {
     "suffix": ("string", None),
@@ -89,6 +94,9 @@ class LLMCall:
     table: dict[str, tuple[str, Any]]
     to_escape: frozenset[str]
 
+    def __post_init__(self) -> None:
+        self.model = observed(self.model)  # every call reported to observers, once
+
     def split(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         params: dict[str, Any] = {}
         variables: dict[str, Any] = {}
@@ -137,6 +145,10 @@ class LLMCall:
             request["frequency_penalty"] = params["frequency_penalty"]
         if params["user"]:
             request["user"] = params["user"]
+        if params.get("logprobs") is not None and _to_bool(params["logprobs"]):
+            request["logprobs"] = True
+            if params.get("top_logprobs") is not None:
+                request["top_logprobs"] = int(params["top_logprobs"])
         return request
 
     def completion_request(self, params: dict[str, Any], prompt: str) -> dict[str, Any]:
@@ -186,7 +198,12 @@ class LLMCall:
             response = await self.model.chat(request)
             record_response(response, request.get("model"))
             if request.get("tools") or request.get("functions"):
+                if request.get("logprobs"):
+                    return {**response.message, "logprobs": _logprob_items(response.logprobs)}
                 return response.message
+            if request.get("logprobs"):
+                return {"content": response.message.get("content", ""),
+                        "logprobs": _logprob_items(response.logprobs)}
             return response.message.get("content", "")
         prompt = render(self.template, variables)
         request = self.completion_request(params, prompt)
@@ -195,6 +212,15 @@ class LLMCall:
         if request["stream"]:
             return _once(response.text)
         return response.text
+
+
+def _logprob_items(logprobs: Any) -> list[dict[str, Any]]:
+    """The per-token list of a choice's ``logprobs`` (``{"content": [{"token", "logprob",
+    "bytes", "top_logprobs": [...]}, ...]}`` on the wire); [] when the model gave none."""
+    if isinstance(logprobs, dict):
+        items = logprobs.get("content")
+        return items if isinstance(items, list) else []
+    return []
 
 
 async def _once(text: str):
@@ -237,6 +263,9 @@ class EmbeddingCall:
     """promptflow-tools' ``embedding`` tool: one text in, its vector out."""
 
     model: Any
+
+    def __post_init__(self) -> None:
+        self.model = observed(self.model)
 
     async def __call__(self, input: Any, deployment_name: str | None = None,  # noqa: A002
                        model: str | None = None, **_: Any) -> Any:

@@ -26,6 +26,26 @@ class Usage:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.total_tokens}
 
+    @classmethod
+    def parse(cls, raw: Any) -> Usage:
+        """The one usage reader: a response's JSON ``usage`` (a dict), an object with the same
+        attributes (a stream chunk's), a Usage, or None. A missing total is the sum."""
+        if raw is None:
+            return cls()
+        if isinstance(raw, Usage):
+            return raw
+        get = raw.get if isinstance(raw, dict) else (lambda k: getattr(raw, k, None))
+
+        def number(key: str) -> int:
+            value = get(key)
+            try:
+                return int(value or 0)
+            except (TypeError, ValueError):
+                return 0
+
+        prompt, completion = number("prompt_tokens"), number("completion_tokens")
+        return cls(prompt, completion, number("total_tokens") or prompt + completion)
+
 
 @dataclass(frozen=True, slots=True)
 class ChatResponse:
@@ -33,6 +53,7 @@ class ChatResponse:
     usage: Usage = field(default_factory=Usage)
     model: str | None = None
     cached: bool = field(default=False, compare=False)  # served from the response cache
+    logprobs: Any = None  # the first choice's ``logprobs`` when the request asked for them
 
 
 @dataclass(frozen=True, slots=True)

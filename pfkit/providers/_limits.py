@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
-import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
+
+from ._text import request_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,28 +21,27 @@ class Limits:
     tokens_per_minute: int | None = None
 
 
-class _LoopState:
-    def __init__(self, max_concurrency: int | None) -> None:
-        self.cond = asyncio.Condition()
-        self.in_flight = 0
-        # concurrency alone: a semaphore wakes exactly one waiter per release
-        self.semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-
-
 class Limiter:
     """``async with limiter.slot(tokens):`` waits until the request fits every limit.
 
     Requests and tokens are counted over a sliding 60-second window. The token count of a
     request is estimated up front and corrected with :meth:`settle` once the usage is known.
+
+    The accounting is guarded by a thread lock and waiters are futures of their own event
+    loop, woken thread-safely: one limiter (so one connection's budget) is shared by every
+    task, thread and event loop of a session, at the same time or one after another.
     """
 
     WINDOW = 60.0
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._in_flight = 0
         self._requests: collections.deque[float] = collections.deque()
         self._tokens: collections.deque[list[float]] = collections.deque()  # [time, tokens]
+        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = (
+            collections.deque())
         self.max_in_flight_seen = 0
 
     @property
@@ -47,12 +49,20 @@ class Limiter:
         lim = self.limits
         return bool(lim.max_concurrency or lim.requests_per_minute or lim.tokens_per_minute)
 
-    def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            state = self._states[loop] = _LoopState(self.limits.max_concurrency)
-        return state
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def tokens_in_window(self) -> float:
+        """Tokens counted in the current window (estimates until settled)."""
+        with self._lock:
+            self._prune(time.monotonic())
+            return sum(t for _, t in self._tokens)
+
+    def requests_in_window(self) -> int:
+        with self._lock:
+            self._prune(time.monotonic())
+            return len(self._requests)
 
     def _prune(self, now: float) -> None:
         while self._requests and now - self._requests[0] >= self.WINDOW:
@@ -78,74 +88,101 @@ class Limiter:
                         break
         return max(wait, 0.0)
 
+    def _try_take(self, tokens: int) -> tuple[list[float] | None, float | None]:
+        """Under the lock: (entry, None) when the request may go now, else (None, seconds to
+        wait or None for "until a slot is released")."""
+        now = time.monotonic()
+        self._prune(now)
+        if self.limits.max_concurrency and self._in_flight >= self.limits.max_concurrency:
+            return None, None
+        wait = self._wait_time(tokens, now)
+        if wait > 0:
+            return None, wait
+        self._in_flight += 1
+        self.max_in_flight_seen = max(self.max_in_flight_seen, self._in_flight)
+        entry = [now, float(tokens)]
+        if self.windowed:
+            self._requests.append(now)
+            self._tokens.append(entry)
+        return entry, None
+
     @property
     def windowed(self) -> bool:
         return bool(self.limits.requests_per_minute or self.limits.tokens_per_minute)
+
+    async def acquire(self, tokens: int = 0) -> list[float]:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                entry, wait = self._try_take(tokens)
+                if entry is not None:
+                    return entry
+                future = loop.create_future()
+                waiter = (loop, future)
+                self._waiters.append(waiter)
+            try:
+                if wait is None:
+                    await future
+                else:
+                    await asyncio.wait_for(future, timeout=wait)
+            except asyncio.TimeoutError:
+                pass
+            except BaseException:
+                with self._lock:
+                    self._discard(waiter)
+                self._wake_one()  # a wake-up meant for us goes to the next waiter
+                raise
+            with self._lock:
+                self._discard(waiter)
+
+    def _discard(self, waiter: Any) -> None:
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+
+    def release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake the longest waiter (on its own loop); it re-checks every limit."""
+        with self._lock:
+            while self._waiters:
+                loop, future = self._waiters.popleft()
+                if future.done() or loop.is_closed():
+                    continue
+                try:
+                    loop.call_soon_threadsafe(self._resolve, future)
+                except RuntimeError:  # its loop closed meanwhile
+                    continue
+                return
+
+    def _resolve(self, future: asyncio.Future) -> None:
+        if not future.done():
+            future.set_result(None)
+        else:  # cancelled meanwhile: pass the wake-up on
+            self._wake_one()
 
     @asynccontextmanager
     async def slot(self, tokens: int = 0):
         if not self.active:
             yield None
             return
-        state = self._state()
-        if not self.windowed:
-            async with state.semaphore:
-                state.in_flight += 1
-                self.max_in_flight_seen = max(self.max_in_flight_seen, state.in_flight)
-                try:
-                    yield None
-                finally:
-                    state.in_flight -= 1
-            return
-        entry = None
-        async with state.cond:
-            while True:
-                now = time.monotonic()
-                self._prune(now)
-                if self.limits.max_concurrency and state.in_flight >= self.limits.max_concurrency:
-                    await state.cond.wait()
-                    continue
-                wait = self._wait_time(tokens, now)
-                if wait <= 0:
-                    break
-                try:
-                    await asyncio.wait_for(state.cond.wait(), timeout=wait)
-                except asyncio.TimeoutError:
-                    pass
-            state.in_flight += 1
-            self.max_in_flight_seen = max(self.max_in_flight_seen, state.in_flight)
-            self._requests.append(now)
-            entry = [now, float(tokens)]
-            self._tokens.append(entry)
+        entry = await self.acquire(tokens)
         try:
-            yield entry
+            yield entry if self.windowed else None
         finally:
-            async with state.cond:
-                state.in_flight -= 1
-                state.cond.notify_all()
+            self.release()
 
-    @staticmethod
-    def settle(entry: list[float] | None, actual_tokens: int) -> None:
+    def settle(self, entry: list[float] | None, actual_tokens: int) -> None:
         """Replace a request's estimated tokens with the real count."""
         if entry is not None:
-            entry[1] = float(actual_tokens)
+            with self._lock:
+                entry[1] = float(actual_tokens)
 
 
 def estimate_tokens(request: dict) -> int:
     """A cheap upper-ish estimate: ~4 characters a token, plus the completion budget."""
-    text = 0
-    for message in request.get("messages") or []:
-        content = message.get("content")
-        if isinstance(content, str):
-            text += len(content)
-        elif isinstance(content, list):
-            text += sum(len(str(part.get("text", ""))) for part in content if isinstance(part, dict))
-    prompt = request.get("prompt")
-    if isinstance(prompt, str):
-        text += len(prompt)
-    inputs = request.get("input")
-    if isinstance(inputs, str):
-        text += len(inputs)
-    elif isinstance(inputs, list):
-        text += sum(len(str(i)) for i in inputs)
-    return text // 4 + 1 + int(request.get("max_tokens") or 0)
+    return len(request_text(request, sep="")) // 4 + 1 + int(request.get("max_tokens") or 0)

@@ -8,17 +8,24 @@ one clear :class:`ProviderError` naming the connection and endpoint, with secret
 
 from __future__ import annotations
 
+import array
 import asyncio
+import base64
 import random
 import re
+import socket
+import sys
+import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from .. import _secrets
 from ..errors import ExecutionError, UserError
 from ._base import ChatResponse, CompletionResponse, EmbeddingResponse, Usage
 from ._limits import Limiter, Limits, estimate_tokens
+from ._observed import note_retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +51,10 @@ class ProviderUserError(UserError):
 _KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+)")
 
 
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` without any registered secret (every connection's), the given ones, or
+    anything shaped like an OpenAI key or a bearer token."""
+    text = _secrets.scrub(str(text))
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "******")
@@ -77,32 +87,36 @@ def _retry_after(exc: Any) -> float | None:
     return None
 
 
-def _refused(exc: BaseException) -> str | None:
-    """The aiohttp transport reports a refused connection as a timeout: find the real cause."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionError) or type(seen).__name__ == "ClientConnectorError":
-            return str(seen)
+_UNREACHABLE_NAMES = frozenset({"ClientConnectorError", "ClientConnectorDNSError", "ConnectError"})
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """Why the server could not be reached at all (refused, no such host), or None. The
+    aiohttp transport reports a refused connection as a timeout: look at the real cause."""
+    seen: BaseException | None = exc
+    depth = 0
+    while seen is not None and depth < 20:
+        if isinstance(seen, (ConnectionRefusedError, socket.gaierror)) or \
+                type(seen).__name__ in _UNREACHABLE_NAMES:
+            return str(seen) or type(seen).__name__
         seen = seen.__cause__ or seen.__context__
+        depth += 1
     return None
+
+
+# A server that cannot be reached is retried quickly, twice, then reported (not for minutes).
+UNREACHABLE_RETRIES = 2
+UNREACHABLE_DELAY = 0.25  # seconds, doubled per retry
+
+
+class _IncompleteStream(Exception):
+    """A chat stream ended (or broke) before its last choice had a finish_reason."""
 
 
 # The keys openai's ChatCompletionMessage.model_dump() gives, so a message from the wire has the
 # same shape promptflow returns for tool calls.
 _MESSAGE_FIELDS = {"content": None, "refusal": None, "role": "assistant", "annotations": None,
                    "audio": None, "function_call": None, "tool_calls": None}
-
-
-def _usage_of(raw: Any) -> Usage:
-    """Usage from a response's JSON (a dict) or a stream chunk's usage object."""
-    if raw is None:
-        return Usage()
-    if not isinstance(raw, dict):
-        raw = {k: getattr(raw, k, None) for k in ("prompt_tokens", "completion_tokens",
-                                                  "total_tokens")}
-    prompt = int(raw.get("prompt_tokens") or 0)
-    completion = int(raw.get("completion_tokens") or 0)
-    return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
 
 
 def _drop_empty(request: dict[str, Any]) -> dict[str, Any]:
@@ -195,27 +209,36 @@ class OpenAICompatibleModel:
         import openai
 
         attempt = 0
+        started = time.monotonic()
         while True:
             try:
                 async with self.limiter.slot(estimate_tokens(request)) as slot:
                     result = await make(self._client())
-                    usage = getattr(result, "usage", None)
-                    if usage is not None:
-                        Limiter.settle(slot, getattr(usage, "total_tokens", 0) or 0)
+                    if slot is not None:
+                        raw = result.get("usage") if isinstance(result, dict) else \
+                            getattr(result, "usage", None)
+                        if raw is not None:
+                            self.limiter.settle(slot, Usage.parse(raw).total_tokens)
                     return result
             except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
                     openai.APIConnectionError) as exc:
-                if isinstance(exc, openai.APITimeoutError) and _refused(exc):
-                    exc = openai.APIConnectionError(message=_refused(exc), request=exc.request)
-                if attempt >= self.options.max_retries:
-                    raise self._error(exc, request, attempts=attempt + 1) from None
-                delay = _retry_after(exc)
-                if delay is None:
-                    delay = min(self.options.backoff_max, self.options.backoff_base * 2 ** attempt)
-                    delay *= 0.5 + random.random() / 2  # jitter
+                unreachable = _unreachable(exc)
+                if unreachable is not None:
+                    if not isinstance(exc, openai.APIConnectionError) or \
+                            isinstance(exc, openai.APITimeoutError):
+                        exc = openai.APIConnectionError(message=unreachable, request=exc.request)
+                    if attempt >= min(UNREACHABLE_RETRIES, self.options.max_retries):
+                        raise self._error(exc, request, attempts=attempt + 1,
+                                          elapsed=time.monotonic() - started) from None
+                    delay = UNREACHABLE_DELAY * 2 ** attempt
+                else:
+                    if attempt >= self.options.max_retries:
+                        raise self._error(exc, request, attempts=attempt + 1) from None
+                    delay = self._backoff(exc, attempt)
                 attempt += 1
                 self.retries += 1
-                await asyncio.sleep(min(delay, self.options.backoff_max))
+                note_retry()
+                await asyncio.sleep(delay)
             except openai.APIStatusError as exc:
                 raise self._error(exc, request) from None
             except (openai.APIResponseValidationError, ValueError) as exc:
@@ -226,7 +249,15 @@ class OpenAICompatibleModel:
                 raise ProviderError(f"{self.where}: {scrub(str(exc), (self._api_key,))}",
                                     code="MalformedResponse") from None
 
-    def _error(self, exc: Any, request: dict[str, Any], attempts: int = 1):
+    def _backoff(self, exc: Any, attempt: int) -> float:
+        delay = _retry_after(exc) if exc is not None else None
+        if delay is None:
+            delay = min(self.options.backoff_max, self.options.backoff_base * 2 ** attempt)
+            delay *= 0.5 + random.random() / 2  # jitter
+        return min(delay, self.options.backoff_max)
+
+    def _error(self, exc: Any, request: dict[str, Any], attempts: int = 1,
+               elapsed: float | None = None):
         import openai
 
         model = request.get("model")
@@ -264,6 +295,8 @@ class OpenAICompatibleModel:
                                  f"{retried}", code="ProviderTimeout",
                                  hint="Raise the connection's timeout, or check the server.")
         if isinstance(exc, openai.APIConnectionError):
+            if elapsed is not None:
+                retried += f" in {elapsed:.1f} s"
             return ProviderError(f"{self.where}: cannot connect{retried}: {text}",
                                  code="ProviderConnectionError",
                                  hint="Check the base URL and that the server is running.")
@@ -294,46 +327,106 @@ class OpenAICompatibleModel:
     async def chat(self, request: dict[str, Any]) -> ChatResponse:
         body = _drop_empty({k: v for k, v in request.items() if k != "stream"})
         result = await self._post("chat", "/chat/completions", body)
-        message = {**_MESSAGE_FIELDS, **(self._first_choice(result).get("message") or {})}
-        return ChatResponse(message=message, usage=_usage_of(result.get("usage")),
-                            model=result.get("model"))
+        choice = self._first_choice(result)
+        message = {**_MESSAGE_FIELDS, **(choice.get("message") or {})}
+        return ChatResponse(message=message, usage=Usage.parse(result.get("usage")),
+                            model=result.get("model"),
+                            logprobs=choice.get("logprobs") if body.get("logprobs") else None)
 
     async def complete(self, request: dict[str, Any]) -> CompletionResponse:
         body = _drop_empty({k: v for k, v in request.items() if k != "stream"})
         result = await self._post("completion", "/completions", body)
         return CompletionResponse(text=self._first_choice(result).get("text") or "",
-                                  usage=_usage_of(result.get("usage")), model=result.get("model"))
+                                  usage=Usage.parse(result.get("usage")), model=result.get("model"))
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[str | Usage]:
-        """Content deltas, then one ``Usage`` item for the whole stream."""
+        """Content deltas, then one ``Usage`` item for the whole stream.
+
+        A stream is complete only when its choice got a ``finish_reason``: one that ends
+        without it, or breaks off, fails the call. It is retried (with backoff) only when no
+        delta has been passed on yet; after that the error says how far it got."""
         from openai import AsyncStream
         from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
         body = _drop_empty({**request, "stream": True})
         if self.kind != "azure_openai":
             body.setdefault("stream_options", {"include_usage": True})
-        stream = await self._call("chat", body, lambda c: c.post(
-            "/chat/completions", body=body, cast_to=ChatCompletion, stream=True,
-            stream_cls=AsyncStream[ChatCompletionChunk]))
-        usage, model = None, request.get("model")
-        async for chunk in stream:
-            if getattr(chunk, "usage", None):
-                usage = _usage_of(chunk.usage)
-            model = getattr(chunk, "model", None) or model
-            if chunk.choices:
-                delta = chunk.choices[0].delta
-                content = getattr(delta, "content", None)
-                if content:
-                    yield content
-        yield usage or Usage()
+        attempt = 0
+        while True:
+            stream = await self._call("chat", body, lambda c: c.post(
+                "/chat/completions", body=body, cast_to=ChatCompletion, stream=True,
+                stream_cls=AsyncStream[ChatCompletionChunk]))
+            usage: Usage | None = None
+            passed = 0
+            finished = False
+            try:
+                try:
+                    async for chunk in stream:
+                        if getattr(chunk, "usage", None):
+                            usage = Usage.parse(chunk.usage)
+                        for choice in chunk.choices or ():
+                            if getattr(choice, "finish_reason", None):
+                                finished = True
+                        if chunk.choices:
+                            content = getattr(chunk.choices[0].delta, "content", None)
+                            if content:
+                                passed += 1
+                                yield content
+                    if not finished:
+                        raise _IncompleteStream("the stream ended without a finish_reason")
+                except (_IncompleteStream, Exception) as exc:  # noqa: BLE001 - transport errors
+                    if isinstance(exc, ProviderError):
+                        raise
+                    problem = (str(exc) if isinstance(exc, _IncompleteStream) else
+                               f"the stream broke off ({type(exc).__name__}: "
+                               f"{scrub(str(exc), (self._api_key,))})")
+                    if passed == 0 and attempt < self.options.max_retries:
+                        attempt += 1
+                        self.retries += 1
+                        note_retry()
+                        await asyncio.sleep(self._backoff(None, attempt - 1))
+                        continue
+                    tried = f" after {attempt + 1} attempts" if attempt else ""
+                    after = (f"; {passed} deltas had been passed on, so it was not retried"
+                             if passed else "")
+                    raise ProviderError(
+                        f"{self.where}: incomplete chat stream{tried}: {problem}{after}",
+                        code="IncompleteStream",
+                        hint="The server or the network cut the answer short; check the server "
+                             "and retry.") from None
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    try:
+                        await close()
+                    except Exception:  # noqa: BLE001 - closing is best effort
+                        pass
+            yield usage or Usage()
+            return
 
     async def embed(self, request: dict[str, Any]) -> EmbeddingResponse:
-        body = _drop_empty({"encoding_format": "float", **request})
+        """As the openai client sends it: ``encoding_format: base64`` unless the request names
+        one, decoded to the same float32 values the client returns."""
+        asked = request.get("encoding_format")
+        body = _drop_empty({**request, "encoding_format": asked or "base64"})
         result = await self._post("embedding", "/embeddings", body)
         try:
             data = sorted(result["data"], key=lambda d: d.get("index", 0))
-            vectors = [item["embedding"] for item in data]
-        except (KeyError, TypeError, AttributeError):
+            vectors = [_vector(item["embedding"]) for item in data]
+        except (KeyError, TypeError, AttributeError, ValueError):
             raise ProviderError(f"{self.where}: the embeddings response has no data",
                                 code="MalformedResponse") from None
-        return EmbeddingResponse(vectors, _usage_of(result.get("usage")), result.get("model"))
+        return EmbeddingResponse(vectors, Usage.parse(result.get("usage")), result.get("model"))
+
+
+def _vector(value: Any) -> list[float]:
+    """An embedding as floats: base64 of little-endian float32 (decoded as the openai client
+    does), or already a list."""
+    if isinstance(value, str):
+        values = array.array("f", base64.b64decode(value))
+        if sys.byteorder != "little":
+            values.byteswap()
+        return values.tolist()
+    if isinstance(value, list):
+        return value
+    raise ValueError("not an embedding")

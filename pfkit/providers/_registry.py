@@ -1,88 +1,138 @@
-"""From a connection name to a model: one model instance per connection per registry, so its
-limits (concurrency, requests and tokens per minute) are shared by every node, line and
-evaluator that uses it."""
+"""From a connection to a model: a registry of model factories by connection type, and one
+model instance per connection per :class:`ModelRegistry`, so its limits (concurrency, requests
+and tokens per minute) are shared by every node, line, flow and evaluator using it.
+
+A later provider plugs in with :func:`register_model_factory` (its connection type with
+:func:`pfkit.connections._registry.register_connection_type`); factories import their heavy
+dependencies when first called.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..connections._store import ConnectionStore
 from ..errors import UserError
 from ._limits import Limits
+from ._observed import observed
 from ._openai import OpenAICompatibleModel, ProviderOptions
 
+ModelFactory = Callable[[str, Any], Any]  # (connection name, connection object) -> ChatModel
 
-def _int(value: Any) -> int | None:
-    return int(value) if value not in (None, "") else None
+MODEL_FACTORIES: dict[str, ModelFactory] = {}
+
+
+def register_model_factory(connection_type: str, factory: ModelFactory) -> None:
+    """Models for connections of ``connection_type`` come from ``factory(name, conn)``."""
+    MODEL_FACTORIES[connection_type] = factory
+
+
+def _option(conn: Any, name: str) -> Any:
+    value = getattr(conn, name, None)
+    return None if value in (None, "") else value
 
 
 def options_of(conn: Any) -> tuple[ProviderOptions, Limits]:
+    """Retry/timeout options and limits of a connection (already checked by the store)."""
     defaults = ProviderOptions()
+    timeout = _option(conn, "timeout")
+    retries = _option(conn, "max_retries")
     options = ProviderOptions(
-        timeout=float(getattr(conn, "timeout", None) or defaults.timeout),
-        max_retries=_int(getattr(conn, "max_retries", None)) if getattr(conn, "max_retries", None)
-        not in (None, "") else defaults.max_retries,
+        timeout=float(timeout) if timeout is not None else defaults.timeout,
+        max_retries=int(retries) if retries is not None else defaults.max_retries,
     )
-    limits = Limits(
-        max_concurrency=_int(getattr(conn, "max_concurrency", None)),
-        requests_per_minute=_int(getattr(conn, "requests_per_minute", None)),
-        tokens_per_minute=_int(getattr(conn, "tokens_per_minute", None)),
-    )
+
+    def limit(name: str) -> int | None:
+        value = _option(conn, name)
+        return int(value) if value is not None else None
+
+    limits = Limits(max_concurrency=limit("max_concurrency"),
+                    requests_per_minute=limit("requests_per_minute"),
+                    tokens_per_minute=limit("tokens_per_minute"))
     return options, limits
+
+
+def _open_ai(name: str, conn: Any) -> Any:
+    options, limits = options_of(conn)
+    return OpenAICompatibleModel(kind="openai", api_key=conn.api_key, base_url=conn.base_url,
+                                 organization=getattr(conn, "organization", None),
+                                 connection=name, options=options, limits=limits)
+
+
+def _azure_open_ai(name: str, conn: Any) -> Any:
+    options, limits = options_of(conn)
+    return OpenAICompatibleModel(kind="azure_openai", api_key=conn.api_key,
+                                 base_url=conn.api_base, api_version=conn.api_version,
+                                 connection=name, options=options, limits=limits)
+
+
+def _serverless(name: str, conn: Any) -> Any:
+    options, limits = options_of(conn)
+    base = conn.api_base.rstrip("/")
+    base = base if base.endswith("/v1") else base + "/v1"
+    return OpenAICompatibleModel(kind="openai", api_key=conn.api_key, base_url=base,
+                                 connection=name, options=options, limits=limits)
+
+
+def _local(name: str, conn: Any) -> Any:
+    from ._local import local_model
+
+    return local_model(getattr(conn, "model_path", None), n_ctx=getattr(conn, "n_ctx", None))
+
+
+for _type, _factory in (("open_ai", _open_ai), ("azure_open_ai", _azure_open_ai),
+                        ("serverless", _serverless), ("local", _local)):
+    register_model_factory(_type, _factory)
 
 
 def model_from_connection(name: str, conn: Any) -> Any:
     """Build the model for a resolved connection object."""
     ctype = getattr(conn, "TYPE", "")
-    options, limits = options_of(conn)
-    if ctype == "open_ai":
-        return OpenAICompatibleModel(kind="openai", api_key=conn.api_key, base_url=conn.base_url,
-                                     organization=getattr(conn, "organization", None),
-                                     connection=name, options=options, limits=limits)
-    if ctype == "azure_open_ai":
-        return OpenAICompatibleModel(kind="azure_openai", api_key=conn.api_key,
-                                     base_url=conn.api_base, api_version=conn.api_version,
-                                     connection=name, options=options, limits=limits)
-    if ctype == "serverless":
-        base = conn.api_base.rstrip("/")
-        base = base if base.endswith("/v1") else base + "/v1"
-        return OpenAICompatibleModel(kind="openai", api_key=conn.api_key, base_url=base,
-                                     connection=name, options=options, limits=limits)
-    if ctype == "local":
-        from ._local import local_model
-
-        return local_model(getattr(conn, "model_path", None), n_ctx=getattr(conn, "n_ctx", None))
-    raise UserError(f"connection '{name}' is of type {ctype!r}, which is not a model connection",
-                    code="InvalidConnectionType",
-                    hint="LLM nodes need an open_ai, azure_open_ai, serverless or local connection.")
+    factory = MODEL_FACTORIES.get(ctype)
+    if factory is None:
+        raise UserError(
+            f"connection '{name}' is of type {ctype!r}, which is not a model connection",
+            code="InvalidConnectionType",
+            hint=f"LLM nodes need a connection of type {', '.join(sorted(MODEL_FACTORIES))}.")
+    return factory(name, conn)
 
 
 class ModelRegistry:
-    """Resolves llm nodes' connections to models, creating each model once."""
+    """Resolves llm nodes' connections to models, creating each model once (thread-safe: one
+    registry may serve several flows, threads and event loops at once)."""
 
     def __init__(self, store: ConnectionStore | None = None, wrap: Any = None) -> None:
         self.store = store or ConnectionStore()
         self.wrap = wrap  # e.g. a cache: model -> model
         self.fallback: Any = None  # name -> model, when the connection cannot be resolved
         self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def connection(self, name: str) -> Any:
         return self.store.get(name)
 
     def model(self, name: str) -> Any:
         model = self._models.get(name)
-        if model is None:
-            try:
-                model = model_from_connection(name, self.store.get(name))
-            except UserError:
-                if self.fallback is None:
-                    raise
-                model = self.fallback(name)
-            else:
-                if self.wrap is not None:
-                    model = self.wrap(model)
-            self._models[name] = model
+        if model is not None:
+            return model
+        with self._lock:
+            model = self._models.get(name)
+            if model is None:
+                model = self._models[name] = self._build(name)
         return model
+
+    def _build(self, name: str) -> Any:
+        try:
+            model = model_from_connection(name, self.store.get(name))
+        except UserError:
+            if self.fallback is None:
+                raise
+            return observed(self.fallback(name))
+        if self.wrap is not None:
+            model = self.wrap(model)
+        return observed(model)
 
     def __call__(self, name: str, node: Any = None) -> Any:
         """The resolver ``bind`` uses: errors name the node that needs the connection."""
@@ -92,4 +142,4 @@ class ModelRegistry:
             if node is None:
                 raise
             raise type(exc)(f"node '{node.name}' needs connection '{name}': {exc.message}",
-                            code=exc.code, hint=exc.hint) from None
+                            code=exc.code, hint=exc.hint, location=exc.location) from None
