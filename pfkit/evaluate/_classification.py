@@ -37,3 +37,8 @@ def classification_report(predictions: Sequence[Any], truths: Sequence[Any]) -> 
     accuracy = sum(counts[(name, name)] for name in labels) / len(pairs)
     return {"accuracy": accuracy, "macro_f1": macro_f1, "classes": classes,
             "confusion_matrix": {"labels": labels, "matrix": matrix}, "n": len(pairs)}
+
+
+def exact_label_match(prediction: Any, truth: Any) -> float:
+    """1.0 when the labels agree after stripping and case folding."""
+    return float(label(prediction) == label(truth))
