@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import http.client
 import json
+import math
 import re
 import socket
+import struct
 import time
 
 import openai
@@ -783,3 +786,333 @@ def test_server_process_prints_the_base_url_and_stops_on_ctrl_c(tmp_path):
 def test_server_process_reports_a_refused_start():
     with pytest.raises(RuntimeError, match="refusing"):
         TestServerProcess("--host", "10.1.2.3").start()
+
+
+# -- faults that break the delivery of an answer -----------------------------------------------
+
+
+def raw_stream_request(server: TestServer, body: dict, version: str = "HTTP/1.1") -> bytes:
+    """Everything the server sends for one request, until it closes the connection."""
+    payload = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(f"POST /v1/chat/completions {version}\r\nHost: x\r\nConnection: close\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+                     .encode() + payload)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_stream_cut_mid_body_through_the_client(server):
+    server.set_faults(cut_next=1, cut_after=3)
+    client = sync_client(server)
+    received = []
+
+    with pytest.raises(openai.APIConnectionError):
+        for chunk in chat(client, stream=True):
+            received.append(chunk)
+
+    assert len(received) == 3
+    assert received[0].choices[0].delta.role == "assistant"
+    assert all(c.choices[0].finish_reason is None for c in received)
+    expected = chat(client).choices[0].message.content  # the next request is served normally
+    assert expected.startswith(join_chat_stream(received)[0])
+    assert server.faults.cut_next == 0
+    assert server.counters.by_status == {200: 2}
+
+
+def test_stream_cut_on_the_wire_has_no_chunked_terminator(server):
+    server.set_faults(cut_next=1, cut_after=2)
+
+    received = raw_stream_request(server, {"model": MODEL, "messages": MESSAGES, "stream": True})
+
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower()
+    assert body.count(b"data: ") == 2
+    assert b"[DONE]" not in body and not body.endswith(b"0\r\n\r\n")
+
+
+def test_cut_plain_responses_and_embeddings(server):
+    server.set_faults(cut_next=2)
+    client = sync_client(server)
+
+    with pytest.raises(openai.APIConnectionError):
+        chat(client)
+    with pytest.raises(openai.APIConnectionError):
+        client.embeddings.create(model="e", input="a")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    server.set_faults(cut_next=1)
+    conn.request("POST", "/v1/chat/completions", json.dumps({"model": MODEL,
+                                                             "messages": MESSAGES}))
+    response = conn.getresponse()
+    with pytest.raises(http.client.IncompleteRead) as caught:
+        response.read()
+    conn.close()
+    assert 0 < len(caught.value.partial) < int(response.getheader("Content-Length"))
+    assert chat(client).choices[0].message.content
+
+
+def test_stream_cut_after_zero_events_sends_only_the_headers(server):
+    server.set_faults(cut_next=1, cut_after=0)
+
+    received = raw_stream_request(server, {"model": MODEL, "messages": MESSAGES, "stream": True})
+
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b""
+
+
+def test_unfinished_stream_has_no_finish_reason_usage_or_done(server):
+    client = sync_client(server)
+    full = list(chat(client, stream=True, stream_options={"include_usage": True}))
+    server.set_faults(unfinished_next=2)
+
+    chunks = list(chat(client, stream=True, stream_options={"include_usage": True}))
+
+    assert join_chat_stream(chunks) == join_chat_stream(full)  # all the content came
+    assert chunks and all(c.choices and c.choices[0].finish_reason is None for c in chunks)
+    assert all(c.usage is None for c in chunks)
+    received = raw_stream_request(server, {"model": MODEL, "messages": MESSAGES, "stream": True})
+    assert b"data: " in received and b"[DONE]" not in received
+    assert received.endswith(b"0\r\n\r\n")  # the body itself ended cleanly
+    assert b'"finish_reason":"stop"' not in received
+
+
+def test_unfinished_plain_answers_and_completion_streams(server):
+    server.set_faults(unfinished_next=2)
+    client = sync_client(server)
+
+    reply = chat(client)
+    chunks = list(client.completions.create(model="m", prompt=PROMPT, stream=True))
+
+    assert reply.choices[0].finish_reason is None and reply.choices[0].message.content
+    assert reply.usage.completion_tokens >= 1
+    assert chunks and all(c.choices[0].finish_reason is None for c in chunks)
+    assert "".join(c.choices[0].text for c in chunks) == echo_completion_text(
+        {"model": "m", "prompt": PROMPT})
+    assert chat(client, stream=True) and server.faults.unfinished_next == 0
+
+
+def test_responders_return_delivery_faults_with_their_own_reply():
+    script = ScriptedResponder([Fault.cut(after=2, reply="one two three " * 5),
+                                Fault.unfinished("partial answer"), Fault.cut(1)])
+    with TestServer(script, stream_chunk_chars=4) as server:
+        client = sync_client(server)
+        got = []
+        with pytest.raises(openai.APIConnectionError):
+            for chunk in chat(client, stream=True):
+                got.append(chunk)
+        unfinished = list(chat(client, stream=True))
+        with pytest.raises(openai.APIConnectionError):
+            chat(client)
+
+    assert join_chat_stream(got) == {0: "one "}
+    assert join_chat_stream(unfinished) == {0: "partial answer"}
+    assert all(c.choices[0].finish_reason is None for c in unfinished)
+    assert script.remaining == 0
+
+
+def test_fail_rate_draws_named_faults():
+    with TestServer(fail_rate={"cut": 1.0}, cut_after=1) as server:
+        client = sync_client(server)
+        with pytest.raises(openai.APIConnectionError):
+            list(chat(client, stream=True))
+        server.set_faults(fail_rate={"unfinished": 1.0})
+        assert all(c.choices[0].finish_reason is None for c in chat(client, stream=True))
+        server.set_faults(fail_rate={"malformed": 1.0})
+        with pytest.raises((openai.APIResponseValidationError, ValueError)):
+            chat(client)
+        server.set_faults(fail_rate={"hang": 1.0}, hang_seconds=30)
+        with pytest.raises(openai.APITimeoutError):
+            chat(sync_client(server, timeout=0.3))
+    for bad in ({"bogus": 0.1}, {200: 0.5}, {"cut": 1.5}):
+        with pytest.raises(ValueError):
+            Faults(fail_rate=bad)
+    assert Faults(fail_rate={"503": 0.1, "CUT": 0.2}).fail_rate == {503: 0.1, "cut": 0.2}
+
+
+def test_fault_config_forms():
+    assert Fault.from_config({"cut": 3}).after == 3
+    assert Fault.from_config({"cut": True}).after == 2
+    assert Fault.from_config({"unfinished": True, "reply": "x"}).reply == "x"
+    assert Fault.from_config({"status": 429, "retry_after": 2}).retry_after == 2
+    for bad in ({"cut": -1}, {"cut": "many"}, {"status": 200}, {"status": "x"}, "503"):
+        with pytest.raises(ValueError):
+            Fault.from_config(bad)
+    with pytest.raises(ValueError):
+        Faults(cut_after=-1)
+
+
+def test_a_closed_port_refuses_the_connection():
+    with TestServer() as server:
+        port = server.port
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0,
+                       timeout=5) as client:
+        with pytest.raises(openai.APIConnectionError):
+            chat(client)
+
+
+def test_stopping_ends_a_hanging_request_and_closes_its_connection():
+    server = TestServer(hang_next=1, hang_seconds=60).start()
+    try:
+        payload = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                     b"\r\n%s" % (len(payload), payload))
+        deadline = time.monotonic() + 5
+        while server.counters.in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.counters.in_flight == 1
+    finally:
+        server.stop()
+    assert sock.recv(65536) == b""  # closed, no response
+    sock.close()
+
+
+def test_a_client_that_gives_up_on_a_hang_is_no_longer_in_flight(server):
+    server.set_faults(hang_next=1, hang_seconds=60)
+    with pytest.raises(openai.APITimeoutError):
+        chat(sync_client(server, timeout=0.3))
+    _OPEN_CLIENTS.pop().close()  # the client's connection closes: the server notices
+
+    deadline = time.monotonic() + 5
+    while server.counters.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.counters.in_flight == 0
+    assert server.requests[-1].status is None
+
+
+def test_reset_while_a_request_is_in_flight_keeps_the_gauge_right():
+    async def slow(kind, body):
+        await asyncio.sleep(0.3)
+        return "late"
+
+    with TestServer(slow) as server:
+        async def run():
+            async with async_client(server) as client:
+                call = asyncio.ensure_future(client.chat.completions.create(
+                    model=MODEL, messages=MESSAGES))
+                while server.counters.in_flight == 0:
+                    await asyncio.sleep(0.005)
+                server.reset()
+                return await call
+
+        reply = asyncio.run(run())
+        counters = server.counters
+    assert reply.choices[0].message.content == "late"
+    assert counters.in_flight == 0 and counters.total == 0
+
+
+def test_http_10_stream_is_close_delimited(server):
+    received = raw_stream_request(server, {"model": MODEL, "messages": MESSAGES, "stream": True},
+                                  version="HTTP/1.0")
+
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0]
+    assert b"chunked" not in head.lower() and body.endswith(b"data: [DONE]\n\n")
+
+
+# -- logprobs and embeddings as the real client asks for them ----------------------------------
+
+
+def test_logprobs_of_a_rating_answer_cover_the_scale():
+    rules = RuleResponder([(r"(?i)rate", "4")])
+    with TestServer(rules) as server:
+        reply = chat(sync_client(server), messages=[{"role": "user", "content": "Rate it 1-5"}],
+                     logprobs=True, top_logprobs=5)
+
+    [token] = reply.choices[0].logprobs.content
+    assert token.token == "4" and token.bytes == [ord("4")]
+    top = token.top_logprobs
+    assert [t.token for t in top][0] == "4" and {t.token for t in top} == {"1", "2", "3", "4", "5"}
+    probabilities = [math.exp(t.logprob) for t in top]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) < 1.0 and top[0].logprob == token.logprob
+    assert reply.usage.prompt_tokens == 3 and reply.usage.completion_tokens == 1
+
+
+def test_logprobs_alternatives_are_plausible_and_streamed():
+    rules = RuleResponder([(r"yes or no", "Yes"), (r"score", "Score: 7")])
+    with TestServer(rules) as server:
+        client = sync_client(server)
+        yes = chat(client, messages=[{"role": "user", "content": "yes or no?"}],
+                   logprobs=True, top_logprobs=2)
+        score = chat(client, messages=[{"role": "user", "content": "score"}], logprobs=True,
+                     top_logprobs=3)
+        streamed = list(chat(client, messages=[{"role": "user", "content": "score"}],
+                             logprobs=True, top_logprobs=3, stream=True))
+        without_top = chat(client, messages=[{"role": "user", "content": "score"}],
+                           logprobs=True)
+        with pytest.raises(openai.BadRequestError) as caught:
+            chat(client, logprobs=True, top_logprobs=21)
+
+    assert [t.token for t in yes.choices[0].logprobs.content[0].top_logprobs] == ["Yes", "No"]
+    tokens = score.choices[0].logprobs.content
+    assert [t.token for t in tokens] == ["Score:", " 7"]
+    assert [t.token for t in tokens[1].top_logprobs] == [" 7", " 6", " 8"]
+    streamed_tokens = [t for c in streamed if c.choices and c.choices[0].logprobs
+                       for t in c.choices[0].logprobs.content]
+    assert [t.model_dump() for t in streamed_tokens] == [t.model_dump() for t in tokens]
+    assert all(t.top_logprobs == [] for t in without_top.choices[0].logprobs.content)
+    assert caught.value.code == "invalid_value" and caught.value.param == "top_logprobs"
+
+
+def test_embeddings_come_as_base64_when_the_client_asks_by_default(server):
+    client = sync_client(server)
+
+    default = client.embeddings.create(model="e", input="a")
+    explicit = client.embeddings.create(model="e", input="a", encoding_format="base64")
+
+    assert server.requests[0].body["encoding_format"] == "base64"  # the client's default
+    assert default.data[0].embedding == pytest.approx(hash_embedding("a"), abs=1e-6)
+    raw = base64.b64decode(explicit.data[0].embedding)
+    assert struct.unpack("<8f", raw) == pytest.approx(hash_embedding("a"), abs=1e-6)
+
+
+# -- new CLI options ---------------------------------------------------------------------------
+
+
+def test_cli_fail_rates_with_fault_names():
+    assert parse_fail_rates(["cut=0.1", "UNFINISHED=0.2", "503=0.1"]) == {
+        "cut": 0.1, "unfinished": 0.2, 503: 0.1}
+    for bad in (["cuts=0.1"], ["hang=2"]):
+        with pytest.raises(UserError):
+            parse_fail_rates(bad)
+
+
+def test_cli_stream_and_fault_options():
+    args = cli_parser().parse_args(["testing", "serve", "--port", "0", "--fail-rate", "cut=1",
+                                    "--cut-after", "1", "--stream-chunk-chars", "5",
+                                    "--chunk-delay", "0.001"])
+    with build_server(args) as server:
+        client = sync_client(server)
+        got = []
+        with pytest.raises(openai.APIConnectionError):
+            for chunk in chat(client, stream=True):
+                got.append(chunk)
+        server.set_faults(fail_rate={})
+        pieces = [c.choices[0].delta.content for c in chat(client, stream=True)]
+    assert len(got) == 1 and got[0].choices[0].delta.role == "assistant"
+    assert all(len(p) <= 5 for p in pieces if p)
+    for bad in (["--stream-chunk-chars", "0"], ["--cut-after", "-1"], ["--chunk-delay", "-1"]):
+        args = cli_parser().parse_args(["testing", "serve", "--port", "0", *bad])
+        with pytest.raises(UserError):
+            build_server(args)
+
+
+def test_cli_rules_with_delivery_faults(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text('rules:\n  - pattern: "flaky"\n    fault: {cut: 1}\n'
+                     '  - pattern: "endless"\n    fault: {unfinished: true, reply: "so far"}\n',
+                     encoding="utf-8")
+    responder = load_rules(str(rules))
+    with TestServer(responder) as server:
+        client = sync_client(server)
+        with pytest.raises(openai.APIConnectionError):
+            list(chat(client, stream=True, messages=[{"role": "user", "content": "flaky"}]))
+        chunks = list(chat(client, stream=True, messages=[{"role": "user",
+                                                           "content": "endless"}]))
+    assert join_chat_stream(chunks) == {0: "so far"}
+    (tmp_path / "bad.yaml").write_text('- pattern: "x"\n  fault: {cut: -2}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="rule 1"):
+        load_rules(str(tmp_path / "bad.yaml"))

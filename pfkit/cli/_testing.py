@@ -15,7 +15,14 @@ serves until Ctrl-C. Point an
         reply: {tool_calls: [{name: get_weather, arguments: {city: Paris}}]}
       - pattern: "overload"
         fault: {status: 503}
+      - pattern: "flaky stream"
+        fault: {cut: 3}            # 3 SSE events, then the connection closes
     default: "I don't know."     # leave out to echo the request back
+
+A rule's ``fault`` is ``{status: N}`` (``retry_after`` for 429), ``{hang: SECONDS}``,
+``{malformed: true}``, ``{cut: EVENTS}`` or ``{unfinished: true}`` (a stream without
+``finish_reason`` or ``[DONE]``). ``--fail-rate`` draws the same by name for any request:
+``--fail-rate 429=0.1 503=0.05 cut=0.01 unfinished=0.01 hang=0.01 malformed=0.01``.
 """
 
 from __future__ import annotations
@@ -55,11 +62,22 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
                        help="delay before every model response")
     serve.add_argument("--first-chunk-delay", type=float, default=0.0, metavar="SECONDS",
                        help="extra delay before a stream's first event")
+    serve.add_argument("--chunk-delay", type=float, default=0.0, metavar="SECONDS",
+                       help="delay between a stream's events")
+    serve.add_argument("--stream-chunk-chars", type=int, default=16, metavar="N",
+                       help="characters of the answer per stream event (default 16)")
     serve.add_argument("--rules", metavar="FILE", help="rules.yaml or rules.json (regex -> reply)")
-    serve.add_argument("--fail-rate", nargs="+", action="extend", metavar="STATUS=P",
-                       help="inject errors with a probability, e.g. 429=0.1 503=0.05")
+    serve.add_argument("--fail-rate", nargs="+", action="extend", metavar="FAULT=P",
+                       help="inject faults with a probability: an HTTP status or hang, "
+                            "malformed, cut, unfinished; e.g. 429=0.1 503=0.05 cut=0.01")
     serve.add_argument("--retry-after", type=float, default=1.0, metavar="SECONDS",
                        help="Retry-After of injected 429s (default 1)")
+    serve.add_argument("--hang-seconds", type=float, default=30.0, metavar="SECONDS",
+                       help="how long an injected hang lasts before the connection closes "
+                            "(default 30)")
+    serve.add_argument("--cut-after", type=int, default=2, metavar="EVENTS",
+                       help="stream events sent before an injected cut closes the connection "
+                            "(default 2)")
     serve.add_argument("--api-key", help="require this API key (401 otherwise)")
     serve.add_argument("--models", nargs="+", metavar="MODEL",
                        help="allowed models / deployments (404 for others)")
@@ -86,19 +104,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def parse_fail_rates(pairs: list[str] | None) -> dict[int, float]:
-    """``["429=0.1", "503=0.05"]`` -> ``{429: 0.1, 503: 0.05}``."""
-    rates: dict[int, float] = {}
-    for status, probability in parse_key_values(pairs, option="--fail-rate").items():
+def parse_fail_rates(pairs: list[str] | None) -> dict[int | str, float]:
+    """``["429=0.1", "503=0.05", "cut=0.01"]`` -> ``{429: 0.1, 503: 0.05, "cut": 0.01}``."""
+    from ..testing._faults import NAMED_RATES
+
+    rates: dict[int | str, float] = {}
+    for fault, probability in parse_key_values(pairs, option="--fail-rate").items():
+        name = fault.strip().lower()
         try:
-            code, value = int(status), float(probability)
+            key: int | str = name if name in NAMED_RATES else int(name)
+            value = float(probability)
         except ValueError:
-            raise fail(f"--fail-rate expects STATUS=PROBABILITY, got {status}={probability}",
-                       hint="For example  --fail-rate 429=0.1 503=0.05") from None
-        if not 400 <= code <= 599 or not 0.0 <= value <= 1.0:
-            raise fail(f"--fail-rate {status}={probability}: the status must be 4xx/5xx and "
+            raise fail(f"--fail-rate expects FAULT=PROBABILITY, got {fault}={probability}",
+                       hint="A fault is an HTTP status or one of " + ", ".join(NAMED_RATES)
+                            + ";  for example  --fail-rate 429=0.1 503=0.05 cut=0.01") from None
+        if (isinstance(key, int) and not 400 <= key <= 599) or not 0.0 <= value <= 1.0:
+            raise fail(f"--fail-rate {fault}={probability}: the status must be 4xx/5xx and "
                        "the probability between 0 and 1")
-        rates[code] = value
+        rates[key] = value
     if sum(rates.values()) > 1.0:
         raise fail("--fail-rate probabilities add up to more than 1")
     return rates
@@ -135,18 +158,30 @@ def build_server(args: argparse.Namespace) -> TestServer:
 
     if not 0 <= args.port <= 65535:
         raise fail(f"--port {args.port} is not a port number (0 picks a free one)")
+    for option, value, low in (("--stream-chunk-chars", args.stream_chunk_chars, 1),
+                               ("--cut-after", args.cut_after, 0),
+                               ("--embedding-dimensions", args.embedding_dimensions, 1)):
+        if value < low:
+            raise fail(f"{option} must be at least {low}, got {value}")
+    for option, seconds in (("--latency", args.latency), ("--chunk-delay", args.chunk_delay),
+                            ("--first-chunk-delay", args.first_chunk_delay),
+                            ("--hang-seconds", args.hang_seconds)):
+        if seconds < 0:
+            raise fail(f"{option} must be 0 or more seconds, got {seconds:g}")
     responder = load_rules(args.rules) if args.rules else None
     return TestServer(
         responder, host=args.host, port=args.port, latency=args.latency,
-        first_chunk_delay=args.first_chunk_delay,
+        first_chunk_delay=args.first_chunk_delay, chunk_delay=args.chunk_delay,
+        stream_chunk_chars=args.stream_chunk_chars,
         embedding_dimensions=args.embedding_dimensions, seed=args.seed,
         allow_remote=args.allow_remote, fail_rate=parse_fail_rates(args.fail_rate),
-        retry_after=args.retry_after, expected_api_key=args.api_key,
+        retry_after=args.retry_after, hang_seconds=args.hang_seconds,
+        cut_after=args.cut_after, expected_api_key=args.api_key,
         models=args.models, max_context_words=args.max_context_words)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..testing._server import is_loopback_host
+    from ..testing import is_loopback_host
 
     if not is_loopback_host(args.host) and not args.allow_remote:
         print(f"pfkit: error: refusing to listen on {args.host}: it is not a loopback address. "
