@@ -281,7 +281,10 @@ def test_resume_after_a_killed_process_loses_and_duplicates_nothing(make_flow, t
     proc.wait()
     done_before = lines_file.read_text().count("\n")
     assert 20 <= done_before < 200, "the run must be killed part-way"
-    assert pfkit.get_run("killed").status == "Running"  # it never got to finish
+    killed = pfkit.get_run("killed")  # it never got to finish, and its process is gone
+    assert killed.status == "Canceled"
+    assert "process gone" in killed.info["status_detail"]
+    assert "--resume-from killed" in killed.info["status_detail"]
     resumed = pfkit.run(flow, data, name="resumed", resume_from="killed", concurrency=8)
     lines = resumed.lines()
     assert [r["line_number"] for r in lines] == list(range(200))

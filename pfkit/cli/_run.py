@@ -28,29 +28,42 @@ def register(groups: argparse._SubParsersAction) -> None:
     create.add_argument("--all-variants", action="store_true",
                         help="one run per combination of the variants of every node")
     create.add_argument("--run", help="base run, for an evaluation run (${run.outputs.x})")
-    create.add_argument("-n", "--name", help="run name (default: flow, variant and time)")
-    create.add_argument("--display-name")
-    create.add_argument("--description")
+    create.add_argument("-n", "--name", help="run name: letters, digits, _ - . (default: flow, "
+                                             "variant and time)")
+    create.add_argument("--display-name", help="a label for the run shown by run list/show "
+                                               "(default: the name)")
+    create.add_argument("--description", help="free text kept in the run's record")
     create.add_argument("--stream", action="store_true", help="print each line as it finishes")
     create.add_argument("--concurrency", type=int, help="lines in flight (default 16)")
+    create.add_argument("--workers", type=int, metavar="N",
+                        help="run lines in N worker processes (default: what suits the flow: "
+                             "1 for small or model-bound runs)")
     create.add_argument("--line-timeout", type=float, help="seconds per line (default 600)")
     create.add_argument("--resume-from", metavar="RUN",
                         help="reuse the completed lines of RUN and run the rest")
-    create.add_argument("--environment-variables", nargs="+", metavar="KEY=VALUE")
+    create.add_argument("--environment-variables", nargs="+", metavar="KEY=VALUE",
+                        help="extra environment variables for the flow's tools")
     create.add_argument("--connections", nargs="+", metavar="NODE.FIELD=VALUE",
                         help="override node.connection, node.deployment_name or node.model")
     create.add_argument("-f", "--file", help="run.yaml with any of these settings")
-    create.add_argument("--cache", choices=("off", "read_write", "record", "replay"))
-    create.add_argument("--cassette", metavar="FILE")
+    create.add_argument("--cache", choices=("off", "read_write", "record", "replay"),
+                        help="model response cache mode (default: $PFKIT_CACHE or off)")
+    create.add_argument("--cassette", metavar="FILE",
+                        help="the cassette file for --cache record/replay (default: "
+                             "pfkit.cassette.jsonl in the flow folder)")
     create.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     create.set_defaults(handler=cmd_create)
 
     listing = commands.add_parser("list", help="list runs, newest first")
-    listing.add_argument("--max-results", "-r", type=int, default=50)
-    listing.add_argument("--all-results", action="store_true")
+    listing.add_argument("--max-results", "-r", type=int, default=50,
+                         help="at most this many runs (default 50)")
+    listing.add_argument("--all-results", action="store_true", help="every run (no limit)")
+    listing.add_argument("--group", metavar="GROUP",
+                         help="only the runs of an --all-variants group")
     group = listing.add_mutually_exclusive_group()
-    group.add_argument("--archived-only", action="store_true")
-    group.add_argument("--include-archived", action="store_true")
+    group.add_argument("--archived-only", action="store_true", help="only archived runs")
+    group.add_argument("--include-archived", action="store_true",
+                       help="archived runs too (hidden by default)")
     listing.set_defaults(handler=cmd_list)
 
     for command, handler, text in (
@@ -61,19 +74,21 @@ def register(groups: argparse._SubParsersAction) -> None:
         ("restore", cmd_restore, "unarchive a run"),
     ):
         sub = commands.add_parser(command, help=text)
-        sub.add_argument("-n", "--name", required=True)
+        sub.add_argument("-n", "--name", required=True, help="the run's name")
         sub.set_defaults(handler=handler)
 
     details = commands.add_parser("show-details", help="inputs and outputs of each line")
-    details.add_argument("-n", "--name", required=True)
+    details.add_argument("-n", "--name", required=True, help="the run's name")
     details.add_argument("--json", action="store_true",
                          help="a JSON array: line_number, status, inputs, outputs, error")
-    details.add_argument("--max-results", "-r", type=int, default=100)
-    details.add_argument("--all-results", action="store_true")
+    details.add_argument("--max-results", "-r", type=int, default=100,
+                         help="at most this many lines (default 100)")
+    details.add_argument("--all-results", action="store_true", help="every line (no limit)")
     details.set_defaults(handler=cmd_show_details)
 
     visualize = commands.add_parser("visualize", help="an HTML page comparing runs (offline)")
-    visualize.add_argument("-n", "--names", required=True, help="run names, comma-separated")
+    visualize.add_argument("-n", "--names", required=True,
+                           help="run names or --all-variants group names, comma-separated")
     visualize.add_argument("--html-path", help="where to write the page")
     visualize.set_defaults(handler=cmd_visualize)
 
@@ -125,7 +140,8 @@ def build_request(args: argparse.Namespace):
         concurrency=args.concurrency or int(settings.get("concurrency") or DEFAULT_CONCURRENCY),
         resume_from=args.resume_from, environment_variables=env, connections=connections,
         cache=args.cache, cassette=args.cassette, line_timeout=args.line_timeout,
-        stream=args.stream,
+        stream=args.stream, workers=args.workers if args.workers is not None else
+        (int(settings["workers"]) if settings.get("workers") is not None else None),
     )
 
 
@@ -135,6 +151,9 @@ def cmd_create(args: argparse.Namespace) -> int:
     request = build_request(args)
     if request.concurrency < 1:
         raise fail("--concurrency must be at least 1")
+    if request.workers is not None and request.workers < 1:
+        raise fail("--workers must be at least 1", hint="Pass --workers 1 to run lines in "
+                                                         "this process.")
     if args.all_variants:
         return _create_all_variants(request, progress=not args.no_progress)
     from ..runs._api import RunCanceled
@@ -152,7 +171,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def _print_created(record: dict[str, Any]) -> None:
-    print_json(record)
+    _show(record)
     system = record["properties"]["system_metrics"]
     failed = system.get("__pf__.lines.failed", 0)
     done = system.get("__pf__.lines.completed", 0)
@@ -176,7 +195,12 @@ def _create_all_variants(request: Any, *, progress: bool) -> int:
     combos = variant_combinations(load_flow_spec(flow_file))
     if not combos or combos == [{}]:
         raise fail("the flow has no nodes with variants", hint="Drop --all-variants.")
-    group = request.name or f"{flow_file.parent.name}_variants_{datetime.now():%Y%m%d_%H%M%S}"
+    from ..runs._batch import safe_name_part
+    from ..runs._store_api import check_run_name
+
+    group = request.name or (safe_name_part(flow_file.parent.name)
+                             + f"_variants_{datetime.now():%Y%m%d_%H%M%S}")
+    check_run_name(group, "group name")
     rows = []
     for combo in combos:
         label = "-".join(f"{node}.{vid}" for node, vid in combo.items())
@@ -186,7 +210,7 @@ def _create_all_variants(request: Any, *, progress: bool) -> int:
         rows.append({"run": run.name, "variants": combo, "status": run.status,
                      "completed": system.get("__pf__.lines.completed", 0),
                      "failed": system.get("__pf__.lines.failed", 0), "metrics": run.metrics()})
-    print_json({"group": group, "runs": rows})
+    _show({"group": group, "runs": rows})
     print(f"pfkit: {len(rows)} runs in group '{group}' (one per variant combination)",
           file=sys.stderr)
     return 0
@@ -195,38 +219,53 @@ def _create_all_variants(request: Any, *, progress: bool) -> int:
 # -- reading --------------------------------------------------------------------------------------
 
 def _store():
-    from ..runs import RunStore
+    from ..runs import LocalRunStore
 
-    return RunStore()
+    return LocalRunStore()
+
+
+def _show(value: Any) -> None:
+    """JSON on stdout, with every known secret masked."""
+    from .._secrets import scrub_value
+
+    print_json(scrub_value(value))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     archived = "only" if args.archived_only else "include" if args.include_archived else "exclude"
-    print_json(_store().list(max_results=None if args.all_results else args.max_results,
-                             archived=archived))
+    if args.group:
+        from ..runs._store_api import check_run_name
+
+        check_run_name(args.group, "group name")
+    _show([r.to_dict() for r in _store().list(
+        max_results=None if args.all_results else args.max_results, archived=archived,
+        group=args.group)])
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    print_json(_store().get(args.name))
+    _show(_store().get(args.name).to_dict())
     return 0
 
 
 def cmd_show_metrics(args: argparse.Namespace) -> int:
+    from .._secrets import scrub_value
     from ..runs import Run
 
-    sys.stdout.write(json.dumps(Run(args.name).metrics(), ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json.dumps(scrub_value(Run(args.name).metrics()), ensure_ascii=False,
+                                indent=2) + "\n")
     return 0
 
 
 def cmd_show_details(args: argparse.Namespace) -> int:
+    from .._secrets import scrub_value
     from ..runs import Run
 
-    lines = Run(args.name).lines()
+    lines = scrub_value(Run(args.name).lines())
     if not args.all_results:
         lines = lines[: args.max_results]
     if args.json:
-        print_json([{k: rec.get(k) for k in ("line_number", "status", "inputs", "outputs", "error")}
+        _show([{k: rec.get(k) for k in ("line_number", "status", "inputs", "outputs", "error")}
                     for rec in lines])
         return 0
     sys.stdout.write(details_table(lines))
@@ -287,7 +326,16 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.names.split(",") if n.strip()]
     if not names:
         raise UserError("no run names given", hint="Pass  -n run_a,run_b.")
-    runs = [Run(name) for name in names]
+    store = _store()
+    runs = []
+    for name in names:
+        if store.exists(name):
+            runs.append(Run(name, store))
+            continue
+        members = store.list(max_results=None, archived="include", group=name)
+        if not members:
+            Run(name, store)  # the run-not-found error
+        runs += [Run(r.name, store) for r in sorted(members, key=lambda r: r.created_on)]
     path = Path(args.html_path) if args.html_path else runs[0].path / "visualize.html"
     path.write_text(render_runs(runs), encoding="utf-8")
     print(str(path))

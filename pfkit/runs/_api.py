@@ -1,9 +1,14 @@
-"""Creating runs and reading them back: ``pfkit.run(...)``, ``pfkit.get_run(name)``."""
+"""Creating runs and reading them back: ``pfkit.run(...)``, ``pfkit.get_run(name)``.
+
+The batch orchestrator is here: it creates the run's record (atomically), picks a line runner,
+and emits ``on_run_start``, ``on_line_end`` and ``on_run_end`` to the run's observers (the run
+writer, the line counts, the progress line, ``--stream`` printing, the caller's observers), each
+from exactly one place.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from dataclasses import replace
@@ -13,31 +18,26 @@ from typing import Any
 from .._aio import run_sync
 from ..engine import AggregationInputs, execute_aggregation, working_directory
 from ..errors import PfkitError, UserError
+from ..observe import Observers, RunFinished, RunStarted
 from ..spec import resolve_flow_file
 from ._batch import (
     BatchOutcome,
+    CountedRows,
+    LineWriter,
     RunRequest,
+    StreamPrinter,
     default_run_name,
-    execute_rows,
     line_timeout,
     resolved_flow_yaml,
     rows_for_run,
     run_error_record,
     summarize_errors,
 )
+from ._fingerprint import data_changes, data_fingerprint, flow_changes, flow_fingerprint
 from ._progress import Progress
-from ._store import (
-    CANCELED,
-    COMPLETED,
-    FAILED,
-    PREPARING,
-    RUNNING,
-    LineFile,
-    RunStore,
-    RunWriter,
-    copy_snapshot,
-    read_line_records,
-)
+from ._records import CANCELED, COMPLETED, FAILED, PREPARING, RUNNING, RunRecord
+from ._runner import InProcessRunner
+from ._store_api import InvalidRunName, RunExists, RunStore, StoreWriteError, check_run_name
 
 
 class RunCanceled(KeyboardInterrupt):
@@ -48,13 +48,19 @@ class RunCanceled(KeyboardInterrupt):
         self.name = name
 
 
+def default_store() -> RunStore:
+    from ._local_store import LocalRunStore
+
+    return LocalRunStore()
+
+
 class Run:
     """A run in the store. ``status``, ``metrics()``, ``details()`` (a pandas DataFrame),
     ``outputs()`` and ``lines()`` read its records."""
 
     def __init__(self, name: str, store: RunStore | None = None) -> None:
-        self.store = store or RunStore()
-        self.name = name
+        self.store = store or default_store()
+        self.name = check_run_name(name)
         self._record = self.store.get(name)
 
     def refresh(self) -> Run:
@@ -62,29 +68,31 @@ class Run:
         return self
 
     @property
+    def record(self) -> RunRecord:
+        return self._record
+
+    @property
     def info(self) -> dict[str, Any]:
-        return dict(self._record)
+        return self._record.to_dict()
 
     @property
     def status(self) -> str:
-        return self._record["status"]
+        return self._record.status
 
     @property
-    def path(self) -> Path:
-        return self.store.run_dir(self.name)
+    def path(self) -> Path | None:
+        return self.store.run_path(self.name)
 
     def metrics(self) -> dict[str, Any]:
-        file = self.path / "metrics.json"
-        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+        return self.store.metrics(self.name)
 
     def lines(self) -> list[dict[str, Any]]:
         """One record per line, in line order: line_number, status, inputs, outputs, error."""
-        records = read_line_records(self.path / "lines.jsonl")
-        return [records[k] for k in sorted(records)]
+        return [line.to_dict() for line in self.store.lines(self.name)]
 
     def outputs(self) -> list[dict[str, Any]]:
-        return [{"line_number": r["line_number"], **r["outputs"]} for r in self.lines()
-                if r["status"] == COMPLETED]
+        return [{"line_number": r.line_number, **r.outputs} for r in self.store.lines(self.name)
+                if r.status == COMPLETED]
 
     def details(self):
         """A pandas DataFrame: ``inputs.*``, ``inputs.line_number``, ``outputs.*`` per line
@@ -98,10 +106,10 @@ class Run:
                             hint="pip install 'pfkit[pandas]'  (or use run.lines()).") from None
 
         rows = []
-        for record in self.lines():
-            row = {f"inputs.{k}": v for k, v in record["inputs"].items()}
-            row["inputs.line_number"] = record["line_number"]
-            row.update({f"outputs.{k}": v for k, v in (record["outputs"] or {}).items()})
+        for record in self.store.lines(self.name):
+            row = {f"inputs.{k}": v for k, v in record.inputs.items()}
+            row["inputs.line_number"] = record.line_number
+            row.update({f"outputs.{k}": v for k, v in (record.outputs or {}).items()})
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -109,9 +117,9 @@ class Run:
         return f"Run(name={self.name!r}, status={self.status!r})"
 
 
-def get_run(name: str) -> Run:
+def get_run(name: str, *, store: RunStore | None = None) -> Run:
     """A run from the store (``$PFKIT_HOME``), by name."""
-    return Run(name)
+    return Run(name, store)
 
 
 def run(flow: str | Path, data: str | Path | None = None, *,
@@ -121,13 +129,15 @@ def run(flow: str | Path, data: str | Path | None = None, *,
         environment_variables: dict[str, str] | None = None,
         connections: dict[str, str] | None = None, cache: str | None = None,
         line_timeout: float | None = None, tags: dict[str, str] | None = None,
-        progress: bool = False, models: Any = None) -> Run:
+        progress: bool = False, models: Any = None, workers: int | None = None,
+        store: RunStore | None = None, observers: Any = ()) -> Run:
     """Run ``flow`` over ``data`` and return the :class:`Run` (works in Jupyter too).
 
     ``column_mapping`` maps flow inputs to ``${data.col}``, ``${run.outputs.col}`` or
     ``${run.inputs.col}`` (with ``run=`` a base run) or literals; ``connections`` overrides
     ``{"node.connection": name, "node.deployment_name": x}``; ``models`` replaces the connection
-    store (e.g. ``{"*": EchoModel()}`` in tests)."""
+    store (e.g. ``{"*": EchoModel()}`` in tests); ``workers`` runs lines in that many worker
+    processes (default: what suits the flow); ``observers`` receive the run's events."""
     request = RunRequest(
         flow=str(flow), data=str(data) if data is not None else None,
         column_mapping=dict(column_mapping or {}), variant=variant,
@@ -136,53 +146,68 @@ def run(flow: str | Path, data: str | Path | None = None, *,
         resume_from=resume_from.name if isinstance(resume_from, Run) else resume_from,
         environment_variables=dict(environment_variables or {}),
         connections=dict(connections or {}), cache=cache, line_timeout=line_timeout,
-        tags=dict(tags or {}),
+        tags=dict(tags or {}), workers=workers,
     )
-    return create_run(request, progress=progress, models=models)
+    return create_run(request, progress=progress, models=models, store=store,
+                      observers=observers)
 
 
-def _base_record(request: RunRequest, flow_file: Path, name: str, graph: Any) -> dict[str, Any]:
-    now = time.time()
-    return {
-        "name": name, "display_name": request.display_name or name,
-        "description": request.description, "tags": request.tags, "status": PREPARING,
-        "created_on": now, "start_time": None, "end_time": None,
-        "flow_path": str(flow_file.parent), "flow_name": flow_file.parent.name,
-        "data": str(Path(request.data).resolve()) if request.data else None,
-        "run": request.run, "resume_from": request.resume_from,
-        "variant": graph.variants_used if graph is not None else None,
-        "column_mapping": request.column_mapping, "group": request.group,
-        "output_path": None, "error": None, "archived": False,
-        "properties": {"system_metrics": {}},
-    }
+def _base_record(request: RunRequest, flow_file: Path, name: str, graph: Any) -> RunRecord:
+    return RunRecord(
+        name=name, display_name=request.display_name or name,
+        description=request.description, tags=dict(request.tags), status=PREPARING,
+        created_on=time.time(), flow_path=str(flow_file.parent), flow_name=flow_file.parent.name,
+        data=str(Path(request.data).resolve()) if request.data and not request.data.startswith("hf:")
+        else request.data,
+        run=request.run, resume_from=request.resume_from,
+        variant=dict(graph.variants_used) if graph is not None else None,
+        column_mapping=dict(request.column_mapping), group=request.group,
+    )
+
+
+def check_request_names(request: RunRequest) -> None:
+    """Every name in the request that names a run (and so a folder) is safe, or a clear
+    error before anything happens."""
+    if request.name is not None:
+        check_run_name(request.name)
+    if request.resume_from is not None:
+        check_run_name(request.resume_from, "--resume-from run name")
+    if request.run is not None:
+        check_run_name(request.run, "--run (base run) name")
+    if request.group is not None:
+        check_run_name(request.group, "group name")
 
 
 def create_run(request: RunRequest, *, store: RunStore | None = None, progress: bool = True,
-               models: Any = None) -> Run:
+               models: Any = None, observers: Any = ()) -> Run:
     """Run a flow over a dataset and record it. Lines that fail are data; an error that stops
     the run (a bad flow, bad data, a bad mapping) marks the run Failed and is raised."""
-    return run_sync(acreate_run(request, store=store, progress=progress, models=models))
+    return run_sync(acreate_run(request, store=store, progress=progress, models=models,
+                                observers=observers))
 
 
 async def acreate_run(request: RunRequest, *, store: RunStore | None = None, progress: bool = True,
-                      models: Any = None) -> Run:
+                      models: Any = None, observers: Any = ()) -> Run:
     from .._flows import flow_environment, load_bound_flow
     from ..providers._lazy import CASSETTE_NAME, LazyModelSession
 
-    store = store or RunStore()
+    check_request_names(request)
+    store = store or default_store()
     flow_file = resolve_flow_file(request.flow)
     # relative paths mean the caller's folder: fix them before anything changes directory
     if request.data and not request.data.startswith("hf:"):
         request = replace(request, data=str(Path(request.data).expanduser().absolute()))
     if request.cassette:
         request = replace(request, cassette=str(Path(request.cassette).expanduser().absolute()))
+    given_models = models is not None
     session = None
     if models is None:
         session = LazyModelSession(request.cache,
                                    request.cassette or flow_file.parent / CASSETTE_NAME)
         models = session
     name = request.name
-    record: dict[str, Any] | None = None
+    record: RunRecord | None = None
+    created = False
     try:
         try:
             flow = load_bound_flow(flow_file, variant=request.variant, models=models,
@@ -195,22 +220,31 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
         if name is None:
             variant_id = "_".join(flow.graph.variants_used.values()) or None
             name = default_run_name(flow_file.parent, variant_id)
-        if store.exists(name):
-            raise UserError(f"a run named '{name}' already exists", code="RunExists",
-                            hint="Pick another --name, or delete it with  pfkit run delete -n NAME.")
+        resolved_yaml = resolved_flow_yaml(flow)
         record = _base_record(request, flow_file, name, flow.graph)
-        folder = store.run_dir(name)
-        record["output_path"] = str(folder)
-        store.save(record)
-        return await _execute(request, flow, store, record, folder, progress, flow_environment,
-                              session)
+        record.fingerprints = {"data": data_fingerprint(request.data),
+                               "flow": flow_fingerprint(flow.spec.code_dir, resolved_yaml)}
+        if request.resume_from:
+            _check_resumable(request, store, flow_file, record)
+        record.output_path = store.location(name)
+        store.create(record)  # atomic: RunExists when the name is taken, nothing touched
+        created = True
+        return await _execute(request, flow, store, record, resolved_yaml, progress,
+                              flow_environment, session, given_models, Observers(tuple(observers)))
     except PfkitError as exc:
-        if name is not None:
-            if record is None:
-                record = _base_record(request, flow_file, name, None)
-            record.update(status=FAILED, error=run_error_record(exc), end_time=time.time())
-            if not store.exists(name) or store.get(name)["status"] in (PREPARING, RUNNING):
+        if isinstance(exc, (RunExists, InvalidRunName)) or name is None:
+            raise
+        if record is None:
+            record = _base_record(request, flow_file, name, None)
+        record.status, record.end_time = FAILED, time.time()
+        record.error = run_error_record(exc)
+        try:
+            if created:
                 store.save(record)
+            else:  # a run that could not start is recorded, unless the name is taken
+                store.create(record)
+        except (RunExists, StoreWriteError):
+            pass
         raise
     finally:
         if session is not None:
@@ -219,87 +253,155 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
                 print(f"pfkit: wrote {written} model calls to {session.cassette}", file=sys.stderr)
 
 
-async def _execute(request: RunRequest, flow: Any, store: RunStore, record: dict[str, Any],
-                   folder: Path, show_progress: bool, flow_environment: Any, session: Any) -> Run:
-    copy_snapshot(flow.spec.code_dir, folder / "snapshot", resolved_flow_yaml(flow))
-    writer = RunWriter(folder)
+def _check_resumable(request: RunRequest, store: RunStore, flow_file: Path,
+                     record: RunRecord) -> None:
+    """``--resume-from`` reuses lines only when they were made by the same flow on the same
+    data: otherwise say what changed, and refuse."""
+    old = store.get(request.resume_from)
+    name = request.resume_from
+    if old.flow_path != str(flow_file.parent):
+        raise UserError(f"run '{name}' ran another flow ({old.flow_path})",
+                        code="InvalidResume", hint="Resume with the same --flow.")
+    if old.status in (PREPARING, RUNNING):
+        raise UserError(f"run '{name}' is still running", code="InvalidResume",
+                        hint="Wait for it to finish (or stop it) before resuming it.")
+    before = old.fingerprints or {}
+    now = record.fingerprints or {}
+    changes = data_changes(before.get("data"), now.get("data"))
+    changes += flow_changes(before.get("flow"), now.get("flow"))
+    if changes:
+        raise UserError(
+            f"cannot resume run '{name}': " + "; ".join(changes) + ". Its completed lines were "
+            "made from the old version and would be mixed with new ones",
+            code="InvalidResume",
+            hint="Start a new run without --resume-from, or restore the data and flow the run "
+                 "used.")
+
+
+async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunRecord,
+                   resolved_yaml: str, show_progress: bool, flow_environment: Any, session: Any,
+                   given_models: bool, user_observers: Observers) -> Run:
+    writer = store.open_writer(record.name)
     collected = AggregationInputs(flow)
-    outcome = BatchOutcome()
-    reused = _reuse_lines(request, store, writer, collected, flow, outcome)
-    env = {**flow.environment, **request.environment_variables}
-    flow.environment = env
-    record.update(status=RUNNING, start_time=time.time())
-    store.save(record)
-    writer.log(f"run {record['name']} started: flow {record['flow_path']}, "
-               f"concurrency {request.concurrency}, reused {len(reused)} lines")
+    outcome = BatchOutcome(collected=collected if flow.aggregation_nodes else None)
     aggregation = None
     run_error = None
     progress = None
+    observers = None
+    counted = None
     try:
+        writer.save_snapshot(flow.spec.code_dir, resolved_yaml)
+        reused = _reuse_lines(request, store, writer, flow, outcome)
+        if hasattr(flow, "with_environment"):
+            flow = flow.with_environment(request.environment_variables)
+        else:  # pragma: no cover - flows before with_environment()
+            flow.environment = {**flow.environment, **request.environment_variables}
+        record.status, record.start_time = RUNNING, time.time()
+        store.save(record)
         with working_directory(flow.working_dir), flow_environment(flow):
             rows, total, warnings = rows_for_run(flow, request, store, reused)
+            runner, workers = _runner_for(request, flow, store, total, given_models)
+            writer.log(f"run {record.name} started: flow {record.flow_path}, "
+                       f"concurrency {request.concurrency}, workers {workers}, "
+                       f"reused {len(reused)} lines")
             for note in warnings:
                 writer.log(f"warning: {note}")
                 if show_progress:
                     print(f"pfkit: warning: {note}", file=sys.stderr)
-            progress = Progress(total, label=f"{record['name']}: ", enabled=show_progress)
-            progress.done = len(reused)
+            progress = Progress(total, label=f"{record.name}: ", enabled=show_progress)
+            members: list[Any] = [LineWriter(writer), outcome, progress]
+            if request.stream:
+                members.append(StreamPrinter())
+            observers = Observers((*members, *user_observers.members))
+            observers.on_run_start(RunStarted(record.name, record.flow_path or "", total,
+                                              len(reused)))
+            counted = CountedRows(rows)
             try:
-                await execute_rows(flow, rows, writer, collected, outcome, progress,
-                                   concurrency=request.concurrency,
-                                   timeout=line_timeout(request.line_timeout),
-                                   stream=request.stream)
+                await runner.run(counted, observers.on_line_end)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 outcome.canceled = True
+            finally:
+                absorb = getattr(runner, "absorb_cache_usage", None)
+                if absorb is not None and session is not None:
+                    absorb(session)
+            if not outcome.canceled:
+                missing = counted.read - (outcome.recorded - outcome.reused)
+                if missing > 0:
+                    raise PfkitError(
+                        f"{missing} of {counted.read} lines were started but never recorded",
+                        code="LinesMissing",
+                        hint=f"Finish the run with  --resume-from {record.name}, and please "
+                             "report this.")
             if flow.aggregation_nodes and not outcome.canceled:
                 aggregation = await execute_aggregation(flow, collected)
     except PfkitError as exc:
         run_error = run_error_record(exc)
         raise
     finally:
-        if progress is not None:
-            progress.close()
-        _finalize(store, record, writer, outcome, aggregation, run_error, session)
+        _finalize(store, record, writer, outcome, aggregation, run_error, session, observers)
     if outcome.canceled:
-        raise RunCanceled(record["name"])
-    return Run(record["name"], store)
+        raise RunCanceled(record.name)
+    return Run(record.name, store)
 
 
-def _reuse_lines(request: RunRequest, store: RunStore, writer: RunWriter,
-                 collected: AggregationInputs, flow: Any, outcome: BatchOutcome) -> dict[int, Any]:
+def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | None,
+                given_models: bool) -> tuple[Any, int]:
+    """The in-process runner, or worker processes (``--workers N``; by default what suits
+    the flow: see ``pfkit.runs._workers.default_workers``)."""
+    timeout = line_timeout(request.line_timeout)
+    workers = request.workers
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}", code="InvalidWorkers",
+                        hint="Pass --workers 1 to run lines in this process.")
+    try:
+        from ._workers import WorkerFlowSpec, WorkerRunner, default_workers
+    except ImportError:  # pragma: no cover - the worker runner ships with pfkit
+        return InProcessRunner(flow, concurrency=request.concurrency, timeout=timeout), 1
+    if workers is None:
+        workers = 1 if given_models else default_workers(flow, total,
+                                                         concurrency=request.concurrency)
+    home = getattr(store, "home", None)
+    if workers <= 1 or home is None:
+        return InProcessRunner(flow, concurrency=request.concurrency, timeout=timeout), 1
+    if given_models:
+        raise UserError("workers > 1 cannot use the models= given to this call (they live in "
+                        "this process)", code="InvalidWorkers",
+                        hint="Pass workers=1, or configure connections instead of models=.")
+    spec = WorkerFlowSpec(flow=str(resolve_flow_file(request.flow)),
+                          variant=request.variant if isinstance(request.variant, str) else
+                          _variant_text(request.variant),
+                          connection_overrides=dict(request.connections),
+                          environment=dict(request.environment_variables),
+                          cache=request.cache, cassette=request.cassette,
+                          pfkit_home=str(home), line_timeout=timeout)
+    return WorkerRunner(spec, workers=workers, concurrency=request.concurrency,
+                        timeout=timeout), workers
+
+
+def _variant_text(variant: Any) -> Any:
+    return variant  # a {node: variant id} mapping (--all-variants) is passed as it is
+
+
+def _reuse_lines(request: RunRequest, store: RunStore, writer: Any, flow: Any,
+                 outcome: BatchOutcome) -> dict[int, Any]:
     """From ``--resume-from``: completed lines are copied (with their aggregation inputs) and
     not run again; failed and missing lines run."""
     if not request.resume_from:
         return {}
-    old = store.get(request.resume_from)
-    if old["flow_path"] != str(resolve_flow_file(request.flow).parent):
-        raise UserError(f"run '{request.resume_from}' ran another flow ({old['flow_path']})",
-                        code="InvalidResume", hint="Resume with the same --flow.")
-    reused = {}
-    old_dir = store.run_dir(request.resume_from)
-    node_files = [LineFile(f) for f in sorted((old_dir / "node_outputs").glob("*.jsonl"))]
-    for number, rec in LineFile(old_dir / "lines.jsonl").iter_sorted():
-        if rec["status"] != COMPLETED:
-            continue
-        nodes = {f.path.stem: f.get(number) for f in node_files if number in f}
-        writer.write_line(rec, nodes)
-        if flow.aggregation_nodes:
-            values = rec.get("aggregation_inputs")
-            if values is None:
-                raise UserError(f"run '{request.resume_from}' has no aggregation inputs for line "
-                                f"{number}", code="InvalidResume")
-            collected.add(number, values)
-        reused[number] = True
-        outcome.completed += 1
-        outcome.reused += 1
-        for key, value in (rec.get("usage") or {}).items():
-            if key.endswith("_tokens"):
-                outcome.tokens[key] = outcome.tokens.get(key, 0) + value
+    reused: dict[int, Any] = {}
+    for line in store.finished_lines(request.resume_from, status=COMPLETED):
+        if flow.aggregation_nodes and line.aggregation_values is None:
+            raise UserError(f"run '{request.resume_from}' has no aggregation inputs for line "
+                            f"{line.line_number}", code="InvalidResume")
+        writer.write_line(line)
+        outcome.add_reused(line)
+        reused[line.line_number] = True
     return reused
 
 
-def _finalize(store: RunStore, record: dict[str, Any], writer: RunWriter, outcome: BatchOutcome,
-              aggregation: Any, run_error: dict | None, session: Any) -> None:
+def _finalize(store: RunStore, record: RunRecord, writer: Any, outcome: BatchOutcome,
+              aggregation: Any, run_error: dict | None, session: Any,
+              observers: Observers | None) -> None:
     metrics = aggregation.metrics if aggregation is not None else {}
     aggregation_error = aggregation.error if aggregation is not None else None
     total = outcome.completed + outcome.failed
@@ -308,7 +410,7 @@ def _finalize(store: RunStore, record: dict[str, Any], writer: RunWriter, outcom
     from ..providers._usage import estimate_cost
 
     system = {
-        "duration": round(end - (record.get("start_time") or end), 6),
+        "duration": round(end - (record.start_time or end), 6),
         "__pf__.lines.completed": outcome.completed,
         "__pf__.lines.failed": outcome.failed,
         "lines.reused": outcome.reused,
@@ -320,16 +422,35 @@ def _finalize(store: RunStore, record: dict[str, Any], writer: RunWriter, outcom
     if session is not None and session.stats:
         system["cache"] = session.stats
     if aggregation is not None:
-        for name, run in aggregation.node_runs.items():
-            system[f"__pf__.nodes.{name}.{run.status.lower()}"] = 1
-    meta = {"batch_size": total, "schema_version": 1}
-    writer.finish(metrics, errors, meta)
-    status = FAILED if run_error else CANCELED if outcome.canceled else COMPLETED
-    record.update(status=status, end_time=end, properties={"system_metrics": system},
-                  error=(errors or {}).get("run") or (errors or {}).get("lines"))
+        for name, node_run in aggregation.node_runs.items():
+            system[f"__pf__.nodes.{name}.{node_run.status.lower()}"] = 1
     if aggregation_error:
-        record["aggregation_error"] = aggregation_error
-        writer_log = writer.folder / "logs.txt"
-        with writer_log.open("a", encoding="utf-8") as fh:
-            fh.write(f"aggregation nodes failed in batch run: {aggregation_error['message']}\n")
-    store.save(record)
+        try:
+            writer.log(f"aggregation nodes failed in batch run: {aggregation_error['message']}")
+        except StoreWriteError:
+            pass
+    meta = {"batch_size": total, "schema_version": 1}
+    try:
+        writer.finish(metrics, errors, meta)
+    except StoreWriteError as exc:
+        if run_error is None:
+            run_error = run_error_record(exc)
+            errors = summarize_errors(outcome, total, aggregation_error, run_error)
+    finally:
+        writer.close()
+    status = FAILED if run_error else CANCELED if outcome.canceled else COMPLETED
+    record.status, record.end_time = status, end
+    record.properties = {"system_metrics": system}
+    record.error = (errors or {}).get("run") or (errors or {}).get("lines")
+    if status == FAILED and run_error and run_error.get("code") == "StoreWriteFailed":
+        record.status_detail = ("stopped: the run store could not be written; the lines "
+                                f"written are kept: resume with --resume-from {record.name}")
+    if aggregation_error:
+        record.aggregation_error = aggregation_error
+    try:
+        store.save(record)
+    except StoreWriteError:
+        pass  # the run stays "Running" in the store; once this process ends it shows Canceled
+    if observers is not None:
+        observers.on_run_end(RunFinished(record.name, status, outcome.completed, outcome.failed,
+                                         record.error))

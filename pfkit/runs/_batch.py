@@ -15,15 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .._secrets import scrub
 from ..engine import AggregationInputs, BoundFlow
 from ..errors import PfkitError, UserError, error_dict
-from ._progress import Progress
-from ._runner import FinishedLine, InProcessRunner, LineRunner, dumps
-from ._store import (
-    COMPLETED,
-    RunStore,
-    RunWriter,
-)
+from ._records import COMPLETED
+from ._runner import FinishedLine, dumps
+from ._store_api import RunStore
 
 DEFAULT_CONCURRENCY = 16
 
@@ -50,11 +47,20 @@ class RunRequest:
     line_timeout: float | None = None
     stream: bool = False
     group: str | None = None
+    workers: int | None = None  # worker processes (None: what suits the flow)
 
 
 def default_run_name(flow_dir: Path, variant_id: str | None) -> str:
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
-    return f"{flow_dir.name}_{variant_id or 'variant_0'}_{stamp}"
+    return safe_name_part(f"{flow_dir.name}_{variant_id or 'variant_0'}") + f"_{stamp}"
+
+
+def safe_name_part(text: str) -> str:
+    """``text`` with every character a run name cannot hold replaced by ``_``."""
+    import re
+
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", text)[:150]
+    return cleaned if cleaned[:1].isalnum() or cleaned[:1] == "_" else f"_{cleaned}"
 
 
 def resolved_flow_yaml(flow: BoundFlow) -> str:
@@ -77,6 +83,9 @@ def resolved_flow_yaml(flow: BoundFlow) -> str:
 
 @dataclass
 class BatchOutcome:
+    """What the run's lines came to; an observer of finished lines (counts, tokens, the first
+    error, aggregation inputs)."""
+
     completed: int = 0
     failed: int = 0
     reused: int = 0
@@ -84,44 +93,70 @@ class BatchOutcome:
     first_error: dict[str, Any] | None = None
     tokens: dict[str, int] = field(default_factory=dict)
     by_model: dict[str, list[int]] = field(default_factory=dict)
+    collected: AggregationInputs | None = None
 
-
-async def execute_rows(flow: BoundFlow, rows: Iterator[tuple[int, Any]], writer: RunWriter,
-                       collected: AggregationInputs, outcome: BatchOutcome, progress: Progress,
-                       *, concurrency: int, timeout: float | None, stream: bool,
-                       runner: LineRunner | None = None) -> None:
-    """Run ``(line_number, inputs or PfkitError)`` items with a line runner (in-process with
-    ``concurrency`` workers unless another is given) and sink each finished line."""
-    if runner is None:
-        runner = InProcessRunner(flow, concurrency=concurrency, timeout=timeout)
-
-    def sink(line: FinishedLine) -> None:
-        if line.aggregation_values is not None and line.status == COMPLETED:
-            collected.add(line.line_number, line.aggregation_values)
-        writer.write_encoded(line.record_json, line.node_json)
+    def on_line_end(self, line: FinishedLine) -> None:
+        if self.collected is not None and line.aggregation_values is not None \
+                and line.status == COMPLETED:
+            self.collected.add(line.line_number, line.aggregation_values)
         usage = line.usage
-        tokens = 0
         if usage:
-            tokens = usage.get("total_tokens", 0)
             for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-                outcome.tokens[key] = outcome.tokens.get(key, 0) + usage.get(key, 0)
+                self.tokens[key] = self.tokens.get(key, 0) + int(usage.get(key) or 0)
             for model, (p, c) in (usage.get("by_model") or {}).items():
-                entry = outcome.by_model.setdefault(model, [0, 0])
+                entry = self.by_model.setdefault(model, [0, 0])
                 entry[0] += p
                 entry[1] += c
         if line.status == COMPLETED:
-            outcome.completed += 1
+            self.completed += 1
         else:
-            outcome.failed += 1
-            if outcome.first_error is None:
-                outcome.first_error = line.error
-        progress.update(line.status != COMPLETED, tokens)
-        if stream:
-            status = "completed" if line.status == COMPLETED else \
-                f"failed: {(line.error or {}).get('message', '')}"
-            print(f"line {line.line_number} {status} {dumps(line.outputs)}", flush=True)
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = line.error
 
-    await runner.run(rows, sink)
+    def add_reused(self, line: FinishedLine) -> None:
+        self.on_line_end(line)
+        self.reused += 1
+
+    @property
+    def recorded(self) -> int:
+        return self.completed + self.failed
+
+
+class LineWriter:
+    """The run writer as an observer: every finished line is written as it arrives (first of
+    the observers: a line that cannot be written stops the run, and is not counted)."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def on_line_end(self, line: FinishedLine) -> None:
+        self.writer.write_line(line)
+
+
+class StreamPrinter:
+    """``--stream``: one line on stdout per finished line (outputs already scrubbed)."""
+
+    def on_line_end(self, line: FinishedLine) -> None:
+        status = "completed" if line.status == COMPLETED else \
+            f"failed: {scrub((line.error or {}).get('message', ''))}"
+        print(f"line {line.line_number} {status} {dumps(line.outputs)}", flush=True)
+
+
+class CountedRows:
+    """The rows iterator, counting what runners took from it (lines read vs lines sunk)."""
+
+    def __init__(self, rows: Iterator[tuple[int, Any]]) -> None:
+        self._rows = rows
+        self.read = 0
+
+    def __iter__(self) -> CountedRows:
+        return self
+
+    def __next__(self) -> tuple[int, Any]:
+        item = next(self._rows)
+        self.read += 1
+        return item
 
 
 def summarize_errors(outcome: BatchOutcome, total: int, aggregation_error: dict | None,
@@ -171,6 +206,33 @@ def mapping_warnings(flow: BoundFlow, request: RunRequest, mapping: Any,
     return notes
 
 
+class _BaseRunInputs:
+    """The inputs of a base run's lines as a dataset part (each row with its line_number)."""
+
+    def __init__(self, store: RunStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.label = f"run {name}"
+
+    def records(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for line in self.store.lines(self.name):
+            yield line.line_number + 1, {**line.inputs, "line_number": line.line_number}
+
+    def columns(self) -> list[str]:
+        for _, row in self.records():
+            return list(row)
+        return []
+
+    def count(self) -> int:
+        return sum(1 for _ in self.store.lines(self.name))
+
+
+def base_run_inputs(store: RunStore, name: str) -> Any:
+    from ..data._readers import Dataset
+
+    return Dataset(f"run {name}", [_BaseRunInputs(store, name)])
+
+
 def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore, skip: Mapping[int, Any]
                  ) -> tuple[Iterator[tuple[int, Any]], int | None, list[str]]:
     """The lines to run, lazily: ``(line_number, inputs)`` or ``(line_number, error)``; the total
@@ -181,17 +243,19 @@ def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore, skip: Ma
     base_inputs: dict[int, dict] | None = None
     if request.run:
         base = store.get(request.run)
-        if base["status"] != COMPLETED:
-            raise UserError(f"base run '{request.run}' is {base['status']}, not Completed",
+        if base.status != COMPLETED:
+            raise UserError(f"base run '{request.run}' is {base.status}, not Completed",
                             code="InvalidBaseRun",
                             hint="Evaluate a completed run (resume it first with --resume-from).")
-        records = store.line_records(request.run)
-        base_outputs = {n: r["outputs"] for n, r in records.items() if r["status"] == COMPLETED}
-        base_inputs = {n: r["inputs"] for n, r in records.items()}
+        base_outputs, base_inputs = {}, {}
+        for line in store.lines(request.run):
+            if line.status == COMPLETED:
+                base_outputs[line.line_number] = line.outputs
+            base_inputs[line.line_number] = line.inputs
     if request.data:
         dataset = open_dataset(request.data)
     elif request.run:
-        dataset = open_dataset(store.run_dir(request.run) / "inputs.jsonl")
+        dataset = base_run_inputs(store, request.run)
     else:
         raise UserError("a run needs --data (or --run for an evaluation run)", code="NoData",
                         hint="Pass  --data path/to/data.jsonl.")

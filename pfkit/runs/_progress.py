@@ -63,6 +63,19 @@ class Progress:
             self.stream.write(self.text(now) + "\n")
         self.stream.flush()
 
+    # -- as a run observer -------------------------------------------------------------------
+
+    def on_run_start(self, event) -> None:
+        self.total = event.total
+        self.done = event.reused
+        self.start = time.monotonic()
+
+    def on_line_end(self, line) -> None:
+        self.update(line.status != "Completed", int((line.usage or {}).get("total_tokens") or 0))
+
+    def on_run_end(self, event) -> None:
+        self.close()
+
     def close(self) -> None:
         if not self.enabled:
             return

@@ -1,0 +1,491 @@
+"""The local run store: a SQLite registry of runs plus one folder per run in promptflow's layout.
+
+``$PFKIT_HOME/runs.sqlite`` (WAL, one writer at a time) holds one record per run;
+``$PFKIT_HOME/runs/<name>/`` holds its files (this module is the only code that knows them)::
+
+    lines.jsonl                 one record per finished line, appended as lines finish
+    node_outputs/<node>.jsonl   per-node results, one file per node (not one per line)
+    flow_outputs/output.jsonl   outputs of the successful lines, sorted by line number
+    inputs.jsonl                resolved inputs of every line (with line_number)
+    metrics.json, error.json    run metrics; errors (failed lines, aggregation, run failure)
+    logs.txt, meta.json         run log; batch metadata
+    snapshot/                   the flow as it ran (variant resolved)
+
+Records carry a schema version; migrations only add columns, so older stores still open.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from array import array
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .._names import is_safe_name
+from .._secrets import scrub, scrub_value
+from ..connections._store import pfkit_home
+from ._owner import HEARTBEAT_EVERY, current_owner, describe, owner_gone
+from ._records import ACTIVE, CANCELED, COMPLETED, SCHEMA_VERSION, LineRecord, RunRecord
+from ._runner import FinishedLine, dumps
+from ._store_api import RunExists, RunNotFound, StoreWriteError, UserError, check_run_name
+
+_COLUMNS = {  # name -> declaration; new columns are only ever appended
+    "name": "TEXT PRIMARY KEY",
+    "schema_version": "INTEGER NOT NULL DEFAULT 1",
+    "status": "TEXT NOT NULL",
+    "created_on": "REAL NOT NULL",
+    "archived": "INTEGER NOT NULL DEFAULT 0",
+    "run_group": "TEXT",
+    "record": "TEXT NOT NULL",
+    "heartbeat": "REAL",
+}
+
+
+def store_write_error(path: Path, exc: BaseException, run: str | None = None) -> StoreWriteError:
+    """A clear error for a write the store could not make (full disk, read-only folder...)."""
+    number = getattr(exc, "errno", None)
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if number in (errno.ENOSPC, errno.EDQUOT) or "full" in str(exc).lower():
+        reason = "no space left on the device"
+    code = f" ({errno.errorcode.get(number, number)})" if number else ""
+    hint = "Free space (or fix the folder's permissions) where the run store lives"
+    if run:
+        hint += (f"; the lines written so far are kept: finish the run with  pfkit run create "
+                 f"... --resume-from {run}")
+    return StoreWriteError(f"cannot write to the run store at {path}: {reason}{code}",
+                           hint=hint + ".")
+
+
+def _process_gone_detail(record: RunRecord) -> str:
+    resume = f"--resume-from {record.name}"
+    return (f"process gone: {describe(record.owner)} stopped without finishing the run "
+            f"(killed, or its machine stopped); the lines it finished are saved: resume with "
+            f"{resume}")
+
+
+class LocalRunStore:
+    """Runs in ``home`` (default ``$PFKIT_HOME``, ``~/.pfkit``)."""
+
+    def __init__(self, home: Path | str | None = None) -> None:
+        self.home = Path(home or pfkit_home()).expanduser()
+        self.runs_dir = self.home / "runs"
+        self.db_path = self.home / "runs.sqlite"
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+
+    # -- database ---------------------------------------------------------------------------
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.home.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.db_path, isolation_level=None,
+                                       check_same_thread=False, timeout=30)
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA busy_timeout = 30000")
+                cols = ", ".join(f"{k} {v}" for k, v in _COLUMNS.items())
+                conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+                existing = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+                for name, decl in _COLUMNS.items():
+                    if name not in existing:
+                        conn.execute(f"ALTER TABLE runs ADD COLUMN {name} "
+                                     f"{decl.replace('PRIMARY KEY', '')}")
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)")
+                if conn.execute("SELECT COUNT(*) FROM schema_info").fetchone()[0] == 0:
+                    conn.execute("INSERT INTO schema_info VALUES (?)", (SCHEMA_VERSION,))
+            except sqlite3.OperationalError as exc:
+                raise store_write_error(self.db_path, exc) from exc
+            self._conn = conn
+        return self._conn
+
+    @contextmanager
+    def _writing(self, run: str | None = None):
+        """One transaction; a failed write is a StoreWriteError naming the database."""
+        with self._lock:
+            db = self.db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise store_write_error(self.db_path, exc, run) from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def location(self, name: str | None = None) -> str:
+        return str(self.run_dir(name) if name else self.home)
+
+    def run_dir(self, name: str) -> Path:
+        return self.runs_dir / check_run_name(name)
+
+    def run_path(self, name: str) -> Path | None:
+        return self.run_dir(name)
+
+    # -- records ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _row_values(record: RunRecord) -> tuple[Any, ...]:
+        record.schema_version = SCHEMA_VERSION
+        text = dumps(scrub_value(record.to_dict()))
+        return (record.status, record.created_on, int(bool(record.archived)), record.group, text,
+                record.heartbeat)
+
+    def create(self, record: RunRecord) -> None:
+        check_run_name(record.name)
+        if record.group is not None:
+            check_run_name(record.group, "group name")
+        record.owner = current_owner()
+        record.heartbeat = time.time()
+        values = self._row_values(record)
+        try:
+            with self._writing(record.name) as db:
+                db.execute("INSERT INTO runs (status, created_on, archived, run_group, record, "
+                           "heartbeat, schema_version, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (*values, SCHEMA_VERSION, record.name))
+        except sqlite3.IntegrityError:
+            raise RunExists(f"a run named '{record.name}' already exists",
+                            hint="Pick another --name, or delete it with  pfkit run delete -n "
+                                 f"{record.name}.") from None
+        # the name is ours now: a folder left by a run whose record was removed is stale
+        folder = self.run_dir(record.name)
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def save(self, record: RunRecord) -> None:
+        check_run_name(record.name)
+        values = self._row_values(record)
+        with self._writing(record.name) as db:
+            changed = db.execute("UPDATE runs SET status = ?, created_on = ?, archived = ?, "
+                                 "run_group = ?, record = ?, heartbeat = COALESCE(?, heartbeat), "
+                                 "schema_version = ? WHERE name = ?",
+                                 (*values, SCHEMA_VERSION, record.name)).rowcount
+        if not changed:
+            raise self._not_found(record.name)
+
+    def update(self, name: str, **fields: Any) -> RunRecord:
+        with self._lock:
+            record = self.get(name)
+            for key, value in fields.items():
+                if hasattr(record, key) and key != "extra":
+                    setattr(record, key, value)
+                else:
+                    record.extra[key] = value
+            self.save(record)
+        return record
+
+    def exists(self, name: str) -> bool:
+        check_run_name(name)
+        with self._lock:
+            return self.db.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
+
+    @staticmethod
+    def _not_found(name: str) -> RunNotFound:
+        return RunNotFound(f"run '{name}' does not exist", hint="List runs with  pfkit run list.")
+
+    def _from_row(self, text: str, heartbeat: float | None) -> RunRecord:
+        record = RunRecord.from_dict(json.loads(text))
+        if heartbeat is not None:
+            record.heartbeat = heartbeat
+        return self._checked(record)
+
+    def _checked(self, record: RunRecord) -> RunRecord:
+        """A run whose owner process is gone is not running: say so, in the store too."""
+        if record.status not in ACTIVE or not owner_gone(record.owner, record.heartbeat):
+            return record
+        stale_status = record.status
+        record.status = CANCELED
+        record.status_detail = _process_gone_detail(record)
+        record.end_time = record.end_time or record.heartbeat
+        try:
+            values = self._row_values(record)
+            with self._writing(record.name) as db:  # only if nobody changed it meanwhile
+                db.execute("UPDATE runs SET status = ?, created_on = ?, archived = ?, "
+                           "run_group = ?, record = ?, heartbeat = COALESCE(?, heartbeat) "
+                           "WHERE name = ? AND status = ?",
+                           (*values, record.name, stale_status))
+        except StoreWriteError:
+            pass  # a read-only store still shows the truth
+        return record
+
+    def get(self, name: str) -> RunRecord:
+        check_run_name(name)
+        with self._lock:
+            row = self.db.execute("SELECT record, heartbeat FROM runs WHERE name = ?",
+                                  (name,)).fetchone()
+        if row is None:
+            raise self._not_found(name)
+        return self._from_row(row[0], row[1])
+
+    def list(self, *, max_results: int | None = 50, archived: str = "exclude",
+             group: str | None = None) -> list[RunRecord]:
+        where, params = [], []
+        if archived == "exclude":
+            where.append("archived = 0")
+        elif archived == "only":
+            where.append("archived = 1")
+        if group:
+            where.append("run_group = ?")
+            params.append(group)
+        sql = "SELECT record, heartbeat FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY created_on DESC"
+        if max_results:
+            sql += f" LIMIT {int(max_results)}"
+        with self._lock:
+            rows = self.db.execute(sql, params).fetchall()
+        return [self._from_row(text, heartbeat) for text, heartbeat in rows]
+
+    def delete(self, name: str) -> None:
+        record = self.get(name)
+        if record.status in ACTIVE:
+            raise UserError(f"run '{name}' is still running ({describe(record.owner)})",
+                            code="RunActive", hint="Stop it first (Ctrl-C), then delete it.")
+        with self._writing(name) as db:
+            db.execute("DELETE FROM runs WHERE name = ?", (name,))
+        folder = self.run_dir(name)
+        if folder.parent == self.runs_dir:  # a safe name never leaves runs/; checked anyway
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def heartbeat(self, name: str) -> None:
+        with self._writing(name) as db:
+            db.execute("UPDATE runs SET heartbeat = ? WHERE name = ?", (time.time(), name))
+
+    # -- run files --------------------------------------------------------------------------
+
+    def open_writer(self, name: str) -> LocalRunWriter:
+        return LocalRunWriter(self, name)
+
+    def lines(self, name: str) -> Iterator[LineRecord]:
+        for _, record in LineFile(self.run_dir(name) / "lines.jsonl").iter_sorted():
+            yield LineRecord.from_dict(record)
+
+    def finished_lines(self, name: str, *, status: str | None = None) -> Iterator[FinishedLine]:
+        folder = self.run_dir(name)
+        node_files = [LineFile(f) for f in sorted((folder / "node_outputs").glob("*.jsonl"))]
+        for number, text in LineFile(folder / "lines.jsonl").iter_raw():
+            record = json.loads(text)
+            if status is not None and record.get("status") != status:
+                continue
+            nodes = {f.path.stem: raw for f in node_files if (raw := f.get_raw(number)) is not None}
+            yield FinishedLine(number, record.get("status", ""), text, nodes, record.get("error"),
+                               record.get("outputs") or {}, record.get("aggregation_inputs"),
+                               record.get("usage"))
+
+    def metrics(self, name: str) -> dict[str, Any]:
+        file = self.run_dir(name) / "metrics.json"
+        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+
+    def line_records(self, name: str) -> dict[int, dict[str, Any]]:
+        """The last record of each line, as dicts (small runs)."""
+        return {r.line_number: r.to_dict() for r in self.lines(name)}
+
+
+_PREFIX = '{"line_number": '
+
+
+class LineFile:
+    """A JSONL file of line records (``lines.jsonl`` or a node file), read by line number
+    without holding it in memory: one pass builds ``line_number -> offset`` (the last record of
+    a line wins: a resumed run may hold it twice; a record cut by a crash is ignored), then
+    records are read one at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # offsets[n] = where line n's record starts, -1 when absent: 8 bytes a line
+        self.offsets = array("q")
+        if not path.is_file():
+            return
+        with path.open("rb") as fh:
+            offset = 0
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break
+                number = _line_number(raw)
+                if number is not None and number >= 0:
+                    if number >= len(self.offsets):
+                        self.offsets.extend([-1] * (number + 1 - len(self.offsets)))
+                    self.offsets[number] = offset
+                offset += len(raw)
+
+    def __contains__(self, number: int) -> bool:
+        return 0 <= number < len(self.offsets) and self.offsets[number] >= 0
+
+    def numbers(self):
+        return (n for n, offset in enumerate(self.offsets) if offset >= 0)
+
+    def iter_raw(self) -> Iterator[tuple[int, str]]:
+        """``(line_number, record JSON text)`` in line order."""
+        if not self.offsets:
+            return
+        with self.path.open("rb") as fh:
+            for number in self.numbers():
+                fh.seek(self.offsets[number])
+                yield number, fh.readline().decode("utf-8").rstrip("\n")
+
+    def iter_sorted(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(line_number, record)`` in line order."""
+        for number, text in self.iter_raw():
+            yield number, json.loads(text)
+
+    def get_raw(self, number: int) -> str | None:
+        if number not in self:
+            return None
+        with self.path.open("rb") as fh:
+            fh.seek(self.offsets[number])
+            return fh.readline().decode("utf-8").rstrip("\n")
+
+    def get(self, number: int) -> dict[str, Any] | None:
+        text = self.get_raw(number)
+        return None if text is None else json.loads(text)
+
+
+def _line_number(raw: bytes) -> int | None:
+    """Records start with ``{"line_number": N,`` (pfkit writes them so): read N without parsing
+    the whole record; anything else is parsed."""
+    text = raw.decode("utf-8", errors="replace")
+    if text.startswith(_PREFIX):
+        end = text.find(",", len(_PREFIX))
+        try:
+            return int(text[len(_PREFIX):end])
+        except ValueError:
+            pass
+    try:
+        return int(json.loads(text)["line_number"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def read_line_records(path: Path) -> dict[int, dict[str, Any]]:
+    """Every line's last record, in line order (small runs; large ones use LineFile)."""
+    return dict(LineFile(path).iter_sorted())
+
+
+class LocalRunWriter:
+    """Appends line and node records as lines finish (one write per record, so a killed process
+    loses only the lines in flight), writes the summary files at the end, and keeps the run's
+    heartbeat while open. Every failed write is a StoreWriteError naming the file."""
+
+    def __init__(self, store: LocalRunStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.folder = folder = store.run_dir(name)
+        self._nodes: dict[str, Any] = {}
+        self._lines = self._log = None
+        with self._guard(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "node_outputs").mkdir(exist_ok=True)
+            self._lines = open(folder / "lines.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            self._log = open(folder / "logs.txt", "a", encoding="utf-8")  # noqa: SIM115
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name=f"pfkit-heartbeat-{name}",
+                                      daemon=True)
+        self._beat.start()
+
+    @contextmanager
+    def _guard(self, path: Path):
+        try:
+            yield
+        except OSError as exc:
+            raise store_write_error(path, exc, self.name) from exc
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_EVERY):
+            try:
+                self.store.heartbeat(self.name)
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
+                pass
+
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with self._guard(self.folder / "logs.txt"):
+            self._log.write(f"[{stamp}] {scrub(message)}\n")
+            self._log.flush()
+
+    def _node_file(self, node: str):
+        fh = self._nodes.get(node)
+        if fh is None:
+            # node names are checked when the flow loads; a name that could leave the folder
+            # is written under a safe file name all the same
+            file = node if is_safe_name(node) else f"node_{abs(hash(node))}"
+            fh = self._nodes[node] = open(  # noqa: SIM115
+                self.folder / "node_outputs" / f"{file}.jsonl", "a", encoding="utf-8")
+        return fh
+
+    def write_line(self, line: FinishedLine) -> None:
+        self.write_encoded(line.record_json, line.node_json)
+
+    def write_encoded(self, record_json: str, node_json: dict[str, str]) -> None:
+        """A line's records as JSON text (node files first: a line in lines.jsonl is whole)."""
+        path = self.folder / "node_outputs"
+        with self._guard(path):
+            for node, text in node_json.items():
+                fh = self._node_file(node)
+                fh.write(text + "\n")
+                fh.flush()
+            path = self.folder / "lines.jsonl"
+            self._lines.write(record_json + "\n")
+            self._lines.flush()
+
+    def save_snapshot(self, source_dir: Path, resolved_yaml: str) -> None:
+        with self._guard(self.folder / "snapshot"):
+            copy_snapshot(source_dir, self.folder / "snapshot", resolved_yaml)
+
+    def finish(self, metrics: dict[str, Any], errors: dict[str, Any] | None,
+               meta: dict[str, Any]) -> None:
+        """Summary files, in promptflow's layout, from the line records (one at a time: memory
+        stays flat however many lines the run has)."""
+        self.close()
+        with self._guard(self.folder):
+            outputs_dir = self.folder / "flow_outputs"
+            outputs_dir.mkdir(exist_ok=True)
+            with open(outputs_dir / "output.jsonl", "w", encoding="utf-8") as out, \
+                    open(self.folder / "inputs.jsonl", "w", encoding="utf-8") as inputs:
+                for number, rec in LineFile(self.folder / "lines.jsonl").iter_sorted():
+                    if rec["status"] == COMPLETED:
+                        out.write(dumps({"line_number": number, **rec["outputs"]}) + "\n")
+                    inputs.write(dumps({**rec["inputs"], "line_number": number}) + "\n")
+            (self.folder / "metrics.json").write_text(dumps(scrub_value(metrics)),
+                                                      encoding="utf-8")
+            error_file = self.folder / "error.json"
+            if errors:
+                error_file.write_text(json.dumps(scrub_value(errors), ensure_ascii=False,
+                                                 indent=2, default=repr), encoding="utf-8")
+            elif error_file.exists():
+                error_file.unlink()
+            (self.folder / "meta.json").write_text(dumps(meta), encoding="utf-8")
+
+    def close(self) -> None:
+        self._stop.set()
+        for fh in [self._lines, self._log, *self._nodes.values()]:
+            if fh is not None and not fh.closed:
+                try:
+                    fh.close()
+                except OSError:
+                    pass  # already reported by the write that failed
+
+
+def copy_snapshot(source_dir: Path, destination: Path, resolved_yaml: str) -> None:
+    """The flow as it ran: its folder (without caches and virtualenvs) and the flow YAML with
+    the chosen variants written into ``nodes``."""
+    ignore = shutil.ignore_patterns("__pycache__", ".promptflow", ".git", ".venv", "*.pyc",
+                                    "pfkit.cassette.jsonl")
+    shutil.copytree(source_dir, destination, ignore=ignore, dirs_exist_ok=True)
+    (destination / "flow.dag.yaml").write_text(resolved_yaml, encoding="utf-8")
+    os.utime(destination)
