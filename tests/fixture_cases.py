@@ -21,6 +21,12 @@ class Case:
     variant: str | None
     invalid: bool
     expected: dict[str, Any]
+    meta: dict[str, Any]
+
+    @property
+    def server(self) -> bool:
+        """Run against pfkit's real TestServer over HTTP (real provider and openai client)."""
+        return bool(self.meta.get("server"))
 
 
 def load_cases() -> list[Case]:
@@ -30,7 +36,7 @@ def load_cases() -> list[Case]:
         expected_file = folder / "expected.json"
         expected = json.loads(expected_file.read_text(encoding="utf-8")) if expected_file.is_file() else {}
         cases.append(Case(folder.name, folder, meta.get("description", ""), meta.get("lines") or [],
-                          meta.get("variant"), bool(meta.get("invalid")), expected))
+                          meta.get("variant"), bool(meta.get("invalid")), expected, meta))
     return cases
 
 
@@ -71,20 +77,46 @@ def fixture_connection(name: str):
     return OpenAIConnection(api_key="sk-test", base_url="http://127.0.0.1:9/v1", name=name)
 
 
-def run_case(case: Case):
-    """Bind and run every line, then the aggregation over the successful lines."""
+def run_case(case: Case, server: Any = None):
+    """Bind and run every line, then the aggregation over the successful lines.
+
+    LLM nodes (and promptflow-tools functions a tool script calls with a connection) get the
+    in-process EchoModel; for a ``server`` case they go over HTTP to ``server`` (a running
+    ``pfkit.testing.TestServer``) through pfkit's real provider instead."""
+    from pfkit._compat._llm_tools import connection_models
     from pfkit._flows import flow_environment, load_bound_flow
+    from pfkit.connections import OpenAIConnection
     from pfkit.engine import execute_aggregation, execute_line, working_directory
+    from pfkit.providers._registry import model_from_connection
     from pfkit.testing import EchoModel
 
-    flow = load_bound_flow(case.folder, variant=case.variant, models={"echo": EchoModel("openai")},
-                           connections=fixture_connection)
+    if server is not None:
+        def connections(name: str):
+            fixture_connection(name)  # same errors for unknown names
+            return OpenAIConnection(api_key="sk-test", base_url=server.base_url, name=name)
+
+        def models(name: str, node: Any = None):
+            return model_from_connection(name, connections(name))
+
+        direct = None
+    else:
+        echo = EchoModel("openai")
+        connections, models = fixture_connection, {"echo": echo}
+
+        def direct(name: str, conn: Any):
+            return echo if name == "echo" else None
+
+    flow = load_bound_flow(case.folder, variant=case.variant, models=models, connections=connections)
 
     async def go():
-        with working_directory(flow.working_dir), flow_environment(flow):
-            lines = [await execute_line(flow, dict(inputs), line_number=i)
-                     for i, inputs in enumerate(case.lines)]
-            aggregation = await execute_aggregation(flow, lines) if flow.aggregation_nodes else None
+        token = connection_models.set(direct)
+        try:
+            with working_directory(flow.working_dir), flow_environment(flow):
+                lines = [await execute_line(flow, dict(inputs), line_number=i)
+                         for i, inputs in enumerate(case.lines)]
+                aggregation = await execute_aggregation(flow, lines) if flow.aggregation_nodes else None
+        finally:
+            connection_models.reset(token)
         return lines, aggregation
 
     return flow, asyncio.run(go())

@@ -49,6 +49,82 @@ def _connections() -> dict[str, Any]:
     return dict(_types.CONNECTION_CLASSES)
 
 
+def _multimedia() -> dict[str, Any]:
+    from ..nodes import _images
+
+    class Text(str):
+        """Text with annotations (promptflow.contracts.multimedia.Text)."""
+
+        def __new__(cls, value: str, annotations: list | None = None) -> Text:
+            obj = str.__new__(cls, value)
+            obj._annotations = annotations
+            return obj
+
+        def serialize(self) -> dict[str, Any]:
+            if self._annotations is None:
+                return {"type": "text", "text": str(self)}
+            return {"type": "text", "text": {"value": str(self), "annotations": self._annotations}}
+
+    Text.__module__ = "promptflow.contracts.multimedia"
+    return {"Image": _images.Image, "PFBytes": _images.PFBytes, "Text": Text}
+
+
+def _internal_api() -> dict[str, Any]:
+    def register_apis(cls: Any) -> None:
+        """promptflow's tool registration: nothing to do in pfkit."""
+
+    def enable_cache(_cache_string: Any) -> Callable:
+        def decorator(func: Callable) -> Callable:
+            return func
+
+        return decorator
+
+    return {**_pick(_tool_api, "tool", "ToolProvider")(), "register_apis": register_apis,
+            "enable_cache": enable_cache}
+
+
+def _tools(kind: str) -> Callable[[], dict[str, Any]]:
+    def provider() -> dict[str, Any]:
+        from . import _llm_tools as t
+
+        pt = {"PromptTemplate": _contract_types()["PromptTemplate"], "tool": _tool_api()["tool"],
+              "ToolProvider": _tool_api()["ToolProvider"]}
+        if kind == "openai":
+            return {**pt, "OpenAI": t.OpenAI, "chat": t._openai_chat,
+                    "completion": t._openai_completion, "Engine": t.Engine}
+        if kind == "aoai":
+            return {**pt, "AzureOpenAI": t.AzureOpenAI, "chat": t._aoai_chat,
+                    "completion": t._aoai_completion}
+        if kind == "openai_gpt4v":
+            return {**pt, "OpenAI": t.OpenAIVision}
+        if kind == "aoai_gpt4v":
+            return {**pt, "AzureOpenAI": t.AzureOpenAIVision}
+        if kind == "embedding":
+            return {**pt, "embedding": t.embedding, "EmbeddingModel": t.EmbeddingModel}
+        names = ("render_jinja_template", "parse_chat", "build_messages", "to_bool",
+                 "preprocess_template_string", "convert_to_chat_list", "find_referenced_image_set",
+                 "validate_functions", "process_function_call", "handle_openai_error",
+                 "init_openai_client", "init_azure_openai_client", "ChatInputList",
+                 "PromptResult", "VALID_ROLES", "INPUTS_TO_ESCAPE_PARAM_KEY")
+        from . import _exceptions
+
+        return {**pt, **{n: getattr(t, n) for n in names}, **_exceptions.tool_exceptions()}
+
+    return provider
+
+
+def _exception_names() -> dict[str, Any]:
+    from . import _exceptions
+
+    return _exceptions.public_names()
+
+
+def _tool_exception_names() -> dict[str, Any]:
+    from . import _exceptions
+
+    return _exceptions.tool_exceptions()
+
+
 def _pick(provider: Callable[[], dict[str, Any]], *names: str) -> Callable[[], dict[str, Any]]:
     def subset() -> dict[str, Any]:
         values = provider()
@@ -62,13 +138,24 @@ _MODULES: dict[str, list[Callable[[], dict[str, Any]]]] = {
                          "trace", "start_trace")],
     "promptflow.core": [_pick(_tool_api, "tool", "ToolProvider", "log_metric",
                               "log_flow_metric")],
-    "promptflow._internal": [_pick(_tool_api, "tool", "ToolProvider")],
+    "promptflow._internal": [_internal_api],
     "promptflow.tracing": [_pick(_tool_api, "trace", "start_trace")],
     "promptflow.connections": [_connections],
     "promptflow.contracts": [],
     "promptflow.contracts.types": [_contract_types],
+    "promptflow.contracts.multimedia": [_multimedia],
     "promptflow.entities": [_connections],
+    "promptflow.exceptions": [_exception_names],
+    "promptflow.tools": [],
+    "promptflow.tools.common": [_tools("common")],
+    "promptflow.tools.openai": [_tools("openai")],
+    "promptflow.tools.aoai": [_tools("aoai")],
+    "promptflow.tools.openai_gpt4v": [_tools("openai_gpt4v")],
+    "promptflow.tools.aoai_gpt4v": [_tools("aoai_gpt4v")],
+    "promptflow.tools.embedding": [_tools("embedding")],
+    "promptflow.tools.exception": [_tool_exception_names],
 }
+_PACKAGES = ("promptflow", "promptflow.contracts", "promptflow.tools")
 
 
 class _ShimLoader(importlib.abc.Loader):
@@ -80,10 +167,8 @@ class _ShimLoader(importlib.abc.Loader):
     def exec_module(self, module: types.ModuleType) -> None:
         for provider in _MODULES[module.__name__]:
             module.__dict__.update(provider())
-        if module.__name__ == "promptflow":
+        if module.__name__ in _PACKAGES:
             module.__path__ = []  # a package, so submodules import  # type: ignore[attr-defined]
-        elif module.__name__ == "promptflow.contracts":
-            module.__path__ = []  # type: ignore[attr-defined]
 
 
 class _ShimFinder(importlib.abc.MetaPathFinder):
@@ -96,7 +181,7 @@ class _ShimFinder(importlib.abc.MetaPathFinder):
         if fullname != "promptflow" and parent is not None and not getattr(parent, "__pfkit_shim__", False):
             return None  # the real promptflow is loaded: never mix in shim submodules
         return importlib.machinery.ModuleSpec(
-            fullname, self._loader, is_package=fullname in ("promptflow", "promptflow.contracts")
+            fullname, self._loader, is_package=fullname in _PACKAGES
         )
 
 

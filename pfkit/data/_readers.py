@@ -27,7 +27,8 @@ Deliberate differences from promptflow's pandas reading (pfkit never invents val
 * A single file with an unsupported extension is an error (promptflow tries it as jsonl).
 
 Image cells (``{"data:image/png;path": "a.png"}``, at any depth in a cell) are resolved relative
-to the folder of the data file.
+to the folder of the data file and must stay inside it (or inside ``PFKIT_IMAGE_ROOTS``): a path
+elsewhere (``/etc/passwd``, ``../x``, a symlink out) fails the lines that read it as an image.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ _CSV_FIELD_LIMIT = 2**31 - 1
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One data row: ``index`` is the 0-based line number across the whole dataset, ``origin``
+    """One data row: ``index`` is the 0-based line number across the whole dataset (or the row's
+    own ``line_number`` when the data has that column), ``origin``
     where it came from (``data.jsonl:12``: file name and 1-based line, or record number for
     parquet and Hugging Face data)."""
 
@@ -97,9 +99,19 @@ class Dataset:
 
     def __iter__(self) -> Iterator[Row]:
         index = 0
+        numbered: bool | None = None  # the data has a line_number column (decided on row 1)
+        seen: dict[int, str] = {}
         for part in self._parts:
             for line, data in part.records():
-                yield Row(index, data, f"{part.label}:{line}")
+                origin = f"{part.label}:{line}"
+                if numbered is None:
+                    numbered = LINE_NUMBER_COLUMN in data
+                if numbered:
+                    number = _line_number_of(data, part, line, seen)
+                    seen[number] = origin
+                    yield Row(number, data, origin)
+                else:
+                    yield Row(index, data, origin)
                 index += 1
 
     def columns(self) -> list[str]:
@@ -113,6 +125,38 @@ class Dataset:
     def count(self) -> int:
         """The number of rows, without keeping rows in memory (may scan the files once)."""
         return sum(part.count() for part in self._parts)
+
+
+LINE_NUMBER_COLUMN = "line_number"
+
+
+def _line_number_of(data: dict[str, Any], part: _Part, line: int, seen: dict[int, str]) -> int:
+    """A row's own line number (promptflow numbers lines from a ``line_number`` column when the
+    data has one, e.g. evaluation data aligned with a base run): a non-negative integer (``3``,
+    ``3.0`` or ``"3"``), present in every row, never repeated."""
+    path = Path(getattr(part, "path", part.label))
+    if LINE_NUMBER_COLUMN not in data:
+        raise _invalid(path, line, "this row has no 'line_number' but the first row has one",
+                       "Give every row a line_number, or none (lines are then numbered from 0).")
+    value = data[LINE_NUMBER_COLUMN]
+    number: int | None = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    if number is None or number < 0:
+        raise _invalid(path, line, f"line_number {value!r} is not a non-negative integer",
+                       "line_number must be a whole number such as 0, 1, 2 (the base run's "
+                       "line numbers for evaluation data).")
+    if number in seen:
+        raise _invalid(path, line, f"line_number {number} repeats the row at {seen[number]}",
+                       "Each row needs its own line_number (promptflow would silently keep only "
+                       "the last of these rows).")
+    return number
 
 
 # --------------------------------------------------------------------------- opening sources
@@ -242,7 +286,7 @@ def _resolve_value(value: Any, folder: Path) -> Any:
         if len(value) == 1:
             ((key, inner),) = value.items()
             if isinstance(key, str) and isinstance(inner, str) and _IMAGE_PATH_KEY.match(key):
-                return {key: _absolute(inner, folder)}
+                return _checked_image(key, inner, folder)
         return resolve_image_paths(value, folder)
     if isinstance(value, list):
         items = [_resolve_value(item, folder) for item in value]
@@ -250,10 +294,24 @@ def _resolve_value(value: Any, folder: Path) -> Any:
     return value
 
 
-def _absolute(path: str, folder: Path) -> str:
-    if not path or "://" in path or os.path.isabs(path):
-        return path
-    return os.path.abspath(os.path.join(folder, path))
+def _checked_image(key: str, path: str, folder: Path) -> dict[str, str]:
+    """An image path from a data row, made absolute against the data file's folder and checked
+    to stay inside it (or inside ``PFKIT_IMAGE_ROOTS``), symlinks resolved: data rows never
+    choose a file elsewhere on the machine. A refused path fails only the lines that use it."""
+    from ..nodes._images import (
+        CheckedImagePath,
+        ImageInputError,
+        RefusedImagePath,
+        allowed_roots,
+        check_image_path,
+    )
+
+    absolute = path if os.path.isabs(path) else os.path.abspath(os.path.join(folder, path))
+    try:
+        check_image_path(path, folder, allowed_roots([folder]))
+    except ImageInputError as exc:
+        return RefusedImagePath({key: absolute}, str(exc))
+    return CheckedImagePath({key: absolute})
 
 
 # --------------------------------------------------------------------------- jsonl

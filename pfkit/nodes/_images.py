@@ -1,80 +1,277 @@
-"""Image inputs for vision chat models.
+"""Images: promptflow's ``Image`` (bytes with a mime type), image inputs, and the path policy.
 
-A flow input of type ``image`` (``{"data:image/png;path": "cat.png"}``, ``;url`` or ``;base64``
-forms, a data URL, an http(s) URL or a file path) becomes an :class:`Image`. In a chat template,
-``![image]({{img}})`` (or ``{{img}}`` alone on a line) turns into an ``image_url`` content part.
-URLs are passed to the model as they are: pfkit itself never fetches them (no SSRF).
+* :class:`PFBytes` / :class:`Image` behave as ``promptflow.contracts.multimedia``'s: ``bytes``
+  subclasses with ``_mime_type``, ``source_url``, ``to_base64()``, ``str(img) == "Image(<sha1[:8]>)"``.
+  Tool scripts get them for ``image`` flow inputs and may return them.
+* A flow input of type ``image`` (``{"data:image/png;path": "cat.png"}``, ``;url`` or ``;base64``
+  forms, a data URL, an http(s) URL or a file path) becomes an :class:`Image`. In a chat template,
+  ``![image]({{img}})`` (or ``{{img}}`` alone on a line) turns into an ``image_url`` content part.
+* Untrusted input never chooses a file or an address: a path resolves only inside the allowed
+  folders (the data file's folder for data rows, the flow folder for flow inputs, plus
+  ``PFKIT_IMAGE_ROOTS``), symlinks included; a URL must be http(s) and, unless
+  ``PFKIT_ALLOW_PRIVATE_IMAGE_URLS=1``, must not name a loopback, link-local, private or
+  reserved address. pfkit never fetches image URLs itself: they are passed to the model.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
-import mimetypes
+import ipaddress
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-_KEY = re.compile(r"^data:(image/[A-Za-z0-9.+-]+);(path|url|base64)$")
+_KEY = re.compile(r"^data:(image/[A-Za-z0-9.+*-]+);(path|url|base64)$")
+_BASE64 = re.compile(r"^([A-Za-z0-9+/]{4})*(([A-Za-z0-9+/]{2})*(==|[A-Za-z0-9+/]=)?)?$")
+ROOTS_ENV = "PFKIT_IMAGE_ROOTS"
+PRIVATE_URLS_ENV = "PFKIT_ALLOW_PRIVATE_IMAGE_URLS"
+_SUFFIX_MIME = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
+                "webp": "image/webp", "bmp": "image/bmp", "tif": "image/tiff", "tiff": "image/tiff",
+                "ico": "image/x-icon"}
+_MIME_EXTENSION = {"image/jpeg": "jpg", "image/x-icon": "ico", "image/*": None}
 
 
-class Image(str):
-    """The text of an image in a template is a unique placeholder token; the content part sent
-    to the model is built from ``url`` (a web URL or a ``data:`` URL)."""
+class ImageInputError(ValueError):
+    """An image input that cannot (or may not) be read; the message says why."""
 
-    __slots__ = ("url",)
 
-    def __new__(cls, url: str) -> Image:
-        token = "pfkit-image-" + hashlib.sha256(url.encode()).hexdigest()[:16]
-        obj = super().__new__(cls, token)
-        obj.url = url
-        return obj
+class PFBytes(bytes):
+    """Bytes with a mime type (``promptflow.contracts.multimedia.PFBytes``)."""
+
+    def __new__(cls, value: bytes, *args: Any, **kwargs: Any) -> PFBytes:
+        return super().__new__(cls, value)
+
+    def __init__(self, value: bytes, mime_type: str, source_url: str | None = None) -> None:
+        super().__init__()
+        self._hash = hashlib.sha1(value).hexdigest()[:8]
+        self._mime_type = mime_type.lower()
+        self._source_url = source_url
+
+    @property
+    def source_url(self) -> str | None:
+        return self._source_url
+
+    def to_base64(self, with_type: bool = False) -> str:
+        data = base64.b64encode(self).decode("utf-8")
+        return f"data:{self._mime_type};base64,{data}" if with_type else data
+
+
+def sniff_mime(data: bytes) -> str | None:
+    """The image type from the first bytes (what promptflow's ``filetype`` guess gives for the
+    common formats), or None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data.startswith(b"BM"):
+        return "image/bmp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    if data.startswith(b"\x00\x00\x01\x00"):
+        return "image/x-icon"
+    return None
+
+
+class Image(PFBytes):
+    """An image (``promptflow.contracts.multimedia.Image``). Its text in a template is
+    ``Image(<hash>)``, which the chat parser turns into an ``image_url`` part."""
+
+    def __init__(self, value: bytes, mime_type: str | None = None,
+                 source_url: str | None = None) -> None:
+        if mime_type is None:
+            mime_type = sniff_mime(bytes(value[:16])) or "image/*"
+        super().__init__(value, mime_type, source_url)
+
+    def __str__(self) -> str:
+        return f"Image({self._hash})"
+
+    def __repr__(self) -> str:
+        return f"Image({self._hash})"
+
+    def serialize(self, encoder: Any = None) -> Any:
+        return str(self) if encoder is None else encoder(self)
+
+    @property
+    def url(self) -> str:
+        """What the model gets: the source URL, else a ``data:`` URL of the bytes."""
+        return self._source_url or self.to_base64(with_type=True)
 
     def to_dict(self) -> dict[str, str]:
-        if self.url.startswith("data:"):
-            mime = self.url[5:self.url.index(";")]
-            return {f"data:{mime};base64": self.url.split(",", 1)[1]}
-        return {"data:image/*;url": self.url}
+        """The base64 form of the image (``{"data:image/png;base64": "..."}``)."""
+        if self._source_url:
+            return {f"data:{self._mime_type};url": self._source_url}
+        return {f"data:{self._mime_type};base64": self.to_base64()}
 
 
-def _from_file(path: Path) -> Image:
-    mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return Image(f"data:{mime};base64,{data}")
+def extension_for(mime_type: str) -> str | None:
+    if mime_type in _MIME_EXTENSION:
+        return _MIME_EXTENSION[mime_type]
+    kind = mime_type.partition("/")[2]
+    return kind or None
 
 
-def to_image(value: Any, base_dir: Path | None = None) -> Any:
-    """An image from any of promptflow's forms; other values are returned unchanged."""
-    if isinstance(value, Image):
+# -- the path and URL policy ---------------------------------------------------------------------
+
+
+def allowed_roots(extra: Iterable[Path | str] = ()) -> list[Path]:
+    """The folders image files may be read from: ``extra`` plus ``PFKIT_IMAGE_ROOTS``."""
+    roots = [Path(p) for p in extra if p]
+    roots += [Path(p) for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(os.path.realpath(r)) for r in roots]
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def check_image_path(raw: str, base_dir: Path | None, roots: list[Path]) -> Path:
+    """The real path of an image file, refused unless it lies inside one of ``roots``."""
+    path = Path(raw).expanduser() if raw.startswith("~") else Path(raw)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    real = Path(os.path.realpath(path))
+    if not _inside(real, roots):
+        where = ", ".join(str(r) for r in roots) or "none"
+        raise ImageInputError(
+            f"image path '{raw}' is outside the folders images may be read from ({where}); "
+            f"put the image beside the data (or the flow), or add its folder to {ROOTS_ENV}")
+    if not real.is_file():
+        raise ImageInputError(f"image file '{raw}' does not exist")
+    return real
+
+
+def _blocked_address(host: str) -> str | None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return None  # unresolvable here: the model provider resolves it, not us
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        address = mapped or address
+        if (address.is_loopback or address.is_link_local or address.is_private
+                or address.is_reserved or address.is_multicast or address.is_unspecified):
+            return str(address)
+    return None
+
+
+def check_image_url(url: str) -> str:
+    """An http(s) URL on a public address (unless ``PFKIT_ALLOW_PRIVATE_IMAGE_URLS=1``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ImageInputError(f"image URL '{url}' is not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ImageInputError(f"image URL '{url}' must be an http(s) URL")
+    if os.environ.get(PRIVATE_URLS_ENV, "").lower() in ("1", "true", "yes"):
+        return url
+    host = parts.hostname
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+        blocked: str | None = host
+    else:
+        blocked = _blocked_address(host)
+    if blocked:
+        raise ImageInputError(
+            f"image URL '{url}' points to a loopback, link-local or private address ({blocked}); "
+            f"set {PRIVATE_URLS_ENV}=1 to allow such addresses")
+    return url
+
+
+# -- image inputs ----------------------------------------------------------------------------------
+
+
+class CheckedImagePath(dict):
+    """A data row's ``{"data:image/png;path": "/abs/a.png"}`` already checked by the data reader
+    (inside the data file's folder): read as it is."""
+
+
+class RefusedImagePath(dict):
+    """A data row's image path refused by the data reader; reading it raises ``reason``."""
+
+    def __init__(self, value: dict, reason: str) -> None:
+        super().__init__(value)
+        self.reason = reason
+
+
+def _from_file(path: Path, mime: str | None) -> Image:
+    """``mime`` from a dict key is kept as it is (``image/*`` too, as promptflow does); without
+    one the bytes tell, then the file suffix."""
+    data = path.read_bytes()
+    if mime is None and sniff_mime(data[:16]) is None:
+        mime = _SUFFIX_MIME.get(path.suffix.lower().lstrip("."))
+    return Image(data, mime_type=mime)
+
+
+def _from_base64(text: str, mime: str | None) -> Image:
+    payload = text.split(",")[-1]
+    if not _BASE64.match(payload):
+        raise ImageInputError("invalid base64 image data")
+    try:
+        data = base64.b64decode(payload)
+    except (binascii.Error, ValueError):
+        raise ImageInputError("invalid base64 image data") from None
+    return Image(data, mime_type=mime)
+
+
+def _from_url(url: str, mime: str | None) -> Image:
+    check_image_url(url)
+    image = Image(b"", mime_type=mime or "image/*", source_url=url)
+    image._hash = hashlib.sha1(url.encode()).hexdigest()[:8]  # distinct text per URL
+    return image
+
+
+def to_image(value: Any, base_dir: Path | None = None, roots: Iterable[Path | str] | None = None
+             ) -> Any:
+    """An image from any of promptflow's forms. A path must resolve inside ``roots`` (default:
+    ``base_dir``) or ``PFKIT_IMAGE_ROOTS``. Raises :class:`ImageInputError`."""
+    if isinstance(value, PFBytes):
         return value
-    if isinstance(value, dict) and len(value) == 1:
+    if isinstance(value, RefusedImagePath):
+        raise ImageInputError(value.reason)
+    folders = allowed_roots(roots if roots is not None else ([base_dir] if base_dir else []))
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise ImageInputError('an image is a dict with one key like "data:image/png;path"')
         key, item = next(iter(value.items()))
         match = _KEY.match(str(key))
-        if match and isinstance(item, str):
-            mime, kind = match.groups()
-            if kind == "url":
-                return Image(item)
-            if kind == "base64":
-                return Image(f"data:{mime};base64,{item}")
-            path = Path(item)
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            if not path.is_file():
-                raise ValueError(f"image file {path} does not exist")
-            return _from_file(path)
+        if not match or not isinstance(item, str):
+            raise ImageInputError(
+                'an image is a dict like {"data:image/<type>;path|base64|url": "<value>"}, '
+                f"got key {str(key)[:60]!r}")
+        mime, kind = match.groups()
+        if kind == "url":
+            return _from_url(item, mime)
+        if kind == "base64":
+            return _from_base64(item, mime)
+        if isinstance(value, CheckedImagePath):
+            return _from_file(Path(item), mime)
+        return _from_file(check_image_path(item, base_dir, folders), mime)
     if isinstance(value, str):
-        if value.startswith(("data:image/", "http://", "https://")):
-            return Image(value)
-        path = Path(value)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp") and path.is_file():
-            return _from_file(path)
-    raise ValueError(f"cannot read an image from {value!r}")
+        if not value:
+            raise ImageInputError("the image input is empty")
+        if value.startswith("data:image/") and "," in value:
+            return _from_base64(value, None)
+        if value.lower().startswith(("http://", "https://")) or re.match(r"^[a-zA-Z][\w+.-]*://", value):
+            return _from_url(value, None)
+        if _BASE64.match(value) and len(value) >= 16 and not Path(value).suffix:
+            return _from_base64(value, None)
+        return _from_file(check_image_path(value, base_dir, folders), None)
+    raise ImageInputError(f"an image input must be a string or a dict, not {type(value).__name__}")
 
 
 def find_images(value: Any, found: dict[str, Image] | None = None) -> dict[str, Image]:
-    """Every Image inside a value (dicts and lists searched), by placeholder token."""
+    """Every Image inside a value (dicts and lists searched), by its text."""
     found = {} if found is None else found
     if isinstance(value, Image):
         found[str(value)] = value
@@ -85,3 +282,48 @@ def find_images(value: Any, found: dict[str, Image] | None = None) -> dict[str, 
         for item in value:
             find_images(item, found)
     return found
+
+
+def load_nested_images(value: Any, base_dir: Path | None, roots: Iterable[Path | str] | None = None
+                       ) -> Any:
+    """Image dicts inside list/object inputs become Images (promptflow loads them too)."""
+    if isinstance(value, list):
+        return [load_nested_images(v, base_dir, roots) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1 and _KEY.match(str(next(iter(value)))):
+            return to_image(value, base_dir, roots)
+        return {k: load_nested_images(v, base_dir, roots) for k, v in value.items()}
+    return value
+
+
+def persist_images(value: Any, folder: Path, relative_to: Path | None = None) -> Any:
+    """``value`` with every Image replaced by promptflow's file reference: an image with a source
+    URL by ``{"data:<mime>;url": url}``, others saved into ``folder`` as ``<uuid>.<ext>`` and
+    referenced by ``{"data:<mime>;path": "<path relative to relative_to>"}``."""
+    import uuid
+
+    if isinstance(value, Image):
+        if value.source_url:
+            return {f"data:{value._mime_type};url": value.source_url}
+        ext = extension_for(value._mime_type)
+        name = str(uuid.uuid4()) + (f".{ext}" if ext else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(bytes(value))
+        target = folder / name
+        shown = os.path.relpath(target, relative_to) if relative_to else str(target)
+        return {f"data:{value._mime_type};path": Path(shown).as_posix()}
+    if isinstance(value, dict):
+        return {k: persist_images(v, folder, relative_to) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [persist_images(v, folder, relative_to) for v in value]
+    return value
+
+
+def has_images(value: Any) -> bool:
+    if isinstance(value, PFBytes):
+        return True
+    if isinstance(value, dict):
+        return any(has_images(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_images(v) for v in value)
+    return False

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -102,7 +101,40 @@ def _echo_payload(path: str, body: dict) -> tuple[int, dict]:
             "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
             "usage": usage,
         }
+    if path.endswith("/embeddings"):
+        inputs = body.get("input")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        as_base64 = body.get("encoding_format") == "base64"
+        data = [{"object": "embedding", "index": i,
+                 "embedding": _encode_vector(hash_embedding(str(text)), as_base64)}
+                for i, text in enumerate(inputs)]
+        return 200, {"object": "list", "data": data, "model": body.get("model") or "echo-model",
+                     "usage": {"prompt_tokens": 1, "total_tokens": 1}}
     return 404, {"error": {"message": f"unknown path {path}", "type": "invalid_request_error", "code": None}}
+
+
+def hash_embedding(text: str, dimensions: int = 8) -> list[float]:
+    """The vector pfkit.testing's EchoModel and TestServer give for a text (same algorithm)."""
+    import hashlib
+    import math
+
+    data = b""
+    block = 0
+    while len(data) < dimensions:
+        data += hashlib.sha256(f"{block}:{text}".encode() if block else text.encode()).digest()
+        block += 1
+    raw = [(data[i] - 127.5) / 127.5 for i in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [round(v / norm, 6) for v in raw]
+
+
+def _encode_vector(vector: list[float], as_base64: bool):
+    import base64
+    import struct
+
+    if not as_base64:
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
 class _EchoHandler(BaseHTTPRequestHandler):
@@ -115,7 +147,11 @@ class _EchoHandler(BaseHTTPRequestHandler):
             body = json.loads(raw.decode("utf-8"))
         except ValueError:
             body = {}
-        status, payload = _echo_payload(self.path.split("?", 1)[0], body)
+        path = self.path.split("?", 1)[0]
+        recorded = getattr(self.server, "recorded", None)
+        if recorded is not None:
+            recorded.append({"path": path, "body": body})
+        status, payload = _echo_payload(path, body)
         if status == 200 and body.get("stream"):
             self._send_stream(payload)
             return
@@ -234,7 +270,11 @@ def _resolve_flow_file(case_dir: Path, variant: str | None, tmp: Path) -> Path:
     if not variant:
         return flow_file
     from promptflow._sdk._orchestrator.utils import overwrite_variant
-    from promptflow._utils.flow_utils import dump_flow_dag_according_to_content, load_flow_dag, parse_variant
+    from promptflow._utils.flow_utils import (
+        dump_flow_dag_according_to_content,
+        load_flow_dag,
+        parse_variant,
+    )
 
     tuning_node, variant_id = parse_variant(variant)
     _, flow_dag = load_flow_dag(flow_file)
@@ -372,7 +412,16 @@ def run_case_in_this_process(case_dir: Path, base_url: str) -> dict:
 
 def child_main(case: str, base_url: str) -> int:
     case_dir = (HERE / case).resolve()
-    result = run_case_in_this_process(case_dir, base_url)
+    meta = json.loads((case_dir / "case.json").read_text(encoding="utf-8"))
+    if meta.get("record_requests"):
+        # This case's own echo server, so the requests it records are this case's alone.
+        server, base_url = start_echo_server()
+        server.recorded = []
+        result = run_case_in_this_process(case_dir, base_url)
+        result["requests"] = server.recorded
+        server.shutdown()
+    else:
+        result = run_case_in_this_process(case_dir, base_url)
     (case_dir / "expected.json").write_text(dump_json(result), encoding="utf-8")
     return 0
 

@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def count(vector: list) -> int:
+    return len(vector)
