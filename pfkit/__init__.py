@@ -10,20 +10,23 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 _LAZY = {
-    "Flow": ("pfkit._flows", "Flow"),
-    "load_flow": ("pfkit._flows", "load_flow"),
+    "Flow": ("pfkit.flows", "Flow"),
+    "load_flow": ("pfkit.flows", "load_flow"),
+    "Session": ("pfkit.session", "Session"),
     "tool": ("pfkit.nodes._tool", "tool"),
     "ToolProvider": ("pfkit.nodes._tool", "ToolProvider"),
     "log_metric": ("pfkit.nodes._tool", "log_metric"),
     "run": ("pfkit.runs._api", "run"),
+    "arun": ("pfkit.runs._api", "arun"),
     "get_run": ("pfkit.runs._api", "get_run"),
     "Run": ("pfkit.runs._api", "Run"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._flows import Flow, load_flow
+    from .flows import Flow, load_flow
     from .nodes._tool import ToolProvider, log_metric, tool
-    from .runs._api import Run, get_run, run
+    from .runs._api import Run, arun, get_run, run
+    from .session import Session
 
 
 def __getattr__(name: str) -> Any:
@@ -41,5 +44,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["Flow", "Run", "ToolProvider", "__version__", "get_run", "load_flow", "log_metric",
-           "run", "tool"]
+__all__ = ["Flow", "Run", "Session", "ToolProvider", "__version__", "arun", "get_run", "load_flow",
+           "log_metric", "run", "tool"]

@@ -134,7 +134,17 @@ class NodeExecutionError(ExecutionError):
 
 
 class LineTimeoutError(ExecutionError):
+    """A line ran past its timeout; it failed at its time and the run went on."""
+
     default_code = "LineExecutionTimeoutError"
+
+
+class InternalLineError(ExecutionError):
+    """A line hit an error inside pfkit (hostile data, an output pfkit cannot handle): the line
+    failed with this error; the run went on."""
+
+    category = "SystemError"
+    default_code = "LineExecutionError"
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:

@@ -54,11 +54,13 @@ def add_cache_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_session(args: argparse.Namespace, flow_path: str):
-    from ..providers._lazy import CASSETTE_NAME, LazyModelSession
+    """The models of this command: the default session's, with this command's cache mode."""
+    from ..providers._lazy import CASSETTE_NAME
+    from ..session import Session
     from ..spec import resolve_flow_file
 
     cassette = args.cassette or resolve_flow_file(flow_path).parent / CASSETTE_NAME
-    return LazyModelSession(args.cache, cassette)
+    return Session.default().model_layer(args.cache, cassette)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,13 +96,16 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) -> int:
-    from .._aio import run_sync
-    from .._flows import atest, atest_node, load_bound_flow
+    from ..engine import load_executable
+    from ..flows import atest, atest_node
+    from ..session import Session
 
-    flow = load_bound_flow(args.flow, variant=args.variant, models=session,
-                           connections=session.connection,
-                           connection_overrides=parse_key_values(args.connections,
-                                                                 option="--connections"))
+    run_sync = Session.default().run_sync
+    executable = load_executable(args.flow, variant=args.variant, models=session,
+                                 connections=session.connection,
+                                 connection_overrides=parse_key_values(args.connections,
+                                                                       option="--connections"))
+    flow = executable.bound
     if args.node:
         line = run_sync(atest_node(flow, args.node, inputs))
         prefix = f"flow-{args.node}.node"
@@ -143,8 +148,8 @@ def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) ->
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .._flows import load_bound_flow
     from ..connections._store import ConnectionStore
+    from ..engine import load_bound_flow
 
     store = ConnectionStore()
 

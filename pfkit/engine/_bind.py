@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,27 @@ from ..spec import (
     parse_value_type,
 )
 from ..spec._references import is_reference_text
+from ._isolation import GATE, FlowContext, Holding, own_modules
 
 ModelResolver = Callable[[str, NodeSpec], Any]
 ConnectionResolver = Callable[[str], Any]
 
 
-@dataclass(slots=True)
+class NodeSpeed:
+    """How a sync tool's calls have gone so far: the one mutable part of a bound node, a
+    scheduling hint only (never its behaviour), updated on the event loop thread."""
+
+    __slots__ = ("blocking", "quick_calls", "slow_calls")
+
+    def __init__(self) -> None:
+        # Sync tools run on the event loop while they are quick; a tool whose calls keep taking
+        # longer than BLOCKING_THRESHOLD moves to worker threads for good (_execute._record_speed).
+        self.blocking = False
+        self.slow_calls = 0
+        self.quick_calls = 0  # consecutive quick calls (lines with a timeout need some first)
+
+
+@dataclass(frozen=True, slots=True)
 class BoundNode:
     name: str
     spec: NodeSpec
@@ -48,31 +63,48 @@ class BoundNode:
     deps: frozenset[str]
     input_deps: frozenset[str]
     aggregation: bool
-    # Sync tools run on the event loop while they are quick; a tool whose calls keep taking
-    # longer than BLOCKING_THRESHOLD moves to worker threads for good (see _execute._call_sync).
-    blocking: bool = False
-    slow_calls: int = 0
+    # user code (python tools) runs with the flow's folder and environment applied (_isolation)
+    user_code: bool = False
+    speed: NodeSpeed = field(default_factory=NodeSpeed, compare=False)
+
+    @property
+    def blocking(self) -> bool:
+        return self.speed.blocking
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BoundFlow:
+    """A flow ready to run: immutable, shared by every line, task and thread that runs it."""
+
     graph: FlowGraph
     nodes: tuple[BoundNode, ...]
     line_nodes: tuple[BoundNode, ...]
     aggregation_nodes: tuple[BoundNode, ...]
     working_dir: Path
-    environment: dict[str, str] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
     line_schedule: Any = None
     aggregation_schedule: Any = None
+    context: FlowContext | None = None
 
     @property
     def spec(self) -> FlowSpec:
         return self.graph.spec
 
+    def with_environment(self, extra: Mapping[str, str]) -> BoundFlow:
+        """The same bound nodes with more (or other) environment variables: a new flow."""
+        if not extra:
+            return self
+        env = {**self.environment, **{str(k): str(v) for k, v in extra.items()}}
+        ctx = self.context.with_environment(env) if self.context is not None else None
+        return replace(self, environment=env, context=ctx)
+
 
 @contextmanager
 def working_directory(path: Path):
-    """chdir into the flow folder and put it first on sys.path, as promptflow does."""
+    """Deprecated: flows apply their folder around their own tool calls (``_isolation``).
+    Kept for callers that still wrap a whole call: chdir into ``path`` and put it first on
+    sys.path for the block."""
+    GATE.restore()
     previous = os.getcwd()
     entry = str(path)
     os.chdir(path)
@@ -80,6 +112,7 @@ def working_directory(path: Path):
     try:
         yield
     finally:
+        GATE.restore()
         os.chdir(previous)
         try:
             sys.path.remove(entry)
@@ -98,6 +131,34 @@ def _no_model(connection: str, node: NodeSpec) -> Any:
 def _no_connection(name: str) -> Any:
     raise UserError(f"connection '{name}' is not defined", code="ConnectionNotFound",
                     hint="Create it with  pfkit connection create --file conn.yaml.")
+
+
+@dataclass(frozen=True, slots=True)
+class BoundCall:
+    """What a node kind's binder returns: the callable and how to call it."""
+
+    call: Callable[..., Any]
+    literals: dict[str, Any]
+    has_default: frozenset[str]
+    is_async: bool = False
+    is_async_gen: bool = False
+    user_code: bool = False  # runs the flow author's code: needs the flow's folder/environment
+
+
+NodeKind = Callable[["_Binder", NodeSpec, dict[str, Any]], BoundCall]
+NODE_KINDS: dict[str, NodeKind] = {}
+
+
+def register_node_kind(name: str, binder: NodeKind) -> None:
+    """Add (or replace) a node kind: ``name`` is a node ``type``, or ``"package"`` for nodes
+    whose ``source.type`` is ``package`` / ``package_with_prompt``."""
+    NODE_KINDS[name] = binder
+
+
+def node_kind_of(node: NodeSpec) -> str:
+    if node.source is not None and node.source.type in ("package", "package_with_prompt"):
+        return "package"
+    return node.type
 
 
 class _Binder:
@@ -144,7 +205,7 @@ class _Binder:
         if node.type == "llm":
             text = _templates.preprocess_images(text)
         try:
-            return text, _templates.compile_template(text)
+            return text, _templates.compile_template(text, file=str(path), node=node.name)
         except Exception as exc:  # jinja2.TemplateSyntaxError
             lineno = getattr(exc, "lineno", None)
             raise self.error(
@@ -161,34 +222,29 @@ class _Binder:
                 hint="Rename these variables in the template (and the matching node inputs).")
 
     def escaped_inputs(self, node: NodeSpec) -> frozenset[str]:
-        return frozenset(k for k, v in node.inputs.items() if isinstance(v, FlowInputRef))
+        return _templates.escaped_input_names(node)  # untrusted inputs (see _templates)
 
     def bind_node(self, node: NodeSpec) -> BoundNode:
         literals = {k: v.value for k, v in node.inputs.items() if isinstance(v, Literal)}
         refs = tuple((k, v) for k, v in node.inputs.items() if not isinstance(v, Literal))
-        if node.source is not None and node.source.type in ("package", "package_with_prompt"):
-            call, literals, has_default = self.bind_package(node, literals)
-            is_async, is_async_gen = True, False
-        elif node.type == "python":
-            call, is_async, is_async_gen, literals, has_default = self.bind_python(node, literals)
-        elif node.type == "prompt":
-            call, is_async, is_async_gen, has_default = self.bind_prompt(node), False, False, frozenset()
-        elif node.type == "llm":
-            call, literals, has_default = self.bind_llm(node, literals)
-            is_async, is_async_gen = True, False
-        else:
+        kind = NODE_KINDS.get(node_kind_of(node))
+        if kind is None:
             raise self.error(node, f"{node.type} nodes are not supported yet", "NotSupported", "type",
-                             hint="custom_llm and package tools arrive with the providers work.")
+                             hint="Supported node types: " + ", ".join(
+                                 sorted(k for k in NODE_KINDS if k != "package")) + ".")
+        bound = kind(self, node, literals)
         return BoundNode(
-            name=node.name, spec=node, call=call, is_async=is_async, is_async_gen=is_async_gen,
-            literal_kwargs=literals, ref_inputs=refs, has_default=has_default,
-            activate=node.activate, deps=self.graph.dependencies[node.name],
+            name=node.name, spec=node, call=bound.call, is_async=bound.is_async,
+            is_async_gen=bound.is_async_gen, literal_kwargs=bound.literals, ref_inputs=refs,
+            has_default=bound.has_default, activate=node.activate,
+            deps=self.graph.dependencies[node.name],
             input_deps=frozenset(r.node for r in node.input_node_refs()),
-            aggregation=node.aggregation,
+            aggregation=node.aggregation, user_code=bound.user_code,
         )
 
     def convert_literals(self, node: NodeSpec, literals: dict[str, Any],
-                         types: Mapping[str, str]) -> dict[str, Any]:
+                         types: Mapping[str, str],
+                         annotations: Mapping[str, Any] | None = None) -> dict[str, Any]:
         converted = {}
         for key, value in literals.items():
             if value is None or value == "":
@@ -206,6 +262,13 @@ class _Binder:
                     raise type(exc)(f"input '{key}': {exc.message}", code=exc.code, hint=exc.hint,
                                     location=Location(file=self.spec.file, line=node.line,
                                                       node=node.name, field=f"inputs.{key}")) from None
+                if annotations and annotations.get(key) is not None:  # promptflow's type check
+                    from ..connections import check_connection_type
+
+                    converted[key] = check_connection_type(
+                        converted[key], annotations[key], node=node.name, input=key,
+                        location=Location(file=self.spec.file, line=node.line, node=node.name,
+                                          field=f"inputs.{key}"))
             else:
                 try:
                     converted[key] = parse_value_type(value_type, value)
@@ -260,7 +323,13 @@ class _Binder:
                 raise self.error(node, "the tool needs a 'prompt' input (the template text)",
                                  "NodeInputValidationError", "inputs.prompt")
             text = prompt
-            template = _templates.compile_template(_templates.preprocess_images(text))
+            template = _templates.compile_template(_templates.preprocess_images(text),
+                                                   node=node.name)
+        if spec.api == "vision":  # the gpt4v tools (pfkit._compat._llm_tools.VisionCall)
+            from .._compat._llm_tools import VisionCall
+
+            call = VisionCall(model, text, azure=spec.provider == "azure_openai")
+            return call, self.convert_literals(node, literals, call.types), frozenset(call.types)
         call, converted, has_default = self.llm_call(node, model, api, text, template, literals,
                                                      reserved={"connection", "prompt", "api"})
         if spec.provider == "azure_openai" and call.api_style != "azure_openai":
@@ -282,7 +351,8 @@ class _Binder:
                     hint=f"Its parameters: {sorted({**tool.params, **tool.init_params})}. Remove the "
                          "input, or add the parameter (or **kwargs) to the tool.")
         types = {k: p.value_type for k, p in {**tool.params, **tool.init_params}.items()}
-        converted = self.convert_literals(node, literals, types)
+        annotations = {k: p.annotation for k, p in {**tool.params, **tool.init_params}.items()}
+        converted = self.convert_literals(node, literals, types, annotations)
         func = tool.func
         if tool.provider_class is not None:
             init_kwargs = {k: v for k, v in converted.items() if k in tool.init_params}
@@ -334,6 +404,31 @@ class _Binder:
         return call, converted, frozenset(table)
 
 
+def _bind_python(binder: _Binder, node: NodeSpec, literals: dict[str, Any]) -> BoundCall:
+    call, is_async, is_async_gen, literals, has_default = binder.bind_python(node, literals)
+    return BoundCall(call, literals, has_default, is_async, is_async_gen, user_code=True)
+
+
+def _bind_prompt(binder: _Binder, node: NodeSpec, literals: dict[str, Any]) -> BoundCall:
+    return BoundCall(binder.bind_prompt(node), literals, frozenset())
+
+
+def _bind_llm(binder: _Binder, node: NodeSpec, literals: dict[str, Any]) -> BoundCall:
+    call, literals, has_default = binder.bind_llm(node, literals)
+    return BoundCall(call, literals, has_default, is_async=True)
+
+
+def _bind_package(binder: _Binder, node: NodeSpec, literals: dict[str, Any]) -> BoundCall:
+    call, literals, has_default = binder.bind_package(node, literals)
+    return BoundCall(call, literals, has_default, is_async=True)
+
+
+register_node_kind("python", _bind_python)
+register_node_kind("prompt", _bind_prompt)
+register_node_kind("llm", _bind_llm)
+register_node_kind("package", _bind_package)
+
+
 def bind(graph: FlowGraph, *, models: ModelResolver | Mapping[str, Any] | None = None,
          connections: ConnectionResolver | None = None) -> BoundFlow:
     """Load, compile and prepare every node. ``models`` maps an llm node's connection name to a
@@ -343,10 +438,13 @@ def bind(graph: FlowGraph, *, models: ModelResolver | Mapping[str, Any] | None =
     promptflow_shim.install()
     binder = _Binder(graph, models, connections)
     working_dir = graph.spec.code_dir
-    with working_directory(working_dir):
-        nodes = tuple(binder.bind_node(n) for n in graph.nodes)
     env = {str(k): _env_value(graph.spec, str(k), v, binder.connections)
            for k, v in graph.spec.environment_variables.items()}
+    context = FlowContext(working_dir, env)
+    before = set(sys.modules)
+    with Holding(context):  # tools import from (and open files in) their own folder
+        nodes = tuple(binder.bind_node(n) for n in graph.nodes)
+        own_modules(context, before)
     from ._execute import Schedule
 
     line_nodes = tuple(n for n in nodes if not n.aggregation)
@@ -360,6 +458,7 @@ def bind(graph: FlowGraph, *, models: ModelResolver | Mapping[str, Any] | None =
         environment=env,
         line_schedule=Schedule.of(line_nodes),
         aggregation_schedule=Schedule.of(aggregation_nodes),
+        context=context,
     )
 
 

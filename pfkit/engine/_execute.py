@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
+import threading
 import time
 import types
 from collections.abc import Callable
@@ -22,15 +23,28 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError, LineTimeoutError, Location, NodeExecutionError, PfkitError
+from .._secrets import scrub_value
+from ..errors import (
+    InputError,
+    InternalLineError,
+    LineTimeoutError,
+    Location,
+    NodeExecutionError,
+    PfkitError,
+)
 from ..nodes._tool import metric_sink
+from ..observe import NodeStarted, Observers, StreamFinished, current_node, current_observers
 from ..providers._usage import UsageRecorder, current_usage
 from ..spec import MISSING, FlowInputRef, Literal, NodeRef, coerce_flow_input
 from ._bind import BoundFlow, BoundNode
+from ._isolation import GATE, FlowContext
 from ._results import BYPASSED, CANCELED, COMPLETED, FAILED, AggregationResult, LineResult, NodeRun
 
 BLOCKING_THRESHOLD = 0.002  # seconds
 BLOCKING_STRIKES = 3
+# With a line timeout, a sync tool runs in a worker thread (where the line can time out while it
+# runs) until this many calls in a row were quick; only then may it run inline on the loop.
+QUICK_PROOF = 8
 DEFAULT_LINE_TIMEOUT = 600.0
 
 _executor: ThreadPoolExecutor | None = None
@@ -86,19 +100,17 @@ def resolve_inputs(flow: BoundFlow, inputs: dict[str, Any], line_number: int | N
                      "default in flow.dag.yaml.",
             )
         if definition.type == "image":
-            resolved[name] = _image_input(name, value, line_number)
+            resolved[name] = _image_input(name, value, line_number, flow.working_dir)
         else:
             resolved[name] = coerce_flow_input(name, definition.type, value, line=line_number)
     return resolved
 
 
-def _image_input(name: str, value: Any, line_number: int | None) -> Any:
-    from pathlib import Path
-
+def _image_input(name: str, value: Any, line_number: int | None, folder: Any) -> Any:
     from ..nodes._images import to_image
 
     try:
-        return to_image(value, Path.cwd())
+        return to_image(value, folder)
     except (ValueError, OSError) as exc:
         raise InputError(f"flow input '{name}' is not an image: {exc}", code="InputTypeError",
                          location=Location(field=f"inputs.{name}", row=line_number),
@@ -135,20 +147,141 @@ class Schedule:
         return cls(nodes, tuple(tuple(d) for d in dependents), tuple(counts))
 
 
+class _ThreadCall:
+    """A sync tool running in a worker thread: which thread (so a timed-out line can try to
+    interrupt it) and how long the call took."""
+
+    __slots__ = ("elapsed", "lock", "thread_id")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.thread_id: int | None = None
+        self.elapsed = 0.0
+
+
+class _Interrupted(BaseException):
+    """Raised inside a worker thread whose line timed out (pure-Python code only)."""
+
+
+def _in_thread(box: _ThreadCall, call: Callable[..., Any], kwargs: dict[str, Any],
+               ctx: FlowContext | None, loop: asyncio.AbstractEventLoop) -> Any:
+    try:
+        return _timed_call(box, call, kwargs)
+    except _Interrupted:
+        raise LineTimeoutError("the tool was interrupted after its line timed out") from None
+    finally:
+        box.thread_id = None
+        if ctx is not None:
+            GATE.leave(loop)
+
+
+def _timed_call(box: _ThreadCall, call: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    with box.lock:
+        box.thread_id = threading.get_ident()
+    t0 = time.perf_counter()
+    try:
+        return call(**kwargs)
+    finally:
+        box.elapsed = time.perf_counter() - t0
+        with box.lock:  # an interrupt is only sent while thread_id is set, under this lock
+            box.thread_id = None
+        _absorb()  # one sent just before is delivered here at the latest, inside the try
+
+
+def _absorb() -> None:
+    pass
+
+
+def _interrupt(box: _ThreadCall) -> None:
+    """Ask a worker thread still running a timed-out tool to stop: works for pure-Python code
+    (loops); a call blocked in C (sleep, I/O) finishes on its own, its result discarded."""
+    import ctypes
+
+    with box.lock:
+        if box.thread_id is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(box.thread_id),
+                                                       ctypes.py_object(_Interrupted))
+
+
+def _record_speed(node: BoundNode, elapsed: float, timed: bool) -> None:
+    """Slow calls raise the node's score and quick ones lower it; at BLOCKING_STRIKES (or at
+    once, for an inline call in a line with a timeout) the node runs in worker threads from
+    then on. Called on the event loop thread only."""
+    speed = node.speed
+    if elapsed > BLOCKING_THRESHOLD:
+        speed.quick_calls = 0
+        speed.slow_calls += 1
+        if speed.slow_calls >= BLOCKING_STRIKES or timed:
+            speed.blocking = True
+    else:
+        speed.quick_calls += 1
+        if speed.slow_calls:
+            speed.slow_calls -= 1
+
+
 class _Graph:
     """Runs a set of bound nodes once. ``value_of`` turns a reference into a value; used for a
-    line (values) and for aggregation (lists over lines)."""
+    line (values) and for aggregation (lists over lines).
 
-    __slots__ = ("schedule", "value_of", "runs", "outputs", "bypassed", "running")
+    Every change of a node's state goes through :meth:`_started` and :meth:`_ended`, which are
+    also the only places node events are emitted."""
+
+    __slots__ = ("schedule", "value_of", "runs", "outputs", "bypassed", "running", "ctx",
+                 "line_number", "obs", "timed")
 
     def __init__(self, schedule: Schedule, value_of: Callable[[Any], Any],
-                 runs: dict[str, NodeRun], outputs: dict[str, Any]) -> None:
+                 runs: dict[str, NodeRun], outputs: dict[str, Any], *,
+                 ctx: FlowContext | None = None, line_number: int | None = None,
+                 observers: Observers | None = None, timed: bool = False) -> None:
         self.schedule = schedule
         self.value_of = value_of
         self.runs = runs
         self.outputs = outputs
         self.bypassed: set[str] = set()
-        self.running: dict[asyncio.Future, tuple[int, NodeRun, bool]] = {}  # bool: in a thread
+        # future -> (node index, run, thread call or None)
+        self.running: dict[asyncio.Future, tuple[int, NodeRun, _ThreadCall | None]] = {}
+        self.ctx = ctx
+        self.line_number = line_number
+        self.obs = observers if observers else None
+        self.timed = timed
+
+    # ------------------------------------------------------------------ node states
+
+    def _started(self, node: BoundNode) -> NodeRun:
+        kwargs = self._kwargs(node)
+        run = NodeRun(node.name, "Running", kwargs, start_time=time.time(), usage=UsageRecorder())
+        self.runs[node.name] = run
+        if self.obs is not None:
+            self.obs.on_node_start(NodeStarted(self.line_number, node.name, kwargs, run.start_time))
+        return run
+
+    def _ended(self, node: str, run: NodeRun | None, status: str, output: Any = None,
+               error: dict[str, Any] | None = None) -> NodeRun:
+        """The one place a node reaches its final state (Completed, Failed, Bypassed,
+        Canceled)."""
+        now = time.time()
+        if run is None:
+            run = NodeRun(node, status, start_time=now, end_time=now)
+            self.runs[node] = run
+        else:
+            run.status = status
+            run.end_time = now
+        if status == COMPLETED:
+            run.output = output
+            self.outputs[node] = output
+        elif error is not None:
+            run.error = error
+        if status == BYPASSED:
+            self.bypassed.add(node)
+        if self.obs is not None:
+            self.obs.on_node_end(self.line_number, run)
+        return run
+
+    def _fail(self, node: BoundNode, run: NodeRun, exc: BaseException) -> None:
+        self._ended(node.name, run, FAILED, error=_failure(node.name, exc, self.ctx)[0])
+        raise _NodeFailed(node.name, exc)
+
+    # ------------------------------------------------------------------ scheduling
 
     def _should_bypass(self, node: BoundNode) -> bool:
         act = node.activate
@@ -177,6 +310,15 @@ class _Graph:
                 raise _NodeFailed(node.name, exc) from None
         return kwargs
 
+    def _inline_ok(self, node: BoundNode) -> bool:
+        """May this node run on the loop, without a task?"""
+        if node.is_async or node.is_async_gen:
+            return True
+        speed = node.speed
+        if speed.blocking:
+            return False
+        return not self.timed or speed.quick_calls >= QUICK_PROOF
+
     async def run(self) -> None:
         """promptflow's rounds: settle every bypassable ready node (repeatedly), then start every
         ready node; a lone ready node runs without a task, several run concurrently."""
@@ -199,9 +341,7 @@ class _Graph:
                 i = heapq.heappop(ready)
                 node = nodes[i]
                 if self._should_bypass(node):
-                    now = time.time()
-                    self.runs[node.name] = NodeRun(node.name, BYPASSED, start_time=now, end_time=now)
-                    self.bypassed.add(node.name)
+                    self._ended(node.name, None, BYPASSED)
                     settled += 1
                     settle(i)
                 else:
@@ -213,20 +353,19 @@ class _Graph:
             if len(batch) == 1 and not running:
                 i = batch[0]
                 node = nodes[i]
-                run = self._start(node)
-                if node.is_async or node.is_async_gen or not node.blocking:
+                run = self._started(node)
+                if self._inline_ok(node):
                     await self._call_inline(node, run)
                     settled += 1
                     settle(i)
                     continue
-                running[self._spawn(node, run, threaded=True)] = (i, run, True)
+                self._spawn(i, node, run, threaded=True)
             else:
                 threaded = len(batch) > 1
                 for i in batch:
                     node = nodes[i]
-                    run = self._start(node)
-                    in_thread = (threaded or node.blocking) and not (node.is_async or node.is_async_gen)
-                    running[self._spawn(node, run, threaded=in_thread)] = (i, run, in_thread)
+                    run = self._started(node)
+                    self._spawn(i, node, run, threaded=threaded or not self._inline_ok(node))
             if running:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
@@ -234,109 +373,142 @@ class _Graph:
                     exc = future.exception()
                     if exc is not None:
                         self._fail(nodes[i], run, exc)
-                    self._finish(nodes[i], run, future.result())
+                    self._ended(nodes[i].name, run, COMPLETED, future.result())
                     settled += 1
                     settle(i)
 
-    def _start(self, node: BoundNode) -> NodeRun:
-        kwargs = self._kwargs(node)
-        run = NodeRun(node.name, "Running", kwargs, start_time=time.time(), usage=UsageRecorder())
-        self.runs[node.name] = run
-        return run
+    # ------------------------------------------------------------------ calling nodes
 
-    def _finish(self, node: BoundNode, run: NodeRun, output: Any) -> None:
-        run.output = output
-        run.status = COMPLETED
-        run.end_time = time.time()
-        self.outputs[node.name] = output
-
-    def _fail(self, node: BoundNode, run: NodeRun, exc: BaseException) -> None:
-        run.status = FAILED
-        run.end_time = time.time()
-        raise _NodeFailed(node.name, exc)
+    def _context_for(self, node: BoundNode, run: NodeRun) -> list[tuple[Any, Any]]:
+        tokens = [(current_usage, current_usage.set(run.usage))]
+        if self.obs is not None:
+            tokens.append((current_observers, current_observers.set(self.obs)))
+            tokens.append((current_node, current_node.set((node.name, self.line_number))))
+        return tokens
 
     async def _call_inline(self, node: BoundNode, run: NodeRun) -> None:
         kwargs = run.inputs or {}
-        token = current_usage.set(run.usage)
+        tokens = self._context_for(node, run)
+        ctx = self.ctx if node.user_code else None
         try:
-            if node.is_async:
-                output = await node.call(**kwargs)
-            elif node.is_async_gen:
-                output = node.call(**kwargs)
-            else:
-                output = _call_sync(node, kwargs)
+            if ctx is not None and not GATE.try_enter(ctx):
+                await GATE.enter(ctx)
+            try:
+                if node.is_async:
+                    output = await node.call(**kwargs)
+                elif node.is_async_gen:
+                    output = node.call(**kwargs)
+                else:
+                    t0 = time.perf_counter()
+                    output = node.call(**kwargs)
+                    _record_speed(node, time.perf_counter() - t0, self.timed)
+            finally:
+                if ctx is not None:
+                    GATE.leave(asyncio.get_running_loop())
         except Exception as exc:
             self._fail(node, run, exc)
         finally:
-            current_usage.reset(token)
-        self._finish(node, run, output)
+            for var, token in reversed(tokens):
+                var.reset(token)
+        self._ended(node.name, run, COMPLETED, output)
 
-    def _spawn(self, node: BoundNode, run: NodeRun, threaded: bool) -> asyncio.Future:
+    def _spawn(self, i: int, node: BoundNode, run: NodeRun, threaded: bool) -> None:
         """Node outputs are passed on as they are (a generator stays a generator, as in
         promptflow); only flow outputs are joined."""
-        token = current_usage.set(run.usage)  # the task copies the context as it is now
+        tokens = self._context_for(node, run)  # the task copies the context as it is now
         try:
-            return self._spawn_in_context(node, run.inputs or {}, threaded)
+            kwargs = run.inputs or {}
+            ctx = self.ctx if node.user_code else None
+            box = None
+            if node.is_async:
+                coro = node.call(**kwargs) if ctx is None else _gated(ctx, node.call, kwargs)
+            elif node.is_async_gen:
+                coro = _value(node.call(**kwargs))
+            elif threaded:
+                box = _ThreadCall()
+                coro = _threaded(node, kwargs, ctx, box, self.timed)
+            else:
+                coro = _sync_on_loop(node, kwargs, ctx, self.timed)
+            self.running[asyncio.ensure_future(coro)] = (i, run, box)
         finally:
-            current_usage.reset(token)
-
-    def _spawn_in_context(self, node: BoundNode, kwargs: dict[str, Any],
-                          threaded: bool) -> asyncio.Future:
-        if node.is_async:
-            return asyncio.ensure_future(node.call(**kwargs))
-        if node.is_async_gen:
-            return asyncio.ensure_future(_value(node.call(**kwargs)))
-        if not threaded:
-            return asyncio.ensure_future(_sync_on_loop(node, kwargs))
-        ctx = contextvars.copy_context()
-        return asyncio.get_running_loop().run_in_executor(_threads(), ctx.run, _call_sync,
-                                                          node, kwargs)
+            for var, token in reversed(tokens):
+                var.reset(token)
 
     async def settle_running(self) -> None:
         """After a failure: record nodes that already finished, let tools running in worker
         threads finish (a thread cannot be stopped) and record what they really did, and cancel
         async nodes still running."""
-        for future, (i, run, in_thread) in list(self.running.items()):
+        for future, (i, run, box) in list(self.running.items()):
             node = self.schedule.nodes[i]
-            if not future.done() and not in_thread:
+            if not future.done() and box is None:
                 future.cancel()
-                run.status, run.end_time = CANCELED, time.time()
+                self._ended(node.name, run, CANCELED)
                 continue
             try:
                 output = future.result() if future.done() else await asyncio.shield(future)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded on the node run
-                run.status, run.error, run.end_time = FAILED, _failure(node.name, exc)[0], time.time()
+                self._ended(node.name, run, FAILED, error=_failure(node.name, exc, self.ctx)[0])
             else:
-                self._finish(node, run, output)
+                self._ended(node.name, run, COMPLETED, output)
         self.running.clear()
 
     def cancel_running(self) -> None:
-        now = time.time()
-        for future, (_, run, _) in self.running.items():
+        """The line was cancelled or timed out: every running node is Canceled now; a tool in a
+        worker thread is asked to stop (see :func:`_interrupt`) and its result discarded."""
+        for future, (i, run, box) in self.running.items():
             future.cancel()
-            run.status, run.end_time = CANCELED, now
+            if box is not None:
+                _interrupt(box)
+            self._ended(self.schedule.nodes[i].name, run, CANCELED)
         self.running.clear()
+        for name, run in self.runs.items():
+            if run.status == "Running":  # an inline call interrupted by the cancellation
+                self._ended(name, run, CANCELED)
 
 
-def _call_sync(node: BoundNode, kwargs: dict[str, Any]) -> Any:
-    """A sync tool, timed. Slow calls raise the node's score and quick ones lower it; at
-    BLOCKING_STRIKES the node runs in worker threads from then on. One call held up by a busy
-    machine does not move a quick tool; a tool that keeps blocking moves after a few lines."""
-    t0 = time.perf_counter()
-    output = node.call(**kwargs)
-    if time.perf_counter() - t0 > BLOCKING_THRESHOLD:
-        node.slow_calls += 1
-        if node.slow_calls >= BLOCKING_STRIKES:
-            node.blocking = True
-    elif node.slow_calls:
-        node.slow_calls -= 1
+async def _gated(ctx: FlowContext, call: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """An async user tool, with its flow's folder and environment applied while it runs."""
+    if not GATE.try_enter(ctx):
+        await GATE.enter(ctx)
+    try:
+        return await call(**kwargs)
+    finally:
+        GATE.leave(asyncio.get_running_loop())
+
+
+async def _threaded(node: BoundNode, kwargs: dict[str, Any], ctx: FlowContext | None,
+                    box: _ThreadCall, timed: bool) -> Any:
+    """A sync tool in a worker thread. The gate is entered here (without blocking the loop) and
+    left by the thread when the call really ends, even after its line gave up on it."""
+    loop = asyncio.get_running_loop()
+    if ctx is not None and not GATE.try_enter(ctx):
+        await GATE.enter(ctx)
+    try:
+        future = _threads().submit(contextvars.copy_context().run, _in_thread, box, node.call,
+                                   kwargs, ctx, loop)
+    except BaseException:
+        if ctx is not None:
+            GATE.leave(loop)
+        raise
+    output = await asyncio.wrap_future(future)
+    _record_speed(node, box.elapsed, False)
     return output
 
 
-async def _sync_on_loop(node: BoundNode, kwargs: dict[str, Any]) -> Any:
-    return _call_sync(node, kwargs)
+async def _sync_on_loop(node: BoundNode, kwargs: dict[str, Any], ctx: FlowContext | None,
+                        timed: bool) -> Any:
+    if ctx is not None and not GATE.try_enter(ctx):
+        await GATE.enter(ctx)
+    try:
+        t0 = time.perf_counter()
+        output = node.call(**kwargs)
+        _record_speed(node, time.perf_counter() - t0, timed)
+        return output
+    finally:
+        if ctx is not None:
+            GATE.leave(asyncio.get_running_loop())
 
 
 async def _value(value: Any) -> Any:
@@ -359,10 +531,8 @@ async def _flow_outputs(flow: BoundFlow, inputs: dict[str, Any], graph: _Graph) 
             value = resolve_path(graph.outputs[ref.node], ref)
         else:
             continue  # an aggregation node: dropped from line outputs, as in promptflow
-        if isinstance(value, types.GeneratorType):
-            value = "".join(str(item) for item in value)
-        elif isinstance(value, types.AsyncGeneratorType):
-            value = "".join([str(item) async for item in value])
+        if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)):
+            value = await _join_stream(flow, graph, ref.node, value)
         outputs[name] = value
     for name, value in outputs.items():
         if not _json_safe(value):
@@ -370,14 +540,66 @@ async def _flow_outputs(flow: BoundFlow, inputs: dict[str, Any], graph: _Graph) 
     return outputs
 
 
+async def _join_stream(flow: BoundFlow, graph: _Graph, node: str, stream: Any) -> str:
+    """Consume a streamed output (a generator from a tool or a model): its text, joined. The
+    generator's code runs now, so a user tool's stream runs with its flow's context applied."""
+    ctx = flow.context if _is_user_node(flow, node) else None
+    run = graph.runs.get(node)
+    usage = run.usage if run is not None else None
+    token = current_usage.set(usage) if usage is not None else None
+    parts: list[str] = []
+    error = None
+    try:
+        if ctx is not None and not GATE.try_enter(ctx):
+            await GATE.enter(ctx)
+        try:
+            if isinstance(stream, types.GeneratorType):
+                parts = [str(item) for item in stream]
+            else:
+                parts = [str(item) async for item in stream]
+        finally:
+            if ctx is not None:
+                GATE.leave(asyncio.get_running_loop())
+    except Exception as exc:
+        error = _failure(node, exc, flow.context)[0]
+        raise _NodeFailed(node, exc) from None
+    finally:
+        if token is not None:
+            current_usage.reset(token)
+        if graph.obs is not None:
+            graph.obs.on_stream_end(StreamFinished(node, graph.line_number, len(parts),
+                                                   usage or None, error))
+    return "".join(parts)
+
+
+def _is_user_node(flow: BoundFlow, name: str) -> bool:
+    for node in flow.nodes:
+        if node.name == name:
+            return node.user_code
+    return False
+
+
+_BIG_INT_BITS = 14_000  # json refuses integers of more than 4300 digits (~14,284 bits)
+
+
 def _json_safe(value: Any) -> bool:
     """A fast walk for the common case; anything unusual goes to json.dumps."""
-    if value is None or type(value) in (str, int, float, bool):
+    try:
+        return _safe(value)
+    except RecursionError:  # deep or self-containing: let json.dumps say which
+        return False
+
+
+def _safe(value: Any) -> bool:
+    kind = type(value)
+    if value is None or kind is str or kind is float or kind is bool:
         return True
-    if type(value) is dict:
-        return all(type(k) is str and _json_safe(v) for k, v in value.items())
-    if type(value) is list:
-        return all(_json_safe(v) for v in value)
+    if kind is int:
+        return value.bit_length() < _BIG_INT_BITS
+    if kind is dict:
+        return all(type(k) is str and _safe(v) for k, v in value.items())
+    if kind is list:
+        return all(_safe(v) for v in value)
     return False
 
 
@@ -385,15 +607,26 @@ def _check_serialisable(name: str, value: Any) -> None:
     import json
 
     try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
+        json.dumps(value, default=_image_as_text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        reason = ("it is nested too deeply (or contains itself)" if isinstance(exc, RecursionError)
+                  else str(exc))
         raise FlowOutputError(
             f"The output '{name}' for flow is incorrect. The output value is not JSON "
-            f"serializable. JSON dump failed: ({type(exc).__name__}) {exc}. Please verify your "
+            f"serializable. JSON dump failed: ({type(exc).__name__}) {reason}. Please verify your "
             "flow output and make sure the value serializable.",
             hint="Return JSON types (str, numbers, bool, None, lists, dicts) from the node that "
                  f"feeds output '{name}'.",
-        ) from exc
+        ) from None
+
+
+def _image_as_text(value: Any) -> Any:
+    """Images are valid flow outputs (promptflow saves them as files in run outputs)."""
+    from ..nodes._images import PFBytes
+
+    if isinstance(value, PFBytes):
+        return str(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 class FlowOutputError(PfkitError):
@@ -412,31 +645,106 @@ def _line_value_of(inputs: dict[str, Any], outputs: dict[str, Any]) -> Callable[
     return value_of
 
 
-def _failure(node: str, cause: BaseException) -> tuple[dict[str, Any], BaseException]:
+def _failure(node: str, cause: BaseException, ctx: FlowContext | None = None
+             ) -> tuple[dict[str, Any], BaseException]:
     """A tool's own exception is wrapped ("Execution failure in 'node': (Type) message"); an
     error pfkit raised on purpose (a template, a reference, a model call) keeps its message, as
-    promptflow does for its own errors."""
+    promptflow does for its own errors. The record names the user's file and line where the
+    tool raised, carries the user's part of the traceback, and holds no secret."""
     if isinstance(cause, PfkitError):
         data = cause.to_dict()
         data.setdefault("location", {})["node"] = node
-        return data, cause
+        return scrub_value(data), cause
     error = NodeExecutionError(node, cause)
-    return error.to_dict(), error
+    place = user_frame(cause, ctx)
+    if place is not None:
+        error.location = Location(file=place[0], line=place[1], node=node)
+    data = error.to_dict()
+    trace = user_traceback(cause, ctx)
+    if trace:
+        data["traceback"] = trace
+    return scrub_value(data), error
+
+
+def _user_frames(exc: BaseException, ctx: FlowContext | None) -> list[Any]:
+    """The frames of ``exc``'s traceback in the flow author's code: under the flow folder, or
+    (without one) outside pfkit and the standard library."""
+    import os
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if ctx is not None:
+        root = ctx.directory.rstrip(os.sep) + os.sep
+        return [f for f in frames if os.path.abspath(f.filename).startswith(root)]
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    return [f for f in frames if not os.path.abspath(f.filename).startswith(package)]
+
+
+def user_frame(exc: BaseException, ctx: FlowContext | None) -> tuple[str, int] | None:
+    """(file relative to the flow folder, line) of the innermost user frame, or None."""
+    import os
+
+    frames = _user_frames(exc, ctx)
+    if not frames:
+        return None
+    last = frames[-1]
+    path = os.path.abspath(last.filename)
+    if ctx is not None:
+        path = os.path.relpath(path, ctx.directory)
+    return path, last.lineno or 0
+
+
+def user_traceback(exc: BaseException, ctx: FlowContext | None) -> str:
+    """The user's part of the traceback, as Python prints it (without pfkit's frames)."""
+    import traceback
+
+    frames = _user_frames(exc, ctx)
+    if not frames:
+        return ""
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames),
+             *traceback.format_exception_only(type(exc), exc)]
+    return "".join(lines).rstrip()
+
+
+def _internal_error(line_number: int | None, exc: BaseException) -> InternalLineError:
+    what = "nested too deeply (or contains itself)" if isinstance(exc, RecursionError) else str(exc)
+    return InternalLineError(
+        f"Line {line_number} failed with an internal error: ({type(exc).__name__}) {what}",
+        location=Location(row=line_number),
+        hint="The line's data or a node's output could not be handled; the other lines go on.")
 
 
 async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: int = 0,
-                       timeout: float | None = DEFAULT_LINE_TIMEOUT) -> LineResult:
-    """Run the line nodes of a flow on one set of inputs. Never raises for a node failure:
-    the result carries status ``Failed`` and the error."""
+                       timeout: float | None = DEFAULT_LINE_TIMEOUT,
+                       observers: Observers | None = None) -> LineResult:
+    """Run the line nodes of a flow on one set of inputs. Never raises for a node failure, an
+    internal error or a timeout: the result carries status ``Failed`` and the error."""
+    obs = observers if observers else None
+    if obs is not None:
+        obs.on_line_start(line_number, inputs)
+    result = await _execute_line(flow, inputs, line_number, timeout, obs)
+    if obs is not None:
+        obs.on_line_end(result)
+    return result
+
+
+async def _execute_line(flow: BoundFlow, inputs: dict[str, Any], line_number: int,
+                        timeout: float | None, obs: Observers | None) -> LineResult:
     start = time.time()
     runs: dict[str, NodeRun] = {}
     try:
         resolved = resolve_inputs(flow, inputs, line_number)
     except InputError as exc:
-        return LineResult(line_number, FAILED, dict(inputs), {}, runs, exc.to_dict(), start,
-                          time.time(), exc)
+        return LineResult(line_number, FAILED, dict(inputs), {}, runs, scrub_value(exc.to_dict()),
+                          start, time.time(), exc)
+    except Exception as exc:  # noqa: BLE001 - hostile data (deep nesting, huge values)
+        error = _internal_error(line_number, exc)
+        return LineResult(line_number, FAILED, dict(inputs), {}, runs, error.to_dict(), start,
+                          time.time(), error)
     node_outputs: dict[str, Any] = {}
-    graph = _Graph(flow.line_schedule, _line_value_of(resolved, node_outputs), runs, node_outputs)
+    graph = _Graph(flow.line_schedule, _line_value_of(resolved, node_outputs), runs, node_outputs,
+                   ctx=flow.context, line_number=line_number, observers=obs,
+                   timed=bool(timeout))
     timer = None
     timed_out = False
     task = asyncio.current_task()
@@ -452,18 +760,15 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
         await graph.run()
         outputs = await _flow_outputs(flow, resolved, graph)
     except _NodeFailed as failed:
-        await graph.settle_running()
-        error, exc = _failure(failed.node, failed.cause)
+        await _settle(graph)
+        error, exc = _failure(failed.node, failed.cause, flow.context)
         return LineResult(line_number, FAILED, resolved, {}, runs, error, start, time.time(), exc)
     except PfkitError as exc:  # a flow output whose reference cannot be resolved
-        await graph.settle_running()
-        return LineResult(line_number, FAILED, resolved, {}, runs, exc.to_dict(), start,
-                          time.time(), exc)
+        await _settle(graph)
+        return LineResult(line_number, FAILED, resolved, {}, runs, scrub_value(exc.to_dict()),
+                          start, time.time(), exc)
     except asyncio.CancelledError:
         graph.cancel_running()
-        for run in runs.values():
-            if run.status == "Running":
-                run.status = CANCELED
         if not timed_out:
             raise
         if hasattr(task, "uncancel"):  # Python 3.11+: the cancellation was ours, and is handled
@@ -472,10 +777,25 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
                                hint="Raise the line timeout or make the slow node faster.")
         return LineResult(line_number, FAILED, resolved, {}, runs, exc.to_dict(), start,
                           time.time(), exc)
+    except Exception as exc:  # noqa: BLE001 - an internal error is a failed line, never a crash
+        graph.cancel_running()
+        error = _internal_error(line_number, exc)
+        return LineResult(line_number, FAILED, resolved, {}, runs, scrub_value(error.to_dict()),
+                          start, time.time(), error)
     finally:
         if timer is not None:
             timer.cancel()
     return LineResult(line_number, COMPLETED, resolved, outputs, runs, None, start, time.time())
+
+
+async def _settle(graph: _Graph) -> None:
+    try:
+        await graph.settle_running()
+    except asyncio.CancelledError:
+        graph.cancel_running()
+        raise
+    except Exception:  # noqa: BLE001 - recording what the others did must not fail the line
+        graph.cancel_running()
 
 
 class AggregationInputs:
@@ -541,10 +861,19 @@ def _aggregation_value_of(lists: dict[str, list[Any]], outputs: dict[str, Any],
     return value_of
 
 
-async def execute_aggregation(flow: BoundFlow, lines: list[LineResult] | AggregationInputs
-                              ) -> AggregationResult:
+async def execute_aggregation(flow: BoundFlow, lines: list[LineResult] | AggregationInputs, *,
+                              observers: Observers | None = None) -> AggregationResult:
     """Run the aggregation nodes once over the successful lines (in line order). A failure is
     recorded in the result; it never fails the lines."""
+    obs = observers if observers else None
+    result = await _execute_aggregation(flow, lines, obs)
+    if obs is not None:
+        obs.on_aggregation_end(result)
+    return result
+
+
+async def _execute_aggregation(flow: BoundFlow, lines: list[LineResult] | AggregationInputs,
+                               obs: Observers | None) -> AggregationResult:
     metrics: dict[str, Any] = {}
     runs: dict[str, NodeRun] = {}
     if not flow.aggregation_nodes:
@@ -558,15 +887,23 @@ async def execute_aggregation(flow: BoundFlow, lines: list[LineResult] | Aggrega
     outputs: dict[str, Any] = {}
     names = frozenset(n.name for n in flow.aggregation_nodes)
     graph = _Graph(flow.aggregation_schedule,
-                   _aggregation_value_of(collected.lists(), outputs, names), runs, outputs)
+                   _aggregation_value_of(collected.lists(), outputs, names), runs, outputs,
+                   ctx=flow.context, observers=obs)
     token = metric_sink.set(metrics)
     unhook = _hook_promptflow_metrics()
     try:
         await graph.run()
     except _NodeFailed as failed:
-        await graph.settle_running()
-        error, exc = _failure(failed.node, failed.cause)
+        await _settle(graph)
+        error, exc = _failure(failed.node, failed.cause, flow.context)
         return AggregationResult(FAILED, metrics, runs, error, exc)
+    except asyncio.CancelledError:
+        graph.cancel_running()
+        raise
+    except Exception as exc:  # noqa: BLE001 - an internal error fails the aggregation only
+        graph.cancel_running()
+        error = _internal_error(None, exc)
+        return AggregationResult(FAILED, metrics, runs, scrub_value(error.to_dict()), error)
     finally:
         metric_sink.reset(token)
         unhook()

@@ -1,0 +1,298 @@
+"""Many flows in one process, each seeing its own folder, ``sys.path`` entry and environment.
+
+promptflow runs a flow's tools with the flow folder as the working directory, first on
+``sys.path``, and with the flow's ``environment_variables`` in ``os.environ``. Those are
+process-wide, so pfkit applies a flow's :class:`FlowContext` only around calls of that flow's
+*user* code (python tools, ToolProvider construction, tool imports at bind time), through one
+process-wide :class:`Gate`:
+
+* calls of the same flow (same folder and environment) overlap freely;
+* calls of a different flow wait until the current flow's calls have finished, then the gate
+  switches the process to the other flow; waiters are admitted first-in first-out, so neither
+  flow starves (a flow arriving while another waits queues behind it);
+* when no flow call is left, the process state before the first call is restored (deferred to
+  the event loop's next turn, so back-to-back lines of one flow pay no ``chdir`` per line);
+* modules a flow's tools imported from its own folder are put in ``sys.modules`` only while
+  that flow holds the gate, so two flows may each have a ``helpers.py``.
+
+pfkit's own nodes (prompt, llm, package tools) never pass through the gate: they do not read
+the process state, so a flow's model calls overlap with another flow's tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import types
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class FlowContext:
+    """What a flow's user code expects of the process: a working directory, a ``sys.path``
+    entry, environment variables and the modules imported from its folder."""
+
+    __slots__ = ("directory", "entry", "environment", "key", "modules")
+
+    def __init__(self, directory: Path, environment: Mapping[str, str] | None = None) -> None:
+        self.directory = str(directory)
+        self.entry = self.directory
+        self.environment = dict(environment or {})
+        self.key = (self.directory, tuple(sorted(self.environment.items())))
+        self.modules: dict[str, types.ModuleType] = {}
+
+    def with_environment(self, environment: Mapping[str, str]) -> FlowContext:
+        other = FlowContext(Path(self.directory), environment)
+        other.modules = self.modules  # the same code, another environment
+        return other
+
+    def __repr__(self) -> str:
+        return f"FlowContext({self.directory!r}, {len(self.environment)} variables)"
+
+
+class _Waiter:
+    __slots__ = ("admitted", "ctx", "event", "future", "loop")
+
+    def __init__(self, ctx: FlowContext, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.ctx = ctx
+        self.loop = loop
+        self.future: asyncio.Future | None = loop.create_future() if loop is not None else None
+        self.event = threading.Event() if loop is None else None
+        self.admitted = False
+
+    def wake(self) -> None:
+        self.admitted = True
+        if self.event is not None:
+            self.event.set()
+        else:
+            self.loop.call_soon_threadsafe(_resolve, self.future)
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Gate:
+    """The process-wide switch between flow contexts (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: FlowContext | None = None  # applied (kept while idle until restored)
+        self._holders = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._saved_cwd: str | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._added_entry: str | None = None
+        self._restore_scheduled = False
+        self._calls = 0  # public calls (a line, an aggregation) in progress, of any flow
+
+    # ------------------------------------------------------------------ public calls
+
+    def begin_call(self) -> None:
+        """A public call (``arun``, ``aggregate``, ``test``) starts."""
+        with self._lock:
+            self._calls += 1
+
+    def end_call(self) -> None:
+        """A public call ended: when it was the last one and no tool still runs, the process
+        state is restored now (so the caller sees its own directory and environment)."""
+        with self._lock:
+            self._calls -= 1
+            if (not self._calls and not self._holders and not self._waiters
+                    and self._owner is not None):
+                self._switch(None)
+
+    # ------------------------------------------------------------------ entering and leaving
+
+    def _admit(self, ctx: FlowContext) -> bool:
+        """Under the lock: let ``ctx`` in now if fairness allows."""
+        if self._waiters:
+            return False
+        owner = self._owner
+        if self._holders:
+            if owner is ctx or owner.key == ctx.key:
+                self._holders += 1
+                return True
+            return False
+        if owner is not ctx:
+            self._switch(ctx)
+        self._holders = 1
+        return True
+
+    async def enter(self, ctx: FlowContext) -> None:
+        """Wait (without blocking the loop) until ``ctx`` is applied and held."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._admit(ctx):
+                return
+            waiter = _Waiter(ctx, asyncio.get_running_loop())
+            self._waiters.append(waiter)
+        finally:
+            lock.release()
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            with lock:
+                if not waiter.admitted:
+                    self._waiters.remove(waiter)
+                    waiter = None
+            if waiter is not None:
+                self.leave()
+            raise
+
+    def try_enter(self, ctx: FlowContext) -> bool:
+        """Enter without waiting, if possible (the common case: one flow alone)."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            return self._admit(ctx)
+        finally:
+            lock.release()
+
+    def enter_blocking(self, ctx: FlowContext, timeout: float = 60.0) -> None:
+        """For sync code (binding): blocks the calling thread until ``ctx`` is held."""
+        with self._lock:
+            if self._admit(ctx):
+                return
+            waiter = _Waiter(ctx, None)
+            self._waiters.append(waiter)
+        if not waiter.event.wait(timeout):
+            with self._lock:
+                if not waiter.admitted:
+                    self._waiters.remove(waiter)
+                    raise RuntimeError(
+                        "another flow's tools kept running for more than "
+                        f"{timeout:.0f} s while loading {ctx.directory}; load flows before "
+                        "starting concurrent runs on the same event loop")
+
+    def leave(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """One call of the current flow finished. ``loop``: where to schedule the deferred
+        restore (None: restore now, when nothing else holds the gate)."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._holders -= 1
+            if self._holders:
+                return
+            if self._waiters:
+                self._admit_waiters()
+                return
+            if self._owner is None or self._restore_scheduled:
+                return
+            if loop is None:
+                self._switch(None)
+                return
+            self._restore_scheduled = True
+        finally:
+            lock.release()
+        try:
+            loop.call_soon_threadsafe(self._restore_if_idle)
+        except RuntimeError:  # the loop is closed: restore now
+            self._restore_if_idle()
+
+    def _admit_waiters(self) -> None:
+        head = self._waiters[0]
+        self._switch(head.ctx)
+        key = head.ctx.key
+        while self._waiters and self._waiters[0].ctx.key == key:
+            waiter = self._waiters.popleft()
+            self._holders += 1
+            waiter.wake()
+
+    def _restore_if_idle(self) -> None:
+        with self._lock:
+            self._restore_scheduled = False
+            if not self._holders and not self._waiters and self._owner is not None:
+                self._switch(None)
+
+    def restore(self) -> None:
+        """Put the process state back now, if no flow call is running."""
+        self._restore_if_idle()
+
+    # ------------------------------------------------------------------ the process state
+
+    def _switch(self, ctx: FlowContext | None) -> None:
+        """Under the lock, with no holders: undo the current context, apply ``ctx``."""
+        old = self._owner
+        if old is not None:
+            for name, module in old.modules.items():
+                if sys.modules.get(name) is module:
+                    del sys.modules[name]
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            self._saved_env = {}
+            entry = self._added_entry
+            if entry is not None:
+                if sys.path and sys.path[0] == entry:
+                    del sys.path[0]
+                else:
+                    try:
+                        sys.path.remove(entry)
+                    except ValueError:
+                        pass
+                self._added_entry = None
+        elif ctx is not None:
+            try:
+                self._saved_cwd = os.getcwd()
+            except OSError:  # the caller's directory was removed
+                self._saved_cwd = None
+        self._owner = ctx
+        if ctx is None:
+            if self._saved_cwd is not None:
+                try:
+                    os.chdir(self._saved_cwd)
+                except OSError:
+                    pass
+            self._saved_cwd = None
+            return
+        os.chdir(ctx.directory)
+        sys.path.insert(0, ctx.entry)
+        self._added_entry = ctx.entry
+        environ = os.environ
+        self._saved_env = {key: environ.get(key) for key in ctx.environment}
+        environ.update(ctx.environment)
+        for name, module in ctx.modules.items():
+            sys.modules.setdefault(name, module)
+
+
+GATE = Gate()
+
+
+class Holding:
+    """``with holding(ctx):`` for sync code (binding): the context applied for the block, the
+    process state restored when nothing else holds the gate."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: FlowContext) -> None:
+        self.ctx = ctx
+
+    def __enter__(self) -> FlowContext:
+        GATE.enter_blocking(self.ctx)
+        return self.ctx
+
+    def __exit__(self, *exc: Any) -> None:
+        GATE.leave(None)
+
+
+def own_modules(ctx: FlowContext, before: set[str]) -> None:
+    """After binding: the modules imported from the flow folder become the flow's own (see the
+    module docstring); they leave ``sys.modules`` with the flow's context."""
+    root = ctx.directory.rstrip(os.sep) + os.sep
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None)
+        if module is not None and isinstance(file, str) and os.path.abspath(file).startswith(root):
+            ctx.modules[name] = module
+
+
+__all__ = ["GATE", "FlowContext", "Gate", "Holding", "own_modules"]
