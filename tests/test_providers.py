@@ -375,3 +375,286 @@ def test_echo_server_and_in_process_echo_model_agree(server):
         return reply.choices[0].message.content
 
     assert asyncio.run(via_http()) == echo_chat_content(request)
+
+
+# -- limits, streams, unreachable servers, model-call events, logprobs (issues 7 and 8) ---------
+
+CHAT = {"model": "gpt-4o-mini", "temperature": 0,
+        "messages": [{"role": "user", "content": "one two three four five six seven eight"}]}
+
+
+def run_async(coro):
+    """Run a coroutine on a fresh loop, closing the openai clients it opened."""
+    from pfkit.providers._openai import close_loop_clients
+
+    async def main():
+        try:
+            return await coro
+        finally:
+            await close_loop_clients()
+
+    return asyncio.run(main())
+
+
+def registry_model(name: str):
+    from pfkit.providers._registry import ModelRegistry
+
+    return ModelRegistry().model(name)
+
+
+def collect_stream(model, request):
+    async def go():
+        return [item async for item in model.chat_stream(request)]
+
+    return run_async(go())
+
+
+def test_tokens_per_minute_limiter_settles_on_the_real_usage(server):
+    from pfkit.providers._limits import estimate_tokens
+
+    connect("tpm", server, tokens_per_minute=100_000)
+    model = registry_model("tpm")
+    request = {**CHAT, "max_tokens": 500}
+    response = run_async(model.chat(request))
+    assert response.usage.total_tokens > 0
+    assert estimate_tokens(request) > 500  # the estimate counts the completion budget
+    assert model.limiter.tokens_in_window() == response.usage.total_tokens
+
+
+def test_one_connection_budget_is_shared_across_event_loops_and_threads(server):
+    import threading
+
+    connect("shared", server, max_concurrency=2)
+    server.latency = 0.05
+    model = registry_model("shared")
+    answers: list = []
+
+    def worker():  # each thread runs its own event loop, as concurrent sessions' callers do
+        async def calls():
+            return await asyncio.gather(*(model.chat(CHAT) for _ in range(4)))
+
+        answers.extend(run_async(calls()))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 12
+    assert server.counters.max_in_flight == 2
+    assert model.limiter.max_in_flight_seen == 2 and model.limiter.in_flight == 0
+    # and the same model keeps working on a later loop
+    assert run_async(model.chat(CHAT)).message["content"]
+
+
+def test_two_concurrent_flows_on_one_registry_share_a_connections_limit(make_flow, server):
+    from pfkit.providers._registry import ModelRegistry
+
+    connect("both", server, max_concurrency=3)
+    server.latency = 0.05
+    registry = ModelRegistry()
+    first = make_flow({"flow.dag.yaml": CHAT_FLOW.replace("CONN", "both").replace(
+        "MODEL_KEY", "model"), "chat.jinja2": TEMPLATE}, name="first")
+    second = make_flow({"flow.dag.yaml": CHAT_FLOW.replace("CONN", "both").replace(
+        "MODEL_KEY", "model"), "chat.jinja2": TEMPLATE}, name="second")
+    flows = [pfkit.load_flow(first, models=registry), pfkit.load_flow(second, models=registry)]
+    assert registry.model("both") is registry.model("both")
+    import threading
+
+    outputs: list = []
+    threads = [threading.Thread(target=lambda f=f: outputs.extend(
+        f(question=f"q{i}") for i in range(4))) for f in flows for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outputs) == 16
+    assert server.counters.max_in_flight <= 3
+    assert registry.model("both").limiter.max_in_flight_seen <= 3
+
+
+def test_a_stream_cut_before_any_delta_is_retried(server):
+    connect("cut", server)
+    server.set_faults(cut_next=1, cut_after=0)
+    items = collect_stream(registry_model("cut"), {**CHAT, "stream": True})
+    text = "".join(i for i in items if isinstance(i, str))
+    assert json.loads(text)["messages"] == CHAT["messages"]
+    assert len(server.requests) == 2
+
+
+def test_a_stream_that_ends_without_finish_reason_is_a_failed_call(server):
+    from pfkit.providers._openai import ProviderError
+
+    connect("unfinished", server, max_retries=1)
+    server.set_faults(unfinished_next=2)
+    with pytest.raises(ProviderError) as info:
+        collect_stream(registry_model("unfinished"), {**CHAT, "stream": True})
+    err = info.value
+    assert err.code == "IncompleteStream"
+    assert "connection 'unfinished'" in err.message and server.base_url in err.message
+    assert "finish_reason" in err.message and "not retried" in err.message
+    assert len(server.requests) == 1  # its deltas had been passed on: not retried
+
+
+def test_a_stream_cut_after_deltas_were_passed_on_is_not_retried(server):
+    from pfkit.providers._openai import ProviderError
+
+    connect("late_cut", server)
+    server.set_faults(cut_next=1, cut_after=4)
+    received: list = []
+
+    async def consume():
+        async for item in registry_model("late_cut").chat_stream({**CHAT, "stream": True}):
+            received.append(item)
+
+    with pytest.raises(ProviderError) as info:
+        run_async(consume())
+    assert info.value.code == "IncompleteStream" and "not retried" in info.value.message
+    assert received and len(server.requests) == 1
+
+
+def test_a_streamed_llm_node_cut_mid_body_fails_the_line(make_flow, server):
+    connect("node_cut", server, max_retries=0)
+    flow_dir = chat_flow(make_flow, "node_cut", extra="")
+    text = (flow_dir / "flow.dag.yaml").read_text().replace('max_tokens: "32"', 'stream: "true"')
+    (flow_dir / "flow.dag.yaml").write_text(text)
+    server.set_faults(cut_next=1, cut_after=3)
+    with pytest.raises(PfkitError) as info:
+        out = pfkit.load_flow(flow_dir)(question="hi")
+        "".join(out["answer"])  # consumed: the cut is found while reading
+    assert "IncompleteStream" in json.dumps(info.value.to_dict()) or \
+        "incomplete chat stream" in str(info.value)
+
+
+def test_an_unreachable_server_fails_fast_naming_the_endpoint():
+    import socket
+
+    from pfkit.providers._openai import ProviderError
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ConnectionStore().create({"name": "down", "type": "open_ai", "api_key": SECRET,
+                              "base_url": f"http://127.0.0.1:{port}/v1"})
+    model = registry_model("down")
+    with pytest.raises(ProviderError) as info:
+        run_async(model.chat(CHAT))
+    err = info.value
+    assert err.code == "ProviderConnectionError"
+    assert f"127.0.0.1:{port}" in err.message and "connection 'down'" in err.message
+    assert "after 3 attempts" in err.message  # two quick retries, not eight slow ones
+    assert model.retries == 2
+
+
+class Recorder:
+    def __init__(self):
+        self.calls, self.streams = [], []
+
+    def on_model_call(self, event):
+        self.calls.append(event)
+
+    def on_stream_end(self, event):
+        self.streams.append(event)
+
+
+def observe_calls(coro_factory):
+    from pfkit.observe import Observers, current_node, current_observers
+
+    recorder = Recorder()
+
+    async def main():
+        current_observers.set(Observers((recorder,)))
+        current_node.set(("judge", 7))
+        return await coro_factory()
+
+    return recorder, run_async(main())
+
+
+def test_every_model_call_emits_one_model_call_event(server):
+    from pfkit.providers._cache import CachingModel, ResponseCache
+    from pfkit.providers._observed import observed
+
+    connect("seen", server)
+    server.set_faults(error_next=1, error_status=503, retry_after=0)
+    cache = ResponseCache.in_memory()
+    model = observed(CachingModel(registry_model("seen"), cache, "read_write"))
+    assert observed(model) is model  # wrapping twice never reports twice
+
+    async def calls():
+        await model.chat(CHAT)  # a miss, after one retry
+        await model.chat(CHAT)  # a hit
+        return [i async for i in model.chat_stream({**CHAT, "seed": 1, "stream": True})]
+
+    recorder, _ = observe_calls(calls)
+    miss, hit, stream = recorder.calls
+    assert (miss.connection, miss.provider, miss.api, miss.model) == \
+        ("seen", "openai", "chat", "gpt-4o-mini")
+    assert miss.retries == 1 and not miss.cache_hit and miss.usage.total_tokens > 0
+    assert miss.error is None and miss.latency > 0 and miss.request == CHAT
+    assert (miss.node, miss.line_number) == ("judge", 7)
+    assert hit.cache_hit and hit.retries == 0
+    assert stream.api == "chat_stream" and stream.usage.total_tokens > 0
+    (finished,) = recorder.streams
+    assert finished.node == "judge" and finished.items > 0 and finished.usage == stream.usage
+
+
+def test_a_failed_call_is_reported_with_its_error_and_no_observer_costs_nothing(server):
+    from pfkit.providers._observed import ObservedModel, observed
+
+    connect("fails", server, max_retries=0)
+    server.set_faults(error_next=1, error_status=500)
+    model = observed(registry_model("fails"))
+
+    async def call():
+        with pytest.raises(PfkitError):
+            await model.chat(CHAT)
+
+    recorder, _ = observe_calls(call)
+    (event,) = recorder.calls
+    assert event.error["code"] == "ProviderServerError" and SECRET not in json.dumps(event.error)
+    # without observers the call goes straight to the model: no event object is built
+    assert isinstance(model, ObservedModel)
+    assert run_async(model.chat(CHAT)).message["content"]
+
+
+def test_logprobs_reach_the_llm_nodes_output_when_asked(make_flow, server):
+    connect("lp", server)
+    extra = '    logprobs: "true"\n    top_logprobs: "2"\n'
+    flow_dir = chat_flow(make_flow, "lp", extra="")
+    text = (flow_dir / "flow.dag.yaml").read_text().replace(
+        "    question: ${inputs.question}\n", "    question: ${inputs.question}\n" + extra)
+    (flow_dir / "flow.dag.yaml").write_text(text)
+    answer = pfkit.load_flow(flow_dir)(question="hi")["answer"]
+    body = server.last_request.body
+    assert body["logprobs"] is True and body["top_logprobs"] == 2
+    assert json.loads(answer["content"])["messages"][-1]["content"] == "hi"
+    first = answer["logprobs"][0]
+    assert {"token", "logprob", "top_logprobs"} <= set(first) and len(first["top_logprobs"]) == 2
+    # without them, the output is the text alone, as promptflow's
+    plain = pfkit.load_flow(chat_flow(make_flow, "lp"))(question="hi")["answer"]
+    assert isinstance(plain, str) and "logprobs" not in server.last_request.body
+
+
+def test_a_later_provider_registers_its_model_factory(make_flow, server):
+    from pfkit.connections._registry import ConnectionType, register_connection_type
+    from pfkit.connections._types import OpenAIConnection
+    from pfkit.providers._registry import MODEL_FACTORIES, register_model_factory
+    from pfkit.testing import EchoModel
+
+    class MyConnection(OpenAIConnection):
+        TYPE = "my_provider"
+
+    register_connection_type(ConnectionType("my_provider", MyConnection, ("api_key",),
+                                            ("api_key",), ("organization", "base_url"),
+                                            model=True))
+    made = []
+    register_model_factory("my_provider", lambda name, conn: made.append(name) or EchoModel())
+    try:
+        ConnectionStore().create({"name": "mine", "type": "my_provider", "api_key": SECRET})
+        out = pfkit.load_flow(chat_flow(make_flow, "mine"))(question="hi")
+        assert made == ["mine"] and json.loads(out["answer"])["messages"][-1]["content"] == "hi"
+    finally:
+        MODEL_FACTORIES.pop("my_provider")
+        from pfkit.connections._registry import CONNECTION_TYPES
+
+        CONNECTION_TYPES.pop("my_provider")

@@ -63,29 +63,52 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 class SecretResolver:
     """Resolves ``${env:VAR}``: the process environment first, then ``.env`` files (the current
-    folder's, then ``$PFKIT_HOME/.env``)."""
+    folder's, then ``$PFKIT_HOME/.env``). The files are read when needed and again whenever
+    they change, so a long-lived session sees an edited ``.env``."""
 
     def __init__(self, extra_dotenv: list[Path] | None = None) -> None:
-        self.files = [Path.cwd() / ".env", *(extra_dotenv or []), pfkit_home() / ".env"]
-        self._cache: dict[str, str] | None = None
+        self.extra = list(extra_dotenv or [])
+        self._parsed: dict[Path, tuple[float, dict[str, str]]] = {}
+
+    @property
+    def files(self) -> list[Path]:
+        return [Path.cwd() / ".env", *self.extra, pfkit_home() / ".env"]
 
     def lookup(self, var: str) -> str | None:
         if var in os.environ:
             return os.environ[var]
-        if self._cache is None:
-            self._cache = {}
-            for file in reversed(self.files):
-                self._cache.update(read_dotenv(file))
-        return self._cache.get(var)
+        for file in self.files:  # the first file that has it wins
+            value = self._read(file).get(var)
+            if value is not None:
+                return value
+        return None
+
+    def _read(self, file: Path) -> dict[str, str]:
+        try:
+            stamp = file.stat().st_mtime
+        except OSError:
+            return {}
+        cached = self._parsed.get(file)
+        if cached is None or cached[0] != stamp:
+            cached = self._parsed[file] = (stamp, read_dotenv(file))
+        return cached[1]
 
 
 class ConnectionStore:
-    """Connection files under ``home/connections``."""
+    """Connection files under ``home/connections``. Without an explicit ``home`` the store
+    follows ``$PFKIT_HOME`` (read at each use)."""
 
     def __init__(self, home: Path | None = None, resolver: SecretResolver | None = None) -> None:
-        self.home = (home or pfkit_home()).expanduser()
-        self.folder = self.home / "connections"
+        self._home = Path(home).expanduser() if home else None
         self.resolver = resolver or SecretResolver()
+
+    @property
+    def home(self) -> Path:
+        return self._home or pfkit_home()
+
+    @property
+    def folder(self) -> Path:
+        return self.home / "connections"
 
     # -- files ------------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ from typing import Any
 from ..connections._store import ConnectionStore
 from ..errors import UserError
 from ._limits import Limits
-from ._observed import observed
 from ._openai import OpenAICompatibleModel, ProviderOptions
 
 ModelFactory = Callable[[str, Any], Any]  # (connection name, connection object) -> ChatModel
@@ -129,10 +128,10 @@ class ModelRegistry:
         except UserError:
             if self.fallback is None:
                 raise
-            return observed(self.fallback(name))
+            return self.fallback(name)
         if self.wrap is not None:
             model = self.wrap(model)
-        return observed(model)
+        return model  # calls are reported by the node that uses it (providers._observed)
 
     def __call__(self, name: str, node: Any = None) -> Any:
         """The resolver ``bind`` uses: errors name the node that needs the connection."""
