@@ -492,7 +492,12 @@ async def _threaded(node: BoundNode, kwargs: dict[str, Any], ctx: FlowContext | 
         if ctx is not None:
             GATE.leave(loop)
         raise
-    output = await asyncio.wrap_future(future)
+    try:
+        output = await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        if future.cancelled() and ctx is not None:  # it never started: nobody else leaves
+            GATE.leave(loop)
+        raise
     _record_speed(node, box.elapsed, False)
     return output
 
