@@ -700,3 +700,80 @@ def test_pair_with_base_drops_lines_missing_from_the_base_run(tmp_path):
     assert [row.index for row, _, _ in pairs] == [0, 2, 4]
     assert pairs[0][1:] == ({"answer": "a0"}, {"question": "q0", "line_number": 0})
     assert pairs[2][1:] == ({}, None)
+
+
+# =========================================================================== line_number column
+# promptflow 1.18.5 (checked by running `pf run create` on such data): a data file with a
+# `line_number` column numbers its lines from it (gaps kept: 5, 2, 9 run as lines 5, 2, 9 and
+# output.jsonl is sorted by them); evaluation data is paired with the base run's lines by it.
+# promptflow silently keeps the last of two rows with the same line_number, turns a row missing
+# it into line NaN, and fails the whole run on a string one; pfkit refuses these rows clearly.
+
+
+def test_line_number_column_numbers_the_lines(tmp_path):
+    path = jsonl(tmp_path / "data.jsonl", [{"x": "a", "line_number": 5},
+                                           {"x": "b", "line_number": 2},
+                                           {"x": "c", "line_number": 9}])
+    assert [(r.index, r.data["x"]) for r in rows_of(path)] == [(5, "a"), (2, "b"), (9, "c")]
+
+
+def test_line_number_column_in_csv_and_integral_floats(tmp_path):
+    csv_path = write(tmp_path / "d.csv", "x,line_number\na,4\nb,2\n")
+    assert [r.index for r in rows_of(csv_path)] == [4, 2]
+    floats = jsonl(tmp_path / "f.jsonl", [{"x": 1, "line_number": 1.0}, {"x": 2, "line_number": 3}])
+    assert [r.index for r in rows_of(floats)] == [1, 3]
+
+
+def test_data_without_line_number_counts_from_zero(tmp_path):
+    path = jsonl(tmp_path / "data.jsonl", [{"x": 1}, {"x": 2, "line_number": 7}])
+    assert [r.index for r in rows_of(path)] == [0, 1]
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"line_number": 1}, {"line_number": 1}], "line_number 1 repeats the row at data.jsonl:1"),
+    ([{"line_number": 1}, {"x": 1}], "this row has no 'line_number'"),
+    ([{"line_number": "seven"}], "line_number 'seven' is not a non-negative integer"),
+    ([{"line_number": 1.5}], "line_number 1.5 is not"),
+    ([{"line_number": -1}], "line_number -1 is not"),
+    ([{"line_number": True}], "line_number True is not"),
+])
+def test_bad_line_numbers_are_refused_naming_the_row(tmp_path, rows, message):
+    path = jsonl(tmp_path / "data.jsonl", rows)
+    with pytest.raises(DataError) as info:
+        rows_of(path)
+    err = info.value
+    assert message in err.message
+    assert err.location.file.endswith("data.jsonl") and err.location.line == len(rows)
+
+
+def test_line_number_column_aligns_evaluation_data_with_the_base_run(tmp_path):
+    # the base run's successful lines are 0, 2 and 3; the evaluation data names its lines
+    path = jsonl(tmp_path / "eval.jsonl", [{"truth": "t3", "line_number": 3},
+                                           {"truth": "t1", "line_number": 1},
+                                           {"truth": "t0", "line_number": 0}])
+    base_outputs = {0: {"answer": "a0"}, 2: {"answer": "a2"}, 3: {"answer": "a3"}}
+    pairs = list(pair_with_base(open_dataset(path), base_outputs, {}))
+    assert [(row.index, row.data["truth"], out["answer"]) for row, out, _ in pairs] == [
+        (3, "t3", "a3"), (0, "t0", "a0")]
+
+
+def test_batch_run_uses_the_line_number_column(make_flow, tmp_path, monkeypatch):
+    import pfkit
+
+    monkeypatch.setenv("PFKIT_HOME", str(tmp_path / "home"))
+    flow = make_flow({"flow.dag.yaml": """
+inputs:
+  x: {type: string}
+outputs:
+  y: {type: string, reference: "${a.output}"}
+nodes:
+- name: a
+  type: python
+  source: {type: code, path: a.py}
+  inputs: {x: "${inputs.x}"}
+""", "a.py": "from promptflow.core import tool\n\n@tool\ndef a(x: str) -> str:\n    return 'got ' + x\n"})
+    data = jsonl(tmp_path / "data.jsonl", [{"x": "a", "line_number": 5},
+                                           {"x": "b", "line_number": 2}])
+    run = pfkit.run(flow, data)
+    assert sorted((line["line_number"], line["outputs"]["y"]) for line in run.lines()) == [
+        (2, "got b"), (5, "got a")]

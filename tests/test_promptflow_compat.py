@@ -120,3 +120,129 @@ nodes:
     """, extra_path=str(fake))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == '[{"o": "real promptflow"}, {"n": 1}]'
+
+
+# The public names tool scripts in promptflow's examples import (found by searching them).
+PUBLIC_IMPORTS = """
+from promptflow import tool, ToolProvider, log_metric, trace
+from promptflow.core import tool, ToolProvider, log_metric, log_flow_metric
+from promptflow._internal import tool, ToolProvider, register_apis, enable_cache
+from promptflow.tracing import trace, start_trace
+from promptflow.connections import (AzureOpenAIConnection, CustomConnection,
+    CustomStrongTypeConnection, OpenAIConnection, ServerlessConnection)
+from promptflow.entities import CustomConnection, OpenAIConnection
+from promptflow.contracts.types import PromptTemplate, Secret, FilePath
+from promptflow.contracts.multimedia import Image, PFBytes, Text
+from promptflow.exceptions import UserErrorException, SystemErrorException, ErrorTarget
+from promptflow.tools.common import (render_jinja_template, parse_chat, build_messages, to_bool,
+    preprocess_template_string, convert_to_chat_list, find_referenced_image_set,
+    validate_functions, process_function_call, handle_openai_error, init_openai_client,
+    init_azure_openai_client, ChatInputList)
+from promptflow.tools.openai import OpenAI, chat, completion
+from promptflow.tools.aoai import AzureOpenAI, chat, completion
+from promptflow.tools.openai_gpt4v import OpenAI
+from promptflow.tools.aoai_gpt4v import AzureOpenAI
+from promptflow.tools.embedding import embedding
+from promptflow.tools.exception import JinjaTemplateError, ChatAPIInvalidRole, InvalidConnectionType
+"""
+
+
+def test_public_promptflow_names_import_without_promptflow():
+    result = run_python(f"""
+        import importlib.util, sys
+        import pfkit
+        from pfkit._compat import promptflow_shim
+        promptflow_shim.install()
+        exec({PUBLIC_IMPORTS!r})
+        import promptflow
+        assert promptflow.__pfkit_shim__
+        assert "openai" not in sys.modules  # nothing heavy until a call is made
+        print("ok")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_user_exceptions_fail_the_node_with_their_message(make_flow):
+    folder = make_flow({"flow.dag.yaml": FLOW, "a.py": """
+from promptflow.core import tool
+from promptflow.exceptions import UserErrorException
+
+
+@tool
+def a(factor: int, x: int):
+    raise UserErrorException(message_format="bad factor {f}", f=factor)
+"""})
+    import pfkit
+
+    result = pfkit.load_flow(folder).test()
+    assert result.line.status == "Failed"
+    assert "bad factor 3" in result.line.error["message"]
+
+
+def test_real_promptflow_tools_are_never_mixed_with_the_shim(tmp_path):
+    """With a real promptflow (a stand-in package) but no promptflow-tools, importing
+    promptflow.tools.* fails as it would with promptflow alone: the shim steps aside."""
+    fake = tmp_path / "site"
+    (fake / "promptflow").mkdir(parents=True)
+    (fake / "promptflow" / "__init__.py").write_text("REAL = True\n")
+    result = run_python("""
+        import pfkit
+        from pfkit._compat import promptflow_shim
+        promptflow_shim.install()
+        import promptflow
+        assert promptflow.REAL
+        for name in ("promptflow.tools.openai", "promptflow.contracts.multimedia"):
+            try:
+                __import__(name)
+            except ImportError:
+                continue
+            raise SystemExit(name + " came from the shim")
+        print("ok")
+    """, extra_path=str(fake))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_direct_calls_from_a_flow_reach_the_model_over_http(make_flow):
+    """A sync tool calling promptflow.tools.openai.chat inside a running flow (on pfkit's event
+    loop): the request goes through pfkit's provider to the server, and the reply comes back."""
+    import json
+
+    import pfkit
+    from pfkit.testing import TestServer
+
+    folder = make_flow({"flow.dag.yaml": """
+inputs:
+  q: {type: string}
+  base_url: {type: string}
+outputs:
+  o: {type: object, reference: "${a.output}"}
+nodes:
+- name: a
+  type: python
+  source: {type: code, path: a.py}
+  inputs: {q: "${inputs.q}", base_url: "${inputs.base_url}"}
+""", "a.py": """
+from promptflow.connections import OpenAIConnection
+from promptflow.core import tool
+from promptflow.tools.aoai import AzureOpenAI
+from promptflow.tools.openai import chat, completion
+
+
+@tool
+def a(q: str, base_url: str) -> dict:
+    conn = OpenAIConnection(api_key="sk-test", base_url=base_url, name="srv")
+    return {"chat": chat(connection=conn, prompt="# user:\\n{{q}}", q=q, model="gpt-4o-mini"),
+            "stream": "".join(chat(connection=conn, prompt="# user:\\nhi", model="gpt-4o-mini",
+                                   stream=True)),
+            "completion": completion(connection=conn, prompt="{{q}}", q=q,
+                                     model="gpt-35-turbo-instruct")}
+"""})
+    with TestServer() as server:
+        out = pfkit.load_flow(folder)(q="ping", base_url=server.base_url)["o"]
+        bodies = [r.body for r in server.requests]
+    assert json.loads(out["chat"])["messages"] == [{"role": "user", "content": "ping"}]
+    assert json.loads(out["stream"])["messages"] == [{"role": "user", "content": "hi"}]
+    assert json.loads(out["completion"])["prompt"] == "ping"
+    assert [b.get("model") for b in bodies] == ["gpt-4o-mini", "gpt-4o-mini", "gpt-35-turbo-instruct"]
