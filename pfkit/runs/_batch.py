@@ -273,7 +273,23 @@ def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore, skip: Ma
             paired = pair_with_base(rows, base_outputs or {}, base_inputs or {})
         else:
             paired = ((row, None, None) for row in rows)
-        for row, outputs, inputs in paired:
+        paired = iter(paired)
+        last = -1
+        while True:
+            try:
+                row, outputs, inputs = next(paired)
+            except StopIteration:
+                return
+            except PfkitError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a reader that broke on a hostile row
+                raise UserError(
+                    f"cannot read the data {dataset.source} after line {last + 1} "
+                    f"(row {last + 2}): {type(exc).__name__}: {str(exc)[:300]}",
+                    code="DataReadError",
+                    hint="Fix or remove that row (nesting of thousands of levels, a broken "
+                         "file), then finish with --resume-from.") from None
+            last = row.index
             if row.index in skip:
                 continue
             try:
@@ -281,6 +297,10 @@ def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore, skip: Ma
                                                  run_outputs=outputs, run_inputs=inputs)
             except PfkitError as exc:
                 yield row.index, exc
+            except Exception as exc:  # noqa: BLE001 - an internal error is this line's error
+                yield row.index, PfkitError(
+                    f"internal error while reading line {row.index}: {type(exc).__name__}: "
+                    f"{str(exc)[:300]}", code="InternalError")
 
     if request.run and base_outputs is not None:
         total = len(base_outputs) if total is None else min(total, len(base_outputs))
