@@ -336,10 +336,7 @@ def _completion_kwargs(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _usage(raw: dict[str, Any] | None) -> Usage:
-    raw = raw or {}
-    prompt = int(raw.get("prompt_tokens") or 0)
-    completion = int(raw.get("completion_tokens") or 0)
-    return Usage(prompt, completion, int(raw.get("total_tokens") or prompt + completion))
+    return Usage.parse(raw)  # pfkit's one usage reader
 
 
 # -- chat without a template ---------------------------------------------------------------------
@@ -354,24 +351,15 @@ _TRANSCRIPT_NAMES = {"user": "User", "assistant": "Assistant", "tool": "Tool",
 
 
 def _text_of(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and part.get("type") == "text":
-                parts.append(str(part.get("text", "")))
-            else:
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise LocalModelUserError(
-                    f"the embedded local model reads text only; a message has a {kind!r} part",
-                    code="LocalBadRequest")
-        return "".join(parts)
-    return str(content)
+    from ._text import content_text  # pfkit's one "text of a message" helper
+
+    def refuse(part: Any) -> str:
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        raise LocalModelUserError(
+            f"the embedded local model reads text only; a message has a {kind!r} part",
+            code="LocalBadRequest")
+
+    return content_text(content, sep="", other=refuse)
 
 
 def transcript_prompt(messages: list[dict[str, Any]]) -> str:

@@ -93,13 +93,11 @@ _REQUIRED = {"chat": "messages", "completion": "prompt", "embeddings": "input"}
 
 
 def content_text(content: Any) -> str:
-    """The text of a message's ``content`` (a string, or the text parts of a list)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content
-                        if isinstance(part, Mapping) and isinstance(part.get("text"), str))
-    return ""
+    """The text of a message's ``content`` (a string, or the text parts of a list): pfkit's one
+    helper, :func:`pfkit.providers._text.content_text`."""
+    from ..providers._text import content_text as text_of
+
+    return text_of(content) if isinstance(content, (str, list)) else ""
 
 
 def last_user_text(body: Mapping[str, Any]) -> str:
