@@ -70,7 +70,12 @@ class ModelLayer:
                 raise type(exc)(f"node '{node.name}' needs connection '{name}': {exc.message}",
                                 code=exc.code, hint=exc.hint, location=exc.location) from None
             return fallback(name)
-        return wrap(raw) if wrap is not None else raw
+        if wrap is None:
+            return raw
+        from .providers._observed import ObservedModel, observed
+
+        inner = raw.inner if isinstance(raw, ObservedModel) else raw  # observed outermost
+        return observed(wrap(inner))
 
     def connection(self, name: str) -> Any:
         return self.session.raw_models.connection(name)

@@ -85,6 +85,9 @@ class BoundFlow:
     line_schedule: Any = None
     aggregation_schedule: Any = None
     context: FlowContext | None = None
+    # (connection name, connection) -> model or None: the flow's models for promptflow-tools
+    # functions that tool code calls directly (pfkit._compat._llm_tools.connection_models)
+    models: Any = None
 
     @property
     def spec(self) -> FlowSpec:
@@ -459,7 +462,18 @@ def bind(graph: FlowGraph, *, models: ModelResolver | Mapping[str, Any] | None =
         line_schedule=Schedule.of(line_nodes),
         aggregation_schedule=Schedule.of(aggregation_nodes),
         context=context,
+        models=_direct_models(binder.models),
     )
+
+
+def _direct_models(resolve: ModelResolver) -> Callable[[str, Any], Any]:
+    def model(name: str, connection: Any) -> Any:
+        try:
+            return resolve(name, None)
+        except Exception:  # noqa: BLE001 - not one of the flow's: built from the object
+            return None
+
+    return model
 
 
 def _env_value(spec: FlowSpec, key: str, value: Any, connections: ConnectionResolver) -> str:

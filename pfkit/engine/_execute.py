@@ -219,6 +219,15 @@ def _record_speed(node: BoundNode, elapsed: float, timed: bool) -> None:
             speed.slow_calls -= 1
 
 
+class ObserverFailed(BaseException):
+    """An observer raised: it stops what emitted the event (not a node failure, not a line
+    failure); the observer's own exception is re-raised to the caller."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
 class _Graph:
     """Runs a set of bound nodes once. ``value_of`` turns a reference into a value; used for a
     line (values) and for aggregation (lists over lines).
@@ -252,7 +261,11 @@ class _Graph:
         run = NodeRun(node.name, "Running", kwargs, start_time=time.time(), usage=UsageRecorder())
         self.runs[node.name] = run
         if self.obs is not None:
-            self.obs.on_node_start(NodeStarted(self.line_number, node.name, kwargs, run.start_time))
+            try:
+                self.obs.on_node_start(NodeStarted(self.line_number, node.name, kwargs,
+                                                   run.start_time))
+            except Exception as exc:
+                raise ObserverFailed(exc) from exc
         return run
 
     def _ended(self, node: str, run: NodeRun | None, status: str, output: Any = None,
@@ -274,7 +287,10 @@ class _Graph:
         if status == BYPASSED:
             self.bypassed.add(node)
         if self.obs is not None:
-            self.obs.on_node_end(self.line_number, run)
+            try:
+                self.obs.on_node_end(self.line_number, run)
+            except Exception as exc:
+                raise ObserverFailed(exc) from exc
         return run
 
     def _fail(self, node: BoundNode, run: NodeRun, exc: BaseException) -> None:
@@ -552,6 +568,10 @@ async def _join_stream(flow: BoundFlow, graph: _Graph, node: str, stream: Any) -
     run = graph.runs.get(node)
     usage = run.usage if run is not None else None
     token = current_usage.set(usage) if usage is not None else None
+    observing = []
+    if graph.obs is not None:
+        observing = [(current_observers, current_observers.set(graph.obs)),
+                     (current_node, current_node.set((node, graph.line_number)))]
     parts: list[str] = []
     error = None
     try:
@@ -571,9 +591,16 @@ async def _join_stream(flow: BoundFlow, graph: _Graph, node: str, stream: Any) -
     finally:
         if token is not None:
             current_usage.reset(token)
-        if graph.obs is not None:
-            graph.obs.on_stream_end(StreamFinished(node, graph.line_number, len(parts),
-                                                   usage or None, error))
+        for var, value in reversed(observing):
+            var.reset(value)
+        if graph.obs is not None and ctx is not None:
+            # a model's stream is reported by the provider layer when it ends (it runs in this
+            # context, so it knows the node and line); a python tool's stream here
+            try:
+                graph.obs.on_stream_end(StreamFinished(node, graph.line_number, len(parts),
+                                                       usage or None, error))
+            except Exception as exc:
+                raise ObserverFailed(exc) from exc
     return "".join(parts)
 
 
@@ -727,7 +754,14 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
     obs = observers if observers else None
     if obs is not None:
         obs.on_line_start(line_number, inputs)
-    result = await _execute_line(flow, inputs, line_number, timeout, obs)
+    from .._compat._llm_tools import connection_models  # tool code's direct model calls
+
+    token = connection_models.set(flow.models) if flow.models is not None else None
+    try:
+        result = await _execute_line(flow, inputs, line_number, timeout, obs)
+    finally:
+        if token is not None:
+            connection_models.reset(token)
     if obs is not None:
         obs.on_line_end(result)
     return result
@@ -772,6 +806,9 @@ async def _execute_line(flow: BoundFlow, inputs: dict[str, Any], line_number: in
         await _settle(graph)
         return LineResult(line_number, FAILED, resolved, {}, runs, scrub_value(exc.to_dict()),
                           start, time.time(), exc)
+    except ObserverFailed as failed:
+        graph.cancel_running()
+        raise failed.cause from None
     except asyncio.CancelledError:
         graph.cancel_running()
         if not timed_out:
@@ -871,7 +908,10 @@ async def execute_aggregation(flow: BoundFlow, lines: list[LineResult] | Aggrega
     """Run the aggregation nodes once over the successful lines (in line order). A failure is
     recorded in the result; it never fails the lines."""
     obs = observers if observers else None
-    result = await _execute_aggregation(flow, lines, obs)
+    try:
+        result = await _execute_aggregation(flow, lines, obs)
+    except ObserverFailed as failed:
+        raise failed.cause from None
     if obs is not None:
         obs.on_aggregation_end(result)
     return result
@@ -902,6 +942,9 @@ async def _execute_aggregation(flow: BoundFlow, lines: list[LineResult] | Aggreg
         await _settle(graph)
         error, exc = _failure(failed.node, failed.cause, flow.context)
         return AggregationResult(FAILED, metrics, runs, error, exc)
+    except ObserverFailed as failed:
+        graph.cancel_running()
+        raise failed.cause from None
     except asyncio.CancelledError:
         graph.cancel_running()
         raise
