@@ -256,14 +256,8 @@ def a(img: Image) -> dict:
     return {"reply": OpenAI(conn).chat(prompt="# user:\\n![image]({{img}})", img=img, model="m")}
 """})
     (folder / "red.png").write_bytes(png())
-    from pfkit._compat._llm_tools import connection_models
-
-    echo = EchoModel()
-    token = connection_models.set(lambda name, conn: echo)
-    try:
-        pfkit.load_flow(folder)(img={"data:image/png;path": "red.png"})
-    finally:
-        connection_models.reset(token)
+    echo = EchoModel()  # the flow's model for 'echo' answers the tool's direct call too
+    pfkit.load_flow(folder, models={"echo": echo})(img={"data:image/png;path": "red.png"})
     request = echo.requests[0]
     assert request["n"] == 1 and request["presence_penalty"] == 0
     assert request["messages"][0]["content"][0]["type"] == "image_url"
@@ -278,3 +272,37 @@ def test_no_image_file_is_read_before_the_policy_check(tmp_path, monkeypatch):
     inside.mkdir()
     with pytest.raises(ImageInputError, match="outside"):
         to_image({"data:image/png;path": str(fifo)}, inside)
+
+
+def test_batch_run_records_keep_image_data(make_flow, tmp_path, monkeypatch):
+    monkeypatch.setenv("PFKIT_HOME", str(tmp_path / "home"))
+    flow = make_flow({"flow.dag.yaml": FLOW.replace(
+        'outputs:\n', 'outputs:\n  same: {type: image, reference: "${inputs.img}"}\n'), "a.py": TOOL})
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "a.png").write_bytes(png())
+    (data_dir / "data.jsonl").write_text(json.dumps({"img": {"data:image/png;path": "a.png"}}) + "\n")
+    run = pfkit.run(flow, data_dir / "data.jsonl")
+    (line,) = run.lines()
+    assert line["status"] == "Completed", line["error"]
+    assert line["outputs"]["same"] == {"data:image/png;base64": base64.b64encode(png()).decode()}
+
+
+def test_flow_test_saves_image_outputs_like_promptflow(make_flow):
+    import subprocess
+    import sys
+
+    flow = make_flow({"flow.dag.yaml": FLOW.replace(
+        'outputs:\n', 'outputs:\n  same: {type: image, reference: "${inputs.img}"}\n'), "a.py": TOOL})
+    (flow / "red.png").write_bytes(png())
+    proc = subprocess.run([sys.executable, "-m", "pfkit", "flow", "test", "--flow", str(flow),
+                           "--inputs", "img=red.png"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)["same"]
+    ((key, path),) = printed.items()
+    assert key == "data:image/png;path" and os.path.isabs(path)
+    assert Path(path).parent == flow / ".promptflow" / "output"
+    assert Path(path).read_bytes() == png()
+    saved = json.loads((flow / ".promptflow" / "flow.output.json").read_text())["same"]
+    (relative,) = saved.values()
+    assert relative.startswith(".promptflow/intermediate/") and (flow / relative).read_bytes() == png()

@@ -327,3 +327,29 @@ def has_images(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(has_images(v) for v in value)
     return False
+
+
+def flow_test_outputs(flow_dir: Path, outputs: Any) -> tuple[Any, Any]:
+    """What ``flow test`` writes and prints for outputs holding images, as promptflow does:
+    ``.promptflow/flow.output.json`` references copies in ``.promptflow/intermediate/`` by paths
+    relative to the flow folder; the printed outputs reference ``.promptflow/output/`` copies by
+    absolute path. Outputs without images are returned unchanged (twice)."""
+    if not has_images(outputs):
+        return outputs, outputs
+    folder = flow_dir / ".promptflow"
+    try:
+        saved = persist_images(outputs, folder / "intermediate", flow_dir)
+        printed = persist_images(outputs, Path(os.path.abspath(folder / "output")))
+    except OSError:  # a read-only flow folder: images shown by their text
+        return outputs, outputs
+    return saved, printed
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps`` default for records: an image keeps its data (``{"data:image/png;base64":
+    ...}``, or its URL), so it can feed a later run; other odd values become their ``repr``."""
+    if isinstance(value, Image):
+        return value.to_dict()
+    if isinstance(value, PFBytes):
+        return {f"data:{value._mime_type};base64": value.to_base64()}
+    return repr(value)
