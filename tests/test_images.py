@@ -306,3 +306,33 @@ def test_flow_test_saves_image_outputs_like_promptflow(make_flow):
     saved = json.loads((flow / ".promptflow" / "flow.output.json").read_text())["same"]
     (relative,) = saved.values()
     assert relative.startswith(".promptflow/intermediate/") and (flow / relative).read_bytes() == png()
+
+
+def test_images_inside_list_and_object_inputs(make_flow):
+    flow = make_flow({"flow.dag.yaml": """
+inputs:
+  imgs: {type: list}
+  doc: {type: object}
+outputs:
+  o: {type: object, reference: "${a.output}"}
+nodes:
+- name: a
+  type: python
+  source: {type: code, path: a.py}
+  inputs: {imgs: "${inputs.imgs}", doc: "${inputs.doc}"}
+""", "a.py": """
+from promptflow.core import tool
+from promptflow.contracts.multimedia import Image
+
+
+@tool
+def a(imgs: list, doc: dict) -> dict:
+    return {"kinds": [type(i).__name__ for i in imgs], "doc": type(doc["pic"]).__name__,
+            "text": doc["text"]}
+"""})
+    (flow / "red.png").write_bytes(png())
+    image = {"data:image/png;path": "red.png"}
+    out = pfkit.load_flow(flow)(imgs=[image, "plain"], doc={"pic": image, "text": "t"})["o"]
+    assert out == {"kinds": ["Image", "str"], "doc": "Image", "text": "t"}
+    refused = pfkit.load_flow(flow).test(imgs=[{"data:image/png;path": "/etc/passwd"}], doc={})
+    assert refused.line.status == "Failed" and "flow input 'imgs'" in refused.line.error["message"]

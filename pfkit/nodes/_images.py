@@ -353,3 +353,16 @@ def json_default(value: Any) -> Any:
     if isinstance(value, PFBytes):
         return {f"data:{value._mime_type};base64": value.to_base64()}
     return repr(value)
+
+
+def contains_image_dict(value: Any, depth: int = 16) -> bool:
+    """Whether a list/object input holds an image dict (looked for ``depth`` levels down)."""
+    if depth <= 0:
+        return False
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(next(iter(value)), str) and _KEY.match(next(iter(value))):
+            return True
+        return any(contains_image_dict(v, depth - 1) for v in value.values())
+    if isinstance(value, list):
+        return any(contains_image_dict(v, depth - 1) for v in value)
+    return False
