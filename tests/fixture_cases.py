@@ -69,9 +69,12 @@ def same(a: Any, b: Any) -> bool:
 
 def fixture_connection(name: str):
     """The fixtures' one connection, as regenerate_expected.py gave it to promptflow."""
-    from pfkit.connections import OpenAIConnection
+    from pfkit.connections import AzureOpenAIConnection, OpenAIConnection
     from pfkit.errors import UserError
 
+    if name == "echo_azure":
+        return AzureOpenAIConnection(api_key="sk-test", api_base="http://127.0.0.1:9",
+                                     api_version="2024-02-01", name=name)
     if name != "echo":
         raise UserError(f"connection '{name}' does not exist", code="ConnectionNotFound")
     return OpenAIConnection(api_key="sk-test", base_url="http://127.0.0.1:9/v1", name=name)
@@ -85,14 +88,16 @@ def run_case(case: Case, server: Any = None):
     ``pfkit.testing.TestServer``) through pfkit's real provider instead."""
     from pfkit._compat._llm_tools import connection_models
     from pfkit._flows import flow_environment, load_bound_flow
-    from pfkit.connections import OpenAIConnection
+    from pfkit.connections import AzureOpenAIConnection, OpenAIConnection
     from pfkit.engine import execute_aggregation, execute_line, working_directory
     from pfkit.providers._registry import model_from_connection
     from pfkit.testing import EchoModel
 
     if server is not None:
         def connections(name: str):
-            fixture_connection(name)  # same errors for unknown names
+            if isinstance(fixture_connection(name), AzureOpenAIConnection):
+                return AzureOpenAIConnection(api_key="sk-test", api_base=server.url,
+                                             api_version="2024-02-01", name=name)
             return OpenAIConnection(api_key="sk-test", base_url=server.base_url, name=name)
 
         def models(name: str, node: Any = None):
@@ -100,11 +105,11 @@ def run_case(case: Case, server: Any = None):
 
         direct = None
     else:
-        echo = EchoModel("openai")
-        connections, models = fixture_connection, {"echo": echo}
+        models = {"echo": EchoModel("openai"), "echo_azure": EchoModel("azure_openai")}
+        connections = fixture_connection
 
         def direct(name: str, conn: Any):
-            return echo if name == "echo" else None
+            return models.get(name)
 
     flow = load_bound_flow(case.folder, variant=case.variant, models=models, connections=connections)
 

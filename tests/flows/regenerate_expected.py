@@ -63,6 +63,8 @@ EXPECTED_PF_VERSION = "1.18.5"
 RUN_ID = "golden_run"
 ECHO_CONNECTION = "echo"
 ECHO_API_KEY = "sk-test"
+ECHO_AZURE_CONNECTION = "echo_azure"  # the same echo server, as an Azure OpenAI endpoint
+ECHO_AZURE_API_VERSION = "2024-02-01"
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +324,10 @@ def run_case_in_this_process(case_dir: Path, base_url: str) -> dict:
 
     case = json.loads((case_dir / "case.json").read_text(encoding="utf-8"))
     connections = {
-        ECHO_CONNECTION: {"type": "OpenAIConnection", "value": {"api_key": ECHO_API_KEY, "base_url": base_url}}
+        ECHO_CONNECTION: {"type": "OpenAIConnection", "value": {"api_key": ECHO_API_KEY, "base_url": base_url}},
+        ECHO_AZURE_CONNECTION: {"type": "AzureOpenAIConnection", "value": {
+            "api_key": ECHO_API_KEY, "api_base": base_url.removesuffix("/v1"), "api_type": "azure",
+            "api_version": ECHO_AZURE_API_VERSION}},
     }
     lines = case.get("lines")
     variant = case.get("variant")
