@@ -97,6 +97,72 @@ nodes:
     assert result.node_runs["s"].status == "Canceled"
 
 
+ONE_NODE = """
+inputs:
+  seconds: {type: double, default: 0}
+outputs:
+  o: {type: object, reference: "${s.output}"}
+nodes:
+- name: s
+  type: python
+  source: {type: code, path: s.py}
+  inputs: {seconds: "${inputs.seconds}"}
+"""
+
+
+def test_line_timeout_stops_waiting_for_a_blocking_sync_tool(make_flow):
+    """``time.sleep(5)`` with a 0.3 s timeout: the line fails at its time and the next line
+    runs; the tool's thread is left to finish (it cannot be killed), its result discarded."""
+    tool = ("from promptflow.core import tool\nimport time\n\n@tool\ndef s(seconds: float):\n"
+            "    time.sleep(seconds)\n    return seconds\n")
+    flow = load_bound_flow(make_flow({"flow.dag.yaml": ONE_NODE, "s.py": tool}))
+
+    async def two_lines():
+        return [await execute_line(flow, {"seconds": 5}, line_number=0, timeout=0.3),
+                await execute_line(flow, {"seconds": 0}, line_number=1, timeout=0.3)]
+
+    slow, quick = asyncio.run(two_lines())
+    assert slow.status == "Failed" and slow.error["code"] == "LineExecutionTimeoutError"
+    assert slow.node_runs["s"].status == "Canceled"
+    assert quick.status == "Completed" and quick.outputs == {"o": 0}
+
+
+def test_line_timeout_interrupts_a_cpu_bound_tool(make_flow):
+    """A pure-Python loop in a timed-out line's thread is interrupted, not left spinning."""
+    tool = ("from promptflow.core import tool\nimport time\nimport spin_state\n\n@tool\n"
+            "def s(seconds: float):\n    end = time.time() + 20\n    while time.time() < end:\n"
+            "        spin_state.COUNT += 1\n    return 'finished'\n")
+    folder = make_flow({"flow.dag.yaml": ONE_NODE, "s.py": tool, "spin_state.py": "COUNT = 0\n"})
+    flow = load_bound_flow(folder)
+    result = run(flow, {}, timeout=0.3)
+    assert result.status == "Failed" and result.error["code"] == "LineExecutionTimeoutError"
+    state = flow.context.modules["spin_state"]
+    import time
+
+    deadline = time.time() + 5
+    while True:  # the interrupt lands within a few bytecodes; give a busy machine a moment
+        before = state.COUNT
+        time.sleep(0.2)
+        if state.COUNT == before or time.time() > deadline:
+            break
+    assert state.COUNT == before, "the tool's loop kept running after its line timed out"
+
+
+def test_a_sync_tool_proven_quick_runs_inline_even_with_a_timeout(make_flow):
+    tool = "from promptflow.core import tool\n\n@tool\ndef s(seconds: float):\n    return 1\n"
+    flow = load_bound_flow(make_flow({"flow.dag.yaml": ONE_NODE, "s.py": tool}))
+    node = flow.nodes[0]
+
+    async def lines(n):
+        for i in range(n):
+            assert (await execute_line(flow, {}, line_number=i, timeout=10)).status == "Completed"
+
+    asyncio.run(lines(3))
+    assert node.speed.quick_calls == 3  # timed in threads first
+    asyncio.run(lines(20))
+    assert node.speed.quick_calls == 23 and not node.blocking
+
+
 def test_first_failure_fails_the_line_with_promptflow_message(make_flow):
     folder = make_flow({"flow.dag.yaml": """
 inputs:
@@ -297,3 +363,70 @@ nodes:
   source: {type: code, path: a.py}
 """, "a.py": "from promptflow.core import tool\nfrom shared_lib.helpers import shout\n\n@tool\ndef a():\n    return shout('hi')\n"})
     assert pfkit.load_flow(folder)() == {"o": "HI"}
+
+
+HOSTILE = """
+inputs:
+  x: {type: object}
+  kind: {type: string, default: echo}
+outputs:
+  o: {type: object, reference: "${h.output}"}
+nodes:
+- name: h
+  type: python
+  source: {type: code, path: h.py}
+  inputs: {x: "${inputs.x}", kind: "${inputs.kind}"}
+"""
+HOSTILE_TOOL = '''from promptflow.core import tool
+
+
+class Trap:
+    @property
+    def boom(self):
+        raise RuntimeError("property exploded")
+
+
+@tool
+def h(x, kind: str):
+    if kind == "self":
+        d = {"a": 1}
+        d["me"] = d
+        return d
+    if kind == "huge":
+        return 10 ** 5000
+    if kind == "trap":
+        return Trap()
+    return x
+'''
+
+
+def deep(levels: int):
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(("inputs", "expected"), [
+    ({"x": "ROW"}, "nested too deeply"),
+    ({"x": 1, "kind": "self"}, "Circular reference detected"),
+    ({"x": 1, "kind": "huge"}, "Exceeds the limit (4300 digits)"),
+], ids=["row-nested-100000-deep", "output-contains-itself", "output-10**5000"])
+def test_hostile_values_fail_their_line_not_the_engine(make_flow, inputs, expected):
+    flow = load_bound_flow(make_flow({"flow.dag.yaml": HOSTILE, "h.py": HOSTILE_TOOL}))
+    if inputs["x"] == "ROW":
+        inputs = {"x": deep(100_000)}
+    result = run(flow, inputs)
+    assert result.status == "Failed"
+    assert result.error["code"] == "FlowOutputValueInvalid"
+    assert expected in result.error["message"]
+    json.dumps(result.error)  # the error itself is plain data
+
+
+def test_anything_raised_while_resolving_outputs_is_a_failed_line(make_flow):
+    folder = make_flow({"flow.dag.yaml": HOSTILE.replace("${h.output}", "${h.output.boom}"),
+                        "h.py": HOSTILE_TOOL})
+    result = run(load_bound_flow(folder), {"x": 1, "kind": "trap"})
+    assert result.status == "Failed"
+    assert result.error["code"] == "LineExecutionError"
+    assert "property exploded" in result.error["message"]

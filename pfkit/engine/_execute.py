@@ -19,7 +19,6 @@ import threading
 import time
 import types
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +38,7 @@ from ..spec import MISSING, FlowInputRef, Literal, NodeRef, coerce_flow_input
 from ._bind import BoundFlow, BoundNode
 from ._isolation import GATE, FlowContext
 from ._results import BYPASSED, CANCELED, COMPLETED, FAILED, AggregationResult, LineResult, NodeRun
+from ._threads import threads
 
 BLOCKING_THRESHOLD = 0.002  # seconds
 BLOCKING_STRIKES = 3
@@ -47,14 +47,7 @@ BLOCKING_STRIKES = 3
 QUICK_PROOF = 8
 DEFAULT_LINE_TIMEOUT = 600.0
 
-_executor: ThreadPoolExecutor | None = None
-
-
-def _threads() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="pfkit-tool")
-    return _executor
+_threads = threads
 
 
 class InvalidReferenceProperty(PfkitError):
@@ -103,14 +96,27 @@ def resolve_inputs(flow: BoundFlow, inputs: dict[str, Any], line_number: int | N
             resolved[name] = _image_input(name, value, line_number, flow.working_dir)
         else:
             resolved[name] = coerce_flow_input(name, definition.type, value, line=line_number)
+            if definition.type in ("list", "object") and _has_images(resolved[name]):
+                # image dicts inside list/object inputs become Images too (promptflow's rule)
+                resolved[name] = _image_input(name, resolved[name], line_number, flow.working_dir,
+                                              nested=True)
     return resolved
 
 
-def _image_input(name: str, value: Any, line_number: int | None, folder: Any) -> Any:
-    from ..nodes._images import to_image
+def _has_images(value: Any) -> bool:
+    if not value or not isinstance(value, (list, dict)):
+        return False
+    from ..nodes._images import contains_image_dict
+
+    return contains_image_dict(value)
+
+
+def _image_input(name: str, value: Any, line_number: int | None, folder: Any,
+                 nested: bool = False) -> Any:
+    from ..nodes._images import load_nested_images, to_image
 
     try:
-        return to_image(value, folder)
+        return load_nested_images(value, folder) if nested else to_image(value, folder)
     except (ValueError, OSError) as exc:
         raise InputError(f"flow input '{name}' is not an image: {exc}", code="InputTypeError",
                          location=Location(field=f"inputs.{name}", row=line_number),
@@ -151,12 +157,21 @@ class _ThreadCall:
     """A sync tool running in a worker thread: which thread (so a timed-out line can try to
     interrupt it) and how long the call took."""
 
-    __slots__ = ("elapsed", "lock", "thread_id")
+    __slots__ = ("elapsed", "gate_loop", "lock", "thread_id")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.thread_id: int | None = None
         self.elapsed = 0.0
+        self.gate_loop: asyncio.AbstractEventLoop | None = None  # set while it holds the gate
+
+    def release_gate(self) -> None:
+        """Leave the gate for this call, once: when the call ends, or when its line gives up
+        on it (a hung tool must not hold every other flow back)."""
+        with self.lock:
+            loop, self.gate_loop = self.gate_loop, None
+        if loop is not None:
+            GATE.leave(loop)
 
 
 class _Interrupted(BaseException):
@@ -171,8 +186,7 @@ def _in_thread(box: _ThreadCall, call: Callable[..., Any], kwargs: dict[str, Any
         raise LineTimeoutError("the tool was interrupted after its line timed out") from None
     finally:
         box.thread_id = None
-        if ctx is not None:
-            GATE.leave(loop)
+        box.release_gate()
 
 
 def _timed_call(box: _ThreadCall, call: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
@@ -499,20 +513,20 @@ async def _threaded(node: BoundNode, kwargs: dict[str, Any], ctx: FlowContext | 
     """A sync tool in a worker thread. The gate is entered here (without blocking the loop) and
     left by the thread when the call really ends, even after its line gave up on it."""
     loop = asyncio.get_running_loop()
-    if ctx is not None and not GATE.try_enter(ctx):
-        await GATE.enter(ctx)
+    if ctx is not None:
+        if not GATE.try_enter(ctx):
+            await GATE.enter(ctx)
+        box.gate_loop = loop
     try:
         future = _threads().submit(contextvars.copy_context().run, _in_thread, box, node.call,
                                    kwargs, ctx, loop)
     except BaseException:
-        if ctx is not None:
-            GATE.leave(loop)
+        box.release_gate()
         raise
     try:
         output = await asyncio.wrap_future(future)
     except asyncio.CancelledError:
-        if future.cancelled() and ctx is not None:  # it never started: nobody else leaves
-            GATE.leave(loop)
+        box.release_gate()  # the line gave up on the call (or it never started)
         raise
     _record_speed(node, box.elapsed, False)
     return output
