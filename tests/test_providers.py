@@ -267,8 +267,8 @@ def _data(folder: Path, rows: list[dict]) -> Path:
 
 
 def test_timeouts_and_malformed_responses(make_flow, server):
-    connect("oai", server, max_retries=1, timeout=0.3)
-    flow = pfkit.load_flow(chat_flow(make_flow, "oai"))
+    connect("oai_slow", server, max_retries=1, timeout=0.3)
+    flow = pfkit.load_flow(chat_flow(make_flow, "oai_slow"))
     server.set_faults(hang_next=2, hang_seconds=5)
     with pytest.raises(ExecutionError) as info:
         flow(question="hi")
@@ -277,7 +277,7 @@ def test_timeouts_and_malformed_responses(make_flow, server):
     server.set_faults(malformed_next=1)
     with pytest.raises(ExecutionError) as info:
         flow(question="hi")
-    assert info.value.code == "MalformedResponse" and "'oai'" in info.value.message
+    assert info.value.code == "MalformedResponse" and "'oai_slow'" in info.value.message
 
 
 def test_wrong_base_url_and_missing_key(make_flow, monkeypatch):
@@ -658,3 +658,16 @@ def test_a_later_provider_registers_its_model_factory(make_flow, server):
         from pfkit.connections._registry import CONNECTION_TYPES
 
         CONNECTION_TYPES.pop("my_provider")
+
+
+def test_a_registry_keeps_one_model_per_connection_until_its_file_changes(server):
+    from pfkit.providers._registry import ModelRegistry
+
+    connect("kept", server, max_concurrency=2)
+    registry = ModelRegistry()
+    first = registry.model("kept")
+    assert registry.model("kept") is first and first.limiter.limits.max_concurrency == 2
+    connect("kept", server, max_concurrency=5, timeout=7)  # edited: a new model, new limits
+    second = registry.model("kept")
+    assert second is not first and second.limiter.limits.max_concurrency == 5
+    assert second.options.timeout == 7.0 and registry.model("kept") is second

@@ -51,11 +51,11 @@ def test_a_key_with_a_trailing_newline_is_stripped_and_masked_in_both_forms(tmp_
                                                                            capsys):
     monkeypatch.setenv("PFKIT_TEST_KEY_NL", KEY + "\n")
     conns = store(tmp_path)
-    conns.create({"name": "nl", "type": "open_ai", "api_key": "${env:PFKIT_TEST_KEY_NL}"})
-    conn = conns.get("nl")
+    conns.create({"name": "nl_env", "type": "open_ai", "api_key": "${env:PFKIT_TEST_KEY_NL}"})
+    conn = conns.get("nl_env")
     assert conn.api_key == KEY  # stripped
     err = capsys.readouterr().err
-    assert "connection 'nl'" in err and "api_key" in err and KEY not in err
+    assert "connection 'nl_env'" in err and "api_key" in err and KEY not in err
     assert _secrets.scrub(f"{KEY}\n!") == "******!"
     assert _secrets.scrub(KEY) == "******"
 

@@ -248,6 +248,15 @@ class ConnectionStore:
                     shown[field] = _mask(shown[field])
         return shown
 
+    def stamp(self, name: str) -> tuple[str, int, int] | None:
+        """Identifies the current version of a connection's file (None: no file)."""
+        try:
+            path = self.path(name)
+            info = path.stat()
+        except (OSError, UserError):
+            return None
+        return (str(path), info.st_mtime_ns, info.st_size)
+
     def file_of(self, name: str) -> str | None:
         path = self.path(name)
         return str(path) if path.is_file() else None

@@ -106,21 +106,24 @@ class ModelRegistry:
         self.store = store or ConnectionStore()
         self.wrap = wrap  # e.g. a cache: model -> model
         self.fallback: Any = None  # name -> model, when the connection cannot be resolved
-        self._models: dict[str, Any] = {}
+        self._models: dict[str, tuple[Any, Any]] = {}  # name -> (file stamp, model)
         self._lock = threading.Lock()
 
     def connection(self, name: str) -> Any:
         return self.store.get(name)
 
     def model(self, name: str) -> Any:
-        model = self._models.get(name)
-        if model is not None:
-            return model
+        """The model of connection ``name``: the same object (so the same limits) for as long
+        as the connection's file is unchanged; an edited file gives a new model."""
+        stamp = self.store.stamp(name)
+        entry = self._models.get(name)
+        if entry is not None and entry[0] == stamp:
+            return entry[1]
         with self._lock:
-            model = self._models.get(name)
-            if model is None:
-                model = self._models[name] = self._build(name)
-        return model
+            entry = self._models.get(name)
+            if entry is None or entry[0] != stamp:
+                entry = self._models[name] = (stamp, self._build(name))
+        return entry[1]
 
     def _build(self, name: str) -> Any:
         try:
