@@ -1,0 +1,248 @@
+"""The worker process of :class:`~pfkit.runs._workers.WorkerRunner`.
+
+Started by the parent as ``python -c "from pfkit.runs._worker_main import main; main()"`` with
+pipes on stdin and stdout. It binds the flow once, then runs the lines it is sent concurrently
+on its own event loop and sends their records back (encoded by the same
+:func:`~pfkit.runs._runner.finished_line` as the in-process runner). It never writes to the run
+folder: the parent writes every record.
+
+The protocol pipes are moved off file descriptors 0 and 1 at once, so a tool that prints or
+reads stdin cannot corrupt them (its prints go to stderr). The worker ignores Ctrl-C (the
+parent decides when workers stop) and exits as soon as the parent is gone: end of file on its
+pipe, or a changed parent pid (checked by a thread, so a tool holding the event loop does not
+delay it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from . import _worker_protocol as wire
+
+PARENT_CHECK_EVERY = 0.25  # seconds
+
+
+def _take_protocol_fds() -> tuple[int, int]:
+    proto_in = os.dup(0)
+    proto_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)  # prints of tools go to stderr
+    return proto_in, proto_out
+
+
+def _watch_parent(parent_pid: int) -> None:
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_EVERY)
+            if os.getppid() != parent_pid:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="pfkit-parent-watch", daemon=True).start()
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    proto_in, proto_out = _take_protocol_fds()
+    hello = wire.read_frame(proto_in)
+    if not hello or hello[0] != "hello":
+        os._exit(2)
+    info = hello[1]
+    _watch_parent(info["parent_pid"])
+    if os.getppid() != info["parent_pid"]:
+        os._exit(3)
+    for entry in info["sys_path"]:  # so the parent's importable callables unpickle here
+        if entry not in sys.path:
+            sys.path.append(entry)
+    from .. import _secrets
+
+    _secrets.register(*info["secrets"])
+    try:
+        init = wire.read_frame(proto_in)
+    except Exception as exc:  # noqa: BLE001 - e.g. a models factory that does not import here
+        _send_load_error(proto_out, exc)
+        os._exit(1)
+    if not init or init[0] != "init":
+        os._exit(2)
+    _, spec, concurrency, timeout = init
+    code = asyncio.run(_serve(spec, concurrency, timeout, proto_in, proto_out))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _send_load_error(proto_out: int, exc: BaseException) -> None:
+    from .._secrets import scrub_value
+    from ..errors import error_dict
+
+    try:
+        data = scrub_value(error_dict(exc))
+        wire.write_all(proto_out, wire.frame(("load_error", data)))
+    except OSError:
+        pass
+
+
+def _load(spec: Any) -> tuple[Any, Any]:
+    """The flow, bound once, with the run's extra environment; and the model session whose
+    cache statistics and recorded keys go back to the parent at the end."""
+    from .._flows import load_bound_flow
+    from ..providers._lazy import CASSETTE_NAME, LazyModelSession
+    from ..spec import resolve_flow_file
+
+    flow_file = resolve_flow_file(spec.flow)
+    session = None
+    if spec.models is not None:
+        models, connections = spec.models()
+    else:
+        session = LazyModelSession(spec.cache, spec.cassette or flow_file.parent / CASSETTE_NAME)
+        models, connections = session, session.connection
+    flow = load_bound_flow(flow_file, variant=spec.variant, models=models,
+                           connections=connections,
+                           connection_overrides=dict(spec.connection_overrides))
+    if spec.environment:
+        with_environment = getattr(flow, "with_environment", None)
+        if callable(with_environment):
+            flow = with_environment(dict(spec.environment))
+        else:
+            flow.environment = {**flow.environment, **spec.environment}
+    return flow, session
+
+
+def _flow_scope(flow: Any) -> Any:
+    """What the in-process run does around its lines: today the flow's folder and environment
+    for the whole batch (a worker runs one flow, so nothing else can see them)."""
+    from contextlib import ExitStack
+
+    from .._flows import flow_environment
+    from ..engine import working_directory
+
+    stack = ExitStack()
+    if getattr(flow, "working_dir", None) is not None:
+        stack.enter_context(working_directory(flow.working_dir))
+        stack.enter_context(flow_environment(flow))
+    return stack
+
+
+class _Reader(asyncio.Protocol):
+    def __init__(self, on_message: Any) -> None:
+        self.buffer = wire.FrameBuffer()
+        self.on_message = on_message
+
+    def data_received(self, data: bytes) -> None:
+        for message in self.buffer.feed(data):
+            self.on_message(message)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_message(None)
+
+
+async def _serve(spec: Any, concurrency: int, timeout: float | None, proto_in: int,
+                 proto_out: int) -> int:
+    from ..errors import PfkitError
+    from ._runner import InProcessRunner, internal_failure
+
+    try:
+        flow, session = _load(spec)
+        runner = InProcessRunner(flow, concurrency=concurrency, timeout=timeout)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the run
+        _send_load_error(proto_out, exc)
+        return 1
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    finished: list[tuple] = []
+    flush_pending = False
+    stopping = False
+
+    def send(message: Any) -> None:
+        try:
+            wire.write_all(proto_out, wire.frame(message))
+        except OSError:  # the parent is gone
+            os._exit(3)
+
+    def flush() -> None:
+        nonlocal flush_pending
+        flush_pending = False
+        if finished:
+            batch = finished[:]
+            finished.clear()
+            send(("done", batch))
+
+    def on_message(message: Any) -> None:
+        nonlocal stopping
+        if message is None:
+            if not stopping:
+                os._exit(3)  # end of file without "stop": the parent is gone
+            return
+        kind = message[0]
+        if kind == "lines":
+            for item in message[1]:
+                queue.put_nowait(item)
+        elif kind == "stop":
+            stopping = True
+            for _ in range(runner.concurrency):
+                queue.put_nowait(None)
+
+    async def work() -> None:
+        nonlocal flush_pending
+        done = 0
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            line_number, inputs = item
+            try:
+                result = await runner._run_line(line_number, inputs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - an internal error fails one line
+                result = internal_failure(line_number, inputs, exc)
+            try:
+                line = runner._finish(result)
+                finished.append(wire.encode_line(line))
+            except PfkitError as exc:  # pragma: no cover - _finish never raises today
+                finished.append(wire.encode_line(runner._finish(
+                    internal_failure(line_number, inputs, exc))))
+            if not flush_pending:
+                flush_pending = True
+                loop.call_soon(flush)
+            done += 1
+            if done % 16 == 0:
+                await asyncio.sleep(0)
+
+    with _flow_scope(flow):
+        await loop.connect_read_pipe(lambda: _Reader(on_message),
+                                     os.fdopen(proto_in, "rb", buffering=0))
+        send(("ready", os.getpid()))
+        await asyncio.gather(*(work() for _ in range(runner.concurrency)))
+        flush()
+    stats: dict[str, Any] = {"cache_stats": {}, "cache_keys": []}
+    if session is not None:
+        stats["cache_stats"] = dict(session.stats)
+        model_session = getattr(session, "_session", None)
+        cache = getattr(model_session, "cache", None)
+        if cache is not None:
+            stats["cache_keys"] = cache.keys_used()
+            cache.close()  # writes pending hit counts; the parent writes any cassette
+    provider = sys.modules.get("pfkit.providers._openai")  # only if a model was used
+    if provider is not None:
+        try:
+            await provider.close_loop_clients()
+        except Exception:  # noqa: BLE001 - closing is best effort; the process ends anyway
+            pass
+    send(("stats", stats))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,465 @@
+"""The worker-process line runner: same records as the in-process runner, and exact under
+``kill -9`` of a worker or of the parent. Real processes throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fixture_cases import fixture_connection, load_cases
+
+from pfkit.errors import ExecutionError, PfkitError, UserError
+from pfkit.runs._runner import FinishedLine, InProcessRunner
+from pfkit.runs._workers import WorkerFlowSpec, WorkerRunner, default_workers
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMES = ("start_time", "end_time", "duration")
+ADDRESS = re.compile(r"at 0x[0-9a-f]+|(?<= in )\d+\.\d+ s\b")  # addresses; "after 3 attempts in 1.1 s"
+
+
+def fixture_models():
+    """The fixtures' models, built inside each worker process (picklable by name)."""
+    from pfkit.testing import EchoModel
+
+    return {"echo": EchoModel("openai")}, fixture_connection
+
+
+def comparable(line: FinishedLine) -> dict:
+    """Everything a runner hands the store for a line, without the clock (and without the
+    memory addresses in the reprs of values that are not JSON)."""
+    record = json.loads(ADDRESS.sub("at 0x?", line.record_json))
+    for key in TIMES:
+        record.pop(key, None)
+    nodes = {}
+    for name, text in line.node_json.items():
+        node = json.loads(ADDRESS.sub("at 0x?", text))
+        node.pop("duration", None)
+        nodes[name] = node
+    return {"record": record, "nodes": nodes, "status": line.status, "error": line.error,
+            "outputs": plain(line.outputs), "aggregation_values": plain(line.aggregation_values),
+            "usage": line.usage}
+
+
+def plain(value):
+    return json.loads(ADDRESS.sub("at 0x?", json.dumps(value, default=repr, allow_nan=True)))
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
+            for row in fh:
+                if row.startswith("State:"):
+                    return "Z" not in row.split()[1]
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def wait_gone(pids, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [pid for pid in pids if alive(pid)]
+        if not left:
+            return []
+        time.sleep(0.02)
+    return [pid for pid in pids if alive(pid)]
+
+
+async def collect(runner, items) -> dict[int, FinishedLine]:
+    got: dict[int, FinishedLine] = {}
+
+    def sink(line: FinishedLine) -> None:
+        assert line.line_number not in got, f"line {line.line_number} sunk twice"
+        got[line.line_number] = line
+
+    await runner.run(iter(items), sink)
+    return got
+
+
+async def aggregate(flow, lines: dict[int, FinishedLine]):
+    from pfkit.engine import AggregationInputs, execute_aggregation
+
+    collected = AggregationInputs(flow)
+    for number in sorted(lines):
+        if lines[number].aggregation_values is not None:
+            collected.add(number, lines[number].aggregation_values)
+    result = await execute_aggregation(flow, collected)
+    return result.status, plain(result.metrics), plain(result.outputs)
+
+
+def in_flow_folder(flow):
+    from contextlib import ExitStack
+
+    from pfkit._flows import flow_environment
+
+    stack = ExitStack()
+    try:
+        from pfkit.engine import working_directory
+    except ImportError:  # flows apply their folder themselves
+        return stack
+    stack.enter_context(working_directory(flow.working_dir))
+    stack.enter_context(flow_environment(flow))
+    return stack
+
+
+# --------------------------------------------------------------------------- same records
+
+def test_every_fixture_flow_gives_the_same_records_in_workers_and_in_process():
+    from pfkit._flows import load_bound_flow
+    from pfkit.testing import EchoModel
+
+    cases = []
+    for case in load_cases():
+        if case.invalid or not case.lines:
+            continue
+        try:
+            flow = load_bound_flow(case.folder, variant=case.variant,
+                                   models={"echo": EchoModel("openai")},
+                                   connections=fixture_connection)
+        except PfkitError:
+            continue
+        cases.append((case, flow))
+    assert len(cases) >= 30, "the fixture flows that load must all be compared"
+
+    async def compare(case, flow, gate, one_flow_here):
+        items = [(i, dict(inputs)) for i, inputs in enumerate(case.lines)]
+        async with one_flow_here:  # the in-process runs change this process's folder
+            with in_flow_folder(flow):
+                expected = await collect(InProcessRunner(flow, concurrency=4), items)
+                expected_agg = await aggregate(flow, expected) if flow.aggregation_nodes else None
+        spec = WorkerFlowSpec(str(case.folder), variant=case.variant, models=fixture_models)
+        async with gate:
+            got = await collect(WorkerRunner(spec, workers=1, concurrency=4), items)
+        async with one_flow_here:
+            with in_flow_folder(flow):
+                got_agg = await aggregate(flow, got) if flow.aggregation_nodes else None
+        problems = []
+        if sorted(got) != sorted(expected):
+            problems.append(f"lines {sorted(got)} != {sorted(expected)}")
+        for number in expected:
+            if number in got and comparable(got[number]) != comparable(expected[number]):
+                problems.append(f"line {number}: {comparable(got[number])} != "
+                                f"{comparable(expected[number])}")
+        if got_agg != expected_agg:
+            problems.append(f"aggregation {got_agg} != {expected_agg}")
+        return case.name, problems
+
+    async def main():
+        gate, one_flow_here = asyncio.Semaphore(4), asyncio.Lock()
+        return await asyncio.gather(*(compare(case, flow, gate, one_flow_here)
+                                      for case, flow in cases))
+
+    results = asyncio.run(main())
+    failures = {name: problems for name, problems in results if problems}
+    print(sorted(failures))
+    assert not failures, json.dumps(failures, indent=1, default=str)[:6000]
+
+
+COUNT_FLOW = """inputs:
+  x: {type: int}
+outputs:
+  y: {type: int, reference: "${square.output}"}
+nodes:
+- name: square
+  type: python
+  source: {type: code, path: square.py}
+  inputs: {x: "${inputs.x}"}
+- name: total
+  type: python
+  source: {type: code, path: total.py}
+  inputs: {ys: "${square.output}"}
+  aggregation: true
+"""
+SQUARE = """import os
+from promptflow.core import tool
+
+@tool
+def square(x: int) -> int:
+    if x % 7 == 3:
+        raise ValueError(f"no {x}")
+    print("printed by a tool")  # must not disturb the workers' pipes
+    return x * x
+"""
+TOTAL = """from promptflow.core import tool, log_metric
+
+@tool
+def total(ys: list):
+    log_metric("n", len(ys))
+    log_metric("sum", sum(ys))
+    return sum(ys)
+"""
+
+
+def test_two_workers_split_the_lines_and_every_line_is_sunk_once(make_flow):
+    from pfkit._flows import load_bound_flow
+
+    folder = make_flow({"flow.dag.yaml": COUNT_FLOW, "square.py": SQUARE, "total.py": TOTAL})
+    items = [(i, {"x": i}) for i in range(300)]
+    runner = WorkerRunner(WorkerFlowSpec(str(folder)), workers=2, concurrency=8)
+    got = asyncio.run(collect(runner, items))
+    assert sorted(got) == list(range(300))
+    assert len(runner.pids) == 2 and runner.restarts == 0
+    assert not wait_gone(runner.pids), "workers exit when the run is done"
+    failed = sorted(n for n, line in got.items() if line.status == "Failed")
+    assert failed == [n for n in range(300) if n % 7 == 3]
+    assert "no 3" in got[3].error["message"]
+    assert got[4].outputs == {"y": 16} and got[4].aggregation_values is not None
+    flow = load_bound_flow(folder)
+    expected = asyncio.run(collect(InProcessRunner(flow, concurrency=8), items))
+    assert {n: comparable(line) for n, line in got.items()} == \
+        {n: comparable(line) for n, line in expected.items()}
+    ok = [n for n in range(300) if n % 7 != 3]
+    assert asyncio.run(aggregate(flow, got))[1] == {"n": len(ok), "sum": sum(n * n for n in ok)}
+
+
+def test_bad_rows_are_failed_lines_and_never_reach_a_worker(make_flow):
+    from pfkit.errors import InputError
+
+    folder = make_flow({"flow.dag.yaml": COUNT_FLOW, "square.py": SQUARE, "total.py": TOTAL})
+    items = [(0, {"x": 1}), (1, InputError("row 1 has no column 'x'", code="BadRow")),
+             (2, {"x": "not a number"}), (3, {"x": 2})]
+    got = asyncio.run(collect(WorkerRunner(WorkerFlowSpec(str(folder)), workers=2,
+                                           concurrency=2), items))
+    assert got[1].status == "Failed" and got[1].error["code"] == "BadRow"
+    assert got[2].status == "Failed" and "x" in got[2].error["message"]  # coerced in the worker
+    assert got[0].outputs == {"y": 1} and got[3].outputs == {"y": 4}
+
+
+CONTEXT_FLOW = """inputs:
+  x: {type: int}
+outputs:
+  seen: {type: object, reference: "${look.output}"}
+nodes:
+- name: look
+  type: python
+  source: {type: code, path: look.py}
+  inputs: {x: "${inputs.x}"}
+environment_variables:
+  FROM_FLOW: flow-value
+"""
+LOOK = """import os, sys
+from promptflow.core import tool
+
+@tool
+def look(x: int) -> dict:
+    with open("data.txt", encoding="utf-8") as fh:
+        text = fh.read().strip()
+    stdin = sys.stdin.read()  # a tool reading stdin gets nothing (not the workers' pipe)
+    return {"cwd": os.path.basename(os.getcwd()), "file": text, "stdin": stdin,
+            "flow": os.environ.get("FROM_FLOW"), "run": os.environ.get("FROM_RUN")}
+"""
+
+
+def test_workers_see_the_flow_folder_and_environment_as_in_process(make_flow):
+    folder = make_flow({"flow.dag.yaml": CONTEXT_FLOW, "look.py": LOOK, "data.txt": "hello\n"},
+                       name="ctx_flow")
+    spec = WorkerFlowSpec(str(folder), environment={"FROM_RUN": "run-value"})
+    got = asyncio.run(collect(WorkerRunner(spec, workers=2, concurrency=2),
+                              [(i, {"x": i}) for i in range(4)]))
+    assert {line.status for line in got.values()} == {"Completed"}
+    assert got[0].outputs["seen"] == {"cwd": "ctx_flow", "file": "hello", "stdin": "",
+                                      "flow": "flow-value", "run": "run-value"}
+
+
+def test_a_flow_that_does_not_load_in_the_worker_fails_the_run_with_its_error():
+    folder = ROOT / "tests" / "flows" / "invalid_script_import_error"
+    runner = WorkerRunner(WorkerFlowSpec(str(folder)), workers=2, concurrency=2)
+    with pytest.raises(PfkitError) as info:
+        asyncio.run(collect(runner, [(0, {}), (1, {})]))
+    assert "a worker process could not load the flow" in info.value.message
+    assert not wait_gone(runner.pids)
+
+
+def test_invalid_worker_count_is_a_user_error(make_flow):
+    with pytest.raises(UserError, match="at least 1"):
+        WorkerRunner(WorkerFlowSpec("x"), workers=0)
+
+
+def test_never_more_workers_than_lines_in_flight_and_concurrency_is_split():
+    runner = WorkerRunner(WorkerFlowSpec("x"), workers=4, concurrency=2)
+    assert runner.workers == 2
+    runner = WorkerRunner(WorkerFlowSpec("x"), workers=3, concurrency=16)
+    assert [runner._share(i) for i in range(3)] == [6, 5, 5]
+
+
+# --------------------------------------------------------------------------- kill -9
+
+SLOW_FLOW = """inputs:
+  x: {type: int}
+outputs:
+  y: {type: int, reference: "${slow.output}"}
+nodes:
+- name: slow
+  type: python
+  source: {type: code, path: slow.py}
+  inputs: {x: "${inputs.x}"}
+"""
+SLOW = """import asyncio, os, signal
+from pathlib import Path
+from promptflow.core import tool
+
+@tool
+async def slow(x: int) -> int:
+    await asyncio.sleep(0.02)
+    marker = Path(os.environ["KILL_MARKER"]) if os.environ.get("KILL_MARKER") else None
+    if marker is not None and x == int(os.environ["KILL_AT"]) and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
+    if os.environ.get("ALWAYS_DIE"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x + 1000
+"""
+
+
+def test_a_killed_worker_fails_its_lines_a_replacement_runs_the_rest(make_flow, tmp_path):
+    folder = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SLOW})
+    marker = tmp_path / "killed"
+    spec = WorkerFlowSpec(str(folder), environment={"KILL_MARKER": str(marker), "KILL_AT": "15"})
+    runner = WorkerRunner(spec, workers=2, concurrency=4)
+    got = asyncio.run(collect(runner, [(i, {"x": i}) for i in range(60)]))
+    assert sorted(got) == list(range(60)), "every line is sunk exactly once"
+    killed = int(marker.read_text())
+    failed = {n for n, line in got.items() if line.status == "Failed"}
+    assert 15 in failed
+    for n in failed:
+        assert got[n].error["code"] == "WorkerProcessDied"
+        assert got[n].error["message"] == (f"worker process {killed} died (SIGKILL) while "
+                                           "running this line")
+    completed = {n for n, line in got.items() if line.status == "Completed"}
+    assert completed == set(range(60)) - failed and len(completed) > 30
+    assert all(got[n].outputs == {"y": n + 1000} for n in completed)
+    assert runner.restarts == 1 and len(runner.pids) == 3 and killed in runner.pids
+    assert not wait_gone(runner.pids)
+    # the failed lines, run again (what --resume-from does), complete once each
+    again = asyncio.run(collect(WorkerRunner(spec, workers=2, concurrency=4),
+                                [(n, {"x": n}) for n in sorted(failed)]))
+    assert sorted(again) == sorted(failed)
+    assert all(line.status == "Completed" for line in again.values())
+
+
+def test_a_native_crash_is_named_by_its_signal(make_flow, tmp_path):
+    folder = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SLOW})
+    spec = WorkerFlowSpec(str(folder), environment={"KILL_MARKER": str(tmp_path / "m"),
+                                                    "KILL_AT": "2", "KILL_SIGNAL": "SIGSEGV"})
+    got = asyncio.run(collect(WorkerRunner(spec, workers=1, concurrency=2),
+                              [(i, {"x": i}) for i in range(40)]))
+    assert "died (SIGSEGV) while running this line" in got[2].error["message"]
+    assert sorted(got) == list(range(40)) and got[39].status == "Completed"
+
+
+def test_workers_dying_again_and_again_stop_the_run_with_a_clear_error(make_flow):
+    folder = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SLOW})
+    spec = WorkerFlowSpec(str(folder), environment={"ALWAYS_DIE": "1"})
+    runner = WorkerRunner(spec, workers=2, concurrency=2, max_restarts=3)
+    sunk: list[FinishedLine] = []
+    with pytest.raises(ExecutionError) as info:
+        asyncio.run(runner.run(iter([(i, {"x": i}) for i in range(50)]), sunk.append))
+    assert info.value.code == "WorkerRestartsExhausted"
+    assert "died 4 times" in info.value.message and "--resume-from" in info.value.hint
+    assert sunk and all(line.error["code"] == "WorkerProcessDied" for line in sunk)
+    assert len({line.line_number for line in sunk}) == len(sunk) < 50
+    assert not wait_gone(runner.pids)
+
+
+def test_cancelling_the_run_stops_the_workers_at_once(make_flow):
+    folder = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SLOW})
+    runner = WorkerRunner(WorkerFlowSpec(str(folder)), workers=2, concurrency=4)
+    sunk: list[FinishedLine] = []
+
+    async def main():
+        task = asyncio.ensure_future(runner.run(iter([(i, {"x": i}) for i in range(10_000)]),
+                                                sunk.append))
+        while len(sunk) < 10:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert 10 <= len(sunk) < 10_000
+    assert not wait_gone(runner.pids, timeout=5)
+
+
+DRIVER = """
+import asyncio, json, os, sys
+from pfkit.runs._workers import WorkerFlowSpec, WorkerRunner
+
+folder, out, pids = sys.argv[1:4]
+runner = WorkerRunner(WorkerFlowSpec(folder), workers=2, concurrency=4)
+
+async def main():
+    fh = open(out, "a", encoding="utf-8")
+    def sink(line):
+        if not os.path.exists(pids):
+            with open(pids + ".tmp", "w") as p:
+                p.write(json.dumps(runner.pids))
+            os.replace(pids + ".tmp", pids)
+        fh.write(line.record_json + "\\n")
+        fh.flush()
+    await runner.run(iter([(i, {"x": i}) for i in range(100_000)]), sink)
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_parent_leaves_no_worker_behind(make_flow, tmp_path):
+    folder = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SLOW})
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER, encoding="utf-8")
+    out, pids_file = tmp_path / "lines.jsonl", tmp_path / "pids.json"
+    proc = subprocess.Popen([sys.executable, str(driver), str(folder), str(out), str(pids_file)],
+                            cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                pids_file.is_file() and out.read_text().count("\n") >= 20):
+            time.sleep(0.02)
+        pids = json.loads(pids_file.read_text())
+        assert len(pids) == 2 and all(alive(pid) for pid in pids)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert not wait_gone(pids, timeout=5), "workers must exit when their parent is gone"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [json.loads(row) for row in out.read_text().splitlines() if row.endswith("}")]
+    numbers = [line["line_number"] for line in lines]
+    assert len(numbers) == len(set(numbers)) >= 20
+
+
+# --------------------------------------------------------------------------- the default
+
+class _Node:
+    def __init__(self, connection=None, type="python"):
+        self.connection = connection
+        self.type = type
+
+
+class _Flow:
+    def __init__(self, *nodes):
+        self.nodes = nodes
+
+
+@pytest.mark.parametrize(("nodes", "lines", "cores", "concurrency", "expected"), [
+    ((_Node(),), 100_000, 2, 16, 2),            # a large python batch: one per core
+    ((_Node(),), 100_000, 8, 16, 4),            # at most 4
+    ((_Node(),), 2_000, 2, 16, 1),              # small: start-up would cost more than it saves
+    ((_Node(),), None, 2, 16, 1),               # size unknown (streamed dataset)
+    ((_Node(),), 100_000, 1, 16, 1),            # one core
+    ((_Node(),), 100_000, 2, 1, 1),             # one line at a time
+    ((_Node("openai", "llm"),), 1_000, 2, 32, 2),   # model calls: the client's CPU cost splits
+    ((_Node("openai", "llm"),), 100, 2, 32, 1),
+    ((_Node("local", "llm"),), 100_000, 2, 32, 1),  # each worker would load the local model
+])
+def test_default_workers_suit_the_flow(nodes, lines, cores, concurrency, expected):
+    assert default_workers(_Flow(*nodes), lines, concurrency=concurrency,
+                           cpu_count=cores) == expected
