@@ -1,5 +1,9 @@
-"""Per-connection limits shared by every node, line and evaluator using the connection:
-concurrent requests, requests per minute and tokens per minute."""
+"""Per-connection limits shared by every node, line, flow and evaluator using the connection:
+concurrent requests, requests per minute and tokens per minute.
+
+A :class:`Limiter` is not tied to an event loop: its accounting is thread-safe and each waiter
+waits on a future of its own loop, so one session's budget holds across the session's
+background loop, callers' own loops and threads, at once or one after another."""
 
 from __future__ import annotations
 

@@ -62,6 +62,8 @@ class ObservedModel:
         return self.inner.identity
 
     def __getattr__(self, name: str) -> Any:  # stats, requests, limiter ... of the inner model
+        if name == "inner":  # not set yet (copy, pickle)
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def __repr__(self) -> str:

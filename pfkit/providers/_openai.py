@@ -4,6 +4,14 @@ LM Studio), through the official ``openai`` package's async clients, imported on
 pfkit does its own retries (the client's are off): exponential backoff with jitter on 429, 5xx,
 timeouts and connection errors, honouring ``Retry-After``; never on other 4xx. Failures become
 one clear :class:`ProviderError` naming the connection and endpoint, with secrets scrubbed.
+
+A server that cannot be reached at all (connection refused, unknown host) is retried twice,
+quickly (0.25 s, 0.5 s), then reported; timeouts, 429 and 5xx keep the full backoff. A chat
+stream must end with a ``finish_reason``: one that ends early or breaks off is a failed call,
+retried only while nothing of it has been passed on.
+
+An ``openai`` client (and its connection pool) belongs to one event loop, so a model keeps one
+client per loop it is used on; its limits are shared by all of them (see ``_limits``).
 """
 
 from __future__ import annotations
