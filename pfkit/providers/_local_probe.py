@@ -184,8 +184,8 @@ def check_backend(model_path: str | os.PathLike[str], params: dict[str, Any], *,
     kills a child process; return True when a test run passed (now or before, per the cache),
     False when the check is off or the child failed with an ordinary error (the caller's own load
     reports it). ``child_code`` replaces the child's program (for tests)."""
-    if not probe_enabled():
-        return False
+    if not probe_enabled() or getattr(sys, "frozen", False) or not sys.executable:
+        return False  # (a frozen app's executable is the app, not a Python to run code with)
     path = Path(model_path)
     key = probe_key(path, params)
     digest = _digest({**key, "child": child_code})
@@ -278,10 +278,9 @@ def _what_to_do(params: dict[str, Any]) -> str:
     if params.get("use_extra_bufts"):
         parts.append("Unset PFKIT_LOCAL_EXTRA_BUFTS: llama.cpp's weight repacking crashes on some "
                      "CPUs (AMX with Q4_K models, ggml-org/llama.cpp#20824).")
-    parts.append("Try another llama-cpp-python build (pip install --force-reinstall --no-cache-dir "
+    parts.append("Try another llama-cpp-python version (pip install --upgrade --no-cache-dir "
                  "llama-cpp-python), another model_path on the local connection, or an open_ai "
-                 f"connection. {PROBE_ENV}=0 skips this test run (a crash then ends the process "
-                 "without a word).")
+                 f"connection. {PROBE_ENV}=0 skips this test run (a crash then ends the process).")
     return " ".join(parts)
 
 
@@ -314,6 +313,9 @@ def _failure(what: str, code: str, params: dict[str, Any], flags: str, stderr: s
 # -- the child -----------------------------------------------------------------------------------
 
 
+_PROBE_TEXT = " ".join(["Paris is the capital and largest city of France, on the Seine."] * 6)
+
+
 def _step(name: str) -> None:
     sys.stdout.write(f"step {name}\n")
     sys.stdout.flush()
@@ -332,13 +334,15 @@ def child_main() -> None:
         _step("load")
         llama = _local.open_llama(spec["model_path"], spec["params"], n_ctx=256, n_batch=256)
         _step("decode")
-        llama.create_completion("The capital of France is", max_tokens=4, temperature=0.0)
+        # a prompt of some 80 tokens: batched matrix kernels, then one-token steps
+        llama.create_completion(_PROBE_TEXT + " The capital of France is", max_tokens=4,
+                                temperature=0.0)
         llama.close()
         _step("embed")
         embedder = _local.open_llama(spec["model_path"], spec["params"], n_ctx=256, n_batch=256,
                                      n_ubatch=256, embedding=True,
                                      pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
-        embedder.embed(["a probe", "another"], normalize=True)
+        embedder.embed(["a probe", _PROBE_TEXT], normalize=True)
         embedder.close()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which loads and says why
         sys.stdout.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
