@@ -164,3 +164,119 @@ nodes:
     assert result.returncode == 1
     assert "node 'chat'" in result.stderr and "'nowhere'" in result.stderr
     assert "pfkit connection create" in result.stderr
+
+
+LEAKY_FLOW = """
+inputs:
+  q: {type: string}
+outputs:
+  a: {type: string, reference: "${leak.output}"}
+nodes:
+- name: leak
+  type: python
+  source: {type: code, path: tool.py}
+  inputs: {conn: my_openai, q: "${inputs.q}"}
+"""
+LEAKY_TOOL = '''from promptflow.connections import OpenAIConnection
+from promptflow.core import tool
+
+
+def check(key: str) -> None:
+    raise ValueError(f"the server refused key {key}")
+
+
+@tool
+def leak(conn: OpenAIConnection, q: str) -> str:
+    if q == "echo":
+        return f"using {conn.api_key}"
+    check(conn.api_key)
+    return "never"
+'''
+KEY = "sk-leaky-0123456789abcdef"
+
+
+@pytest.fixture
+def leaky_flow(make_flow, tmp_path, home):
+    conn = tmp_path / "conn.yaml"
+    conn.write_text(f"name: my_openai\ntype: open_ai\napi_key: {KEY}\n"
+                    "base_url: http://127.0.0.1:9/v1\n")
+    assert pfkit("connection", "create", "--file", str(conn), env=home).returncode == 0
+    return make_flow({"flow.dag.yaml": LEAKY_FLOW, "tool.py": LEAKY_TOOL})
+
+
+def promptflow_files(folder: Path) -> str:
+    return "".join(p.read_text(encoding="utf-8") for p in (folder / ".promptflow").glob("*.json"))
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+def test_a_key_in_a_tool_exception_is_never_printed_or_stored(leaky_flow, home, debug):
+    extra = ["--debug"] if debug else []
+    result = pfkit("flow", "test", "--flow", str(leaky_flow), "--inputs", "q=hi", *extra, env=home)
+    assert result.returncode == 1
+    assert KEY not in result.stdout + result.stderr
+    assert "the server refused key ******" in result.stderr
+    files = promptflow_files(leaky_flow)
+    assert "the server refused key ******" in files and KEY not in files
+    # the user's file and line, not pfkit's
+    assert "tool.py:6, node 'leak'" in result.stderr
+    if debug:
+        assert 'File "' in result.stderr and "tool.py\", line 6, in check" in result.stderr
+        assert "pfkit/engine" not in result.stderr  # the user's traceback, not pfkit's
+    else:
+        assert "Traceback" not in result.stderr
+
+
+def test_a_key_in_outputs_is_masked_in_what_flow_test_prints(leaky_flow, home):
+    result = pfkit("flow", "test", "--flow", str(leaky_flow), "--inputs", "q=echo", env=home)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"a": "using ******"}
+    assert KEY not in promptflow_files(leaky_flow)
+
+
+def test_single_node_inputs_take_json_and_declared_types(make_flow):
+    folder = make_flow({"flow.dag.yaml": """
+inputs:
+  n: {type: int}
+  data: {type: object}
+outputs:
+  o: {type: object, reference: "${use.output}"}
+nodes:
+- name: make
+  type: python
+  source: {type: code, path: make.py}
+  inputs: {n: "${inputs.n}"}
+- name: use
+  type: python
+  source: {type: code, path: use.py}
+  inputs: {total: "${make.output.total}", n: "${inputs.n}"}
+""", "make.py": "from promptflow.core import tool\n\n@tool\ndef make(n: int):\n"
+                "    return {'total': n}\n",
+        "use.py": "from promptflow.core import tool\n\n@tool\ndef use(total, n):\n"
+                  "    return [total + n, type(n).__name__]\n"})
+    result = pfkit("flow", "test", "--flow", str(folder), "--node", "use", "--inputs",
+                   'make.output={"total": 5}', "n=2", "extra=1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"use": [7, "int"]}
+    assert "does not use extra" in result.stderr and "make.output" in result.stderr
+    bad = pfkit("flow", "test", "--flow", str(folder), "--node", "use", "--inputs",
+                'make.output="text"', "n=2")
+    assert bad.returncode == 1 and "internal error" not in bad.stderr
+    assert "make.output" in bad.stderr and "as JSON" in bad.stderr
+
+
+def test_unknown_flow_inputs_are_named_in_a_warning():
+    result = pfkit("flow", "test", "--flow", "flows/text_stats", "--inputs", "text=hi",
+                   "txet=typo")
+    assert result.returncode == 0, result.stderr
+    assert "txet" in result.stderr and "its inputs: text, min_word_length" in result.stderr
+
+
+def test_a_native_crash_is_reported(make_flow):
+    folder = make_flow({"flow.dag.yaml": "inputs: {}\noutputs:\n  o: {type: string, reference: "
+                        "'${c.output}'}\nnodes:\n- name: c\n  type: python\n  source: {type: code,"
+                        " path: c.py}\n",
+                        "c.py": "import ctypes\nfrom promptflow.core import tool\n\n@tool\n"
+                                "def c():\n    ctypes.string_at(0)\n"})
+    result = pfkit("flow", "test", "--flow", str(folder))
+    assert result.returncode != 0
+    assert "Fatal Python error" in result.stderr and "Segmentation fault" in result.stderr

@@ -32,7 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _enable_faulthandler() -> None:
+    """A native crash (a segfault in a model runtime) prints "Fatal Python error" and where it
+    happened instead of dying silently; the exit status says it was a signal."""
+    import faulthandler
+
+    if not faulthandler.is_enabled():
+        try:
+            faulthandler.enable(file=sys.stderr, all_threads=True)
+        except (AttributeError, ValueError, OSError):  # stderr without a file descriptor
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _enable_faulthandler()
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     parser = build_parser()
@@ -46,8 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(handler(args) or 0)
-    except KeyboardInterrupt:
-        print("pfkit: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if type(exc) is not KeyboardInterrupt and str(exc):  # e.g. a canceled run, by name
+            print(f"pfkit: interrupted ({exc})", file=sys.stderr)
+        else:
+            print("pfkit: interrupted", file=sys.stderr)
         return 130
     except BaseException as exc:  # noqa: BLE001 - the CLI never shows a bare traceback
         if isinstance(exc, SystemExit):

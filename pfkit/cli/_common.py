@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from .._secrets import scrub
 from ..errors import PfkitError, UserError
 
 EXIT_ERROR = 1
@@ -18,15 +19,30 @@ def fail(message: str, hint: str | None = None, code: str = "UsageError") -> Use
     return UserError(message, code=code, hint=hint)
 
 
+def err(text: str) -> None:
+    """One line (or block) on stderr, with every known secret masked."""
+    sys.stderr.write(scrub(text).rstrip("\n") + "\n")
+
+
+def warn(message: str) -> None:
+    err(f"pfkit: warning: {message}")
+
+
 def report_error(exc: BaseException, *, debug: bool) -> int:
+    """One clear line; with ``--debug`` the traceback first: the user's own (from their tool)
+    when the error came from one, pfkit's otherwise. Secrets are masked in all of it."""
     if debug:
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        user_trace = getattr(exc, "user_traceback", None)
+        if user_trace:
+            err(user_trace)
+        else:
+            err("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     if isinstance(exc, PfkitError):
-        print(f"pfkit: error: {exc}", file=sys.stderr)
+        err(f"pfkit: error: {exc}")
         return EXIT_ERROR
-    print(f"pfkit: internal error: ({type(exc).__name__}) {exc}", file=sys.stderr)
+    err(f"pfkit: internal error: ({type(exc).__name__}) {exc}")
     if not debug:
-        print("Re-run with --debug for the traceback, and please report it.", file=sys.stderr)
+        err("Re-run with --debug for the traceback, and please report it.")
     return EXIT_ERROR
 
 
@@ -66,7 +82,14 @@ def read_inputs_file(path: str) -> dict[str, Any]:
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+    """JSON text for people (indented, UTF-8 kept), secrets masked. A value JSON cannot hold
+    (nested too deeply, containing itself, a huge integer) is shown by its type, not a crash."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, indent=2, default=str)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        text = json.dumps({"unprintable": f"{type(value).__name__} ({reason})"}, indent=2)
+    return scrub(text)
 
 
 def print_json(value: Any) -> None:

@@ -8,8 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExecutionError
-from ._common import EXIT_ERROR, parse_key_values, print_json, read_inputs_file
+from ..errors import ExecutionError, Location
+from ._common import (
+    EXIT_ERROR,
+    err,
+    parse_key_values,
+    print_json,
+    read_inputs_file,
+    to_json,
+    warn,
+)
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -72,14 +80,13 @@ def _inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _save_test_files(flow_dir: Path, prefix: str, payload: dict[str, Any]) -> None:
-    """promptflow's ``.promptflow/flow.output.json`` and friends, for tools that read them.
-    A read-only flow folder is not an error."""
+    """promptflow's ``.promptflow/flow.output.json`` and friends, for tools that read them,
+    with every known secret masked. A read-only flow folder is not an error."""
     try:
         folder = flow_dir / ".promptflow"
         folder.mkdir(exist_ok=True)
         for name, value in payload.items():
-            text = json.dumps(value, ensure_ascii=False, indent=2, default=str)
-            (folder / f"{prefix}.{name}.json").write_text(text, encoding="utf-8")
+            (folder / f"{prefix}.{name}.json").write_text(to_json(value), encoding="utf-8")
     except OSError:
         pass
 
@@ -92,7 +99,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     finally:
         written = session.finish()
         if written is not None:
-            print(f"pfkit: wrote {written} model calls to {session.cassette}", file=sys.stderr)
+            err(f"pfkit: wrote {written} model calls to {session.cassette}")
 
 
 def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) -> int:
@@ -107,10 +114,14 @@ def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) ->
                                                                        option="--connections"))
     flow = executable.bound
     if args.node:
-        line = run_sync(atest_node(flow, args.node, inputs))
+        line = run_sync(atest_node(flow, args.node, inputs, warn=warn))
         prefix = f"flow-{args.node}.node"
         aggregation = None
     else:
+        unknown = [k for k in inputs if k not in flow.spec.inputs]
+        if unknown:
+            warn(f"--inputs {', '.join(unknown)}: not an input of the flow (ignored); its "
+                 f"inputs: {', '.join(flow.spec.inputs) or 'none'}")
         result = run_sync(atest(flow, inputs))
         line, aggregation = result.line, result.aggregation
         prefix = "flow"
@@ -118,15 +129,15 @@ def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) ->
             prefix = f"flow-{flow.graph.variant.node}-{flow.graph.variant.variant_id}"
     detail = {"flow_runs": [line.to_dict()],
               "node_runs": [r.to_dict() for r in line.node_runs.values()]}
-    files: dict[str, Any] = {"output": line.outputs, "detail": detail}
+    from ..nodes._images import flow_test_outputs  # image outputs saved as promptflow does
+
+    saved_outputs, printed_outputs = flow_test_outputs(flow.spec.path.parent, line.outputs)
+    files: dict[str, Any] = {"output": saved_outputs, "detail": detail}
     if aggregation is not None:
         files["metrics"] = aggregation.metrics
     _save_test_files(flow.spec.path.parent, prefix, files)  # the flow folder, not a snapshot
     if line.status != "Completed":
-        error = line.error or {}
-        raise ExecutionError(error.get("message", "the line failed"), code=error.get("code"),
-                             hint=error.get("hint") or "Run with --debug to see the traceback "
-                             "of the failing tool.") from line.exception
+        raise line_error(line.error or {})
     if args.detail:
         record = line.to_dict()
         if aggregation is not None:
@@ -135,16 +146,30 @@ def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) ->
             record["cache"] = session.stats
         print_json(record)
     else:
-        print_json(line.outputs)
+        print_json(printed_outputs)
     if aggregation is not None:
         if aggregation.status != "Completed":
-            print(f"pfkit: warning: aggregation failed: {aggregation.error['message']}",
-                  file=sys.stderr)
+            error = aggregation.error or {}
+            warn(f"aggregation failed: {line_error(error)}")
+            if args.debug and error.get("traceback"):
+                err(error["traceback"])
             return EXIT_ERROR
         if aggregation.metrics:
-            print("metrics: " + json.dumps(aggregation.metrics, ensure_ascii=False, default=str),
-                  file=sys.stderr)
+            err("metrics: " + json.dumps(aggregation.metrics, ensure_ascii=False, default=str))
     return 0
+
+
+def line_error(error: dict[str, Any]) -> ExecutionError:
+    """The error of a failed line as an exception to report: its message and code, the user's
+    file and line (``tool.py:12, node 'n': ...``), and the user's traceback for ``--debug``."""
+    where = error.get("location") if isinstance(error.get("location"), dict) else {}
+    location = Location(**{k: v for k, v in where.items() if k in Location.__slots__})
+    exc = ExecutionError(error.get("message", "the line failed"), code=error.get("code"),
+                         location=location,
+                         hint=error.get("hint") or ("Run with --debug to see the traceback of "
+                                                    "the failing tool."))
+    exc.user_traceback = error.get("traceback")
+    return exc
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from ..engine import (
 from ..engine._execute import Schedule, _failure, _Graph, _NodeFailed, resolve_path
 from ..errors import ExecutionError, InputError, Location, NodeExecutionError, PfkitError, UserError
 from ..observe import Observers
-from ..spec import FlowInputRef, NodeRef
+from ..spec import FlowInputRef, NodeRef, coerce_flow_input
 
 
 @dataclass(slots=True)
@@ -54,11 +54,13 @@ async def atest(flow: BoundFlow | DagFlow, inputs: Mapping[str, Any], *,
     return TestResult(line, aggregation)
 
 
-async def atest_node(flow: BoundFlow | DagFlow, node_name: str, inputs: Mapping[str, Any]
-                     ) -> LineResult:
+async def atest_node(flow: BoundFlow | DagFlow, node_name: str, inputs: Mapping[str, Any],
+                     *, warn: Any = None) -> LineResult:
     """Run one node alone (its ``activate`` is not applied). Its references are taken from
-    ``inputs``: ``${inputs.x}`` from key ``x``, ``${dep.output...}`` from key ``dep.output`` (or
-    ``dep``); an input named like one of the node's own inputs is used as it is."""
+    ``inputs``: ``${inputs.x}`` from key ``x`` (converted to the flow input's type),
+    ``${dep.output...}`` from key ``dep.output`` (or ``dep``; text holding a JSON object or list
+    is parsed, as the command line gives text); an input named like one of the node's own inputs
+    is used as it is. ``warn(message)`` is told about inputs the node does not use."""
     flow = flow.bound if isinstance(flow, DagFlow) else flow
     bound = next((n for n in flow.nodes if n.name == node_name), None)
     if bound is None:
@@ -67,12 +69,14 @@ async def atest_node(flow: BoundFlow | DagFlow, node_name: str, inputs: Mapping[
                         hint=f"Nodes: {[n.name for n in flow.nodes]}.")
     given = dict(inputs)
     missing: list[str] = []
+    used: set[str] = set()
 
     def value_of(ref: Any) -> Any:
         if isinstance(ref, FlowInputRef):
-            if ref.name in given:
-                return given[ref.name]
             definition = flow.spec.inputs[ref.name]
+            if ref.name in given:
+                used.add(ref.name)
+                return coerce_flow_input(ref.name, definition.type, given[ref.name])
             if definition.has_default:
                 return definition.default
             missing.append(ref.name)
@@ -80,25 +84,56 @@ async def atest_node(flow: BoundFlow | DagFlow, node_name: str, inputs: Mapping[
         if isinstance(ref, NodeRef):
             for key in (f"{ref.node}.output", ref.node):
                 if key in given:
-                    return resolve_path(given[key], ref)
+                    used.add(key)
+                    value = _json_text(given[key])
+                    try:
+                        return resolve_path(value, ref)
+                    except PfkitError as exc:
+                        raise InputError(f"--inputs {key}: {exc.message}", code=exc.code,
+                                         location=Location(node=node_name),
+                                         hint=f"Give {key} the value {ref.node} returns, as JSON "
+                                              "when it is an object or a list.") from None
             missing.append(f"{ref.node}.output")
             return None
         return ref.value
 
-    direct = {k: v for k, v in given.items() if k in bound.spec.inputs}
+    refs = dict(bound.ref_inputs)
+    direct: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in bound.spec.inputs:
+            continue
+        used.add(key)
+        ref = refs.get(key)
+        if isinstance(ref, FlowInputRef) and ref.name in flow.spec.inputs:
+            direct[key] = coerce_flow_input(key, flow.spec.inputs[ref.name].type, value)
+        elif isinstance(ref, NodeRef):
+            direct[key] = _json_text(value)
+        else:
+            direct[key] = value
     alone = replace(bound, literal_kwargs={**bound.literal_kwargs, **direct},
                     ref_inputs=tuple((k, r) for k, r in bound.ref_inputs if k not in direct),
                     deps=frozenset(), input_deps=frozenset(), activate=None)
     runs: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
     graph = _Graph(Schedule.of((alone,)), value_of, runs, outputs, ctx=flow.context)
-    graph._kwargs(alone)  # find what is missing before running anything
+    try:
+        graph._kwargs(alone)  # find what is missing before running anything
+    except _NodeFailed as failed:
+        if isinstance(failed.cause, PfkitError):
+            raise failed.cause from None
+        raise
     if missing:
         names = sorted(set(missing))
         raise InputError(f"node '{node_name}' needs {names}, which were not given",
                          code="InputNotFound", location=Location(node=node_name),
                          hint="Pass them with --inputs, e.g. --inputs "
                               + " ".join(f"{m}=..." for m in names))
+    unused = sorted(set(given) - used)
+    if unused and warn is not None:
+        wanted = sorted({r.name if isinstance(r, FlowInputRef) else f"{r.node}.output"
+                         for _, r in bound.ref_inputs} | set(bound.spec.inputs))
+        warn(f"node '{node_name}' does not use {', '.join(unused)} (ignored); it takes: "
+             f"{', '.join(wanted) or 'nothing'}")
     start = time.time()
     GATE.begin_call()
     try:
@@ -110,6 +145,18 @@ async def atest_node(flow: BoundFlow | DagFlow, node_name: str, inputs: Mapping[
         GATE.end_call()
     return LineResult(0, COMPLETED, given, {node_name: outputs.get(node_name)}, runs, None, start,
                       time.time())
+
+
+def _json_text(value: Any) -> Any:
+    """Text that holds a JSON object or list, parsed; anything else as it is."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 class Flow:
