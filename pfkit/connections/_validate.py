@@ -90,10 +90,13 @@ def check_fields(ctype: ConnectionType, record: Mapping[str, Any], *, name: str,
     ``resolved=False`` (at create time) skips values still written as ``${env:VAR}``: they are
     checked once resolved, each time the connection is loaded."""
     out = dict(record)
+    # when loaded, callers may put the error at the node that uses the connection: the message
+    # itself names the connection's file
+    label = f"connection '{name}' ({file})" if resolved and file else f"connection '{name}'"
 
     def fail(field: str, problem: str, hint: str | None = None) -> ConnectionSettingError:
         return ConnectionSettingError(
-            f"connection '{name}': field '{field}' {problem}", code="InvalidConnection",
+            f"{label}: field '{field}' {problem}", code="InvalidConnection",
             location=Location(file=file, field=field), hint=hint)
 
     def pending(value: Any) -> bool:
@@ -111,7 +114,7 @@ def check_fields(ctype: ConnectionType, record: Mapping[str, Any], *, name: str,
                 out[field] = parse(value)
             except (TypeError, ValueError, OverflowError):
                 raise fail(field, f"is {_show(value)}; expected {expected}",
-                           f"Fix '{field}' in the connection file, or remove it.") from None
+                           f"Fix '{field}' (or remove it) and create the connection again.") from None
     for field in ctype.url_fields:
         value = record.get(field)
         if value is None or value == "" or pending(value):
@@ -157,11 +160,7 @@ def clean_secret(name: str, field: str, value: Any,
 
 
 def check_secrets_mapping(name: str, secrets: Mapping[str, Any], file: str | None) -> dict:
-    """A custom connection's ``secrets``: each stripped like a key."""
-    def fail(field: str, problem: str, hint: str | None = None) -> ConnectionSettingError:
-        return ConnectionSettingError(f"connection '{name}': field 'secrets.{field}' {problem}",
-                                      location=Location(file=file, field=f"secrets.{field}"),
-                                      hint=hint)
+    """A custom connection's ``secrets``: each stripped of surrounding whitespace (warned)."""
     cleaned = {}
     for key, value in secrets.items():
         if value is None or is_env_ref(value):
