@@ -247,7 +247,7 @@ def _run_child(model_path: Path, params: dict[str, Any], timeout: float,
     steps = [line[5:].strip() for line in out.splitlines() if line.startswith("step ")]
     step = STEPS.get(steps[-1], steps[-1]) if steps else "starting"
     if timed_out:
-        return _failure(f"did not finish in {timeout:g} s (it was {step}), and was stopped",
+        return _failure(f"did not finish in {timeout:g} s (it was {step}; stopped)",
                         "LocalModelProbeTimeout", params, flags, err,
                         hint=f"If the machine is very busy, raise {TIMEOUT_ENV} (seconds; default "
                              f"{DEFAULT_TIMEOUT:g}). If llama.cpp hangs on this CPU, "
@@ -304,8 +304,8 @@ def _failure(what: str, code: str, params: dict[str, Any], flags: str, stderr: s
     words = _last_words(stderr)
     detail = f" Its last words: {words}." if words else ""
     return LocalModelCrashed(
-        f"the embedded local model cannot run on this machine: a test run of llama.cpp in a "
-        f"child process {what}, so pfkit did not load it (model parameters: {shown}; CPU "
+        f"the embedded local model cannot run here: llama.cpp {what} in a test run in a child "
+        f"process, so pfkit did not load it (model parameters: {shown}; CPU "
         f"features: {features}; {platform.machine()}, llama-cpp-python "
         f"{_llama_cpp_identity()['version']}).{detail}", code=code, hint=hint)
 
