@@ -20,6 +20,7 @@ _LAZY = {
     "arun": ("pfkit.runs._api", "arun"),
     "get_run": ("pfkit.runs._api", "get_run"),
     "Run": ("pfkit.runs._api", "Run"),
+    "compare": ("pfkit.compare", None),  # a callable module: pfkit.compare([...])
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,7 +36,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'pfkit' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(target[0]), target[1])
+    module = importlib.import_module(target[0])
+    value = module if target[1] is None else getattr(module, target[1])
     globals()[name] = value
     return value
 
@@ -44,5 +46,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["Flow", "Run", "Session", "ToolProvider", "__version__", "arun", "get_run", "load_flow",
+__all__ = ["Flow", "Run", "Session", "ToolProvider", "__version__", "arun", "compare", "get_run", "load_flow",
            "log_metric", "run", "tool"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,7 @@ F1_B = [0.9, 0.8, 1.0, 0.9, 0.7, 0.6, 0.9, 1.0, 0.8, 0.7, 0.9, 0.8]
 
 def test_metric_columns_are_numeric_outputs_only():
     records = [line(0, {}, {"score": 1, "grade": "ok", "flag": True, "n": None, "obj": {"a": 1}}),
-               line(1, {}, {"score": "0.5", "grade": "bad", "flag": False, "n": 3}),
+               line(1, {}, {"score": 0.5, "grade": "bad", "flag": False, "n": 3, "text": "42"}),
                line(2, {}, {"score": "x"}, status="Failed")]
     assert metric_columns(records) == ["flag", "n", "score"]
 
@@ -151,3 +152,63 @@ def test_html_report_is_self_contained_and_escapes_user_text():
     assert page.count("<svg") == 4  # a distribution and a difference plot per metric
     assert "<script" not in page
     assert result._repr_html_() in page
+
+
+VARIANT_FLOW = """
+inputs:
+  x: {type: int}
+outputs:
+  answer: {type: string, reference: "${guess.output}"}
+nodes:
+- name: guess
+  use_variants: true
+node_variants:
+  guess:
+    default_variant_id: variant_0
+    variants:
+      variant_0:
+        node: {type: python, source: {type: code, path: guess.py}, inputs: {x: "${inputs.x}", wrong_every: 2}}
+      variant_1:
+        node: {type: python, source: {type: code, path: guess.py}, inputs: {x: "${inputs.x}", wrong_every: 7}}
+"""
+GUESS = ("from promptflow.core import tool\n\n@tool\ndef guess(x: int, wrong_every: int) -> str:\n"
+         "    return str(x * 2 + (1 if x % wrong_every == 0 else 0))\n")
+
+
+def test_compare_an_all_variants_group_end_to_end(make_flow, tmp_path, monkeypatch, capsys):
+    import json
+
+    import pfkit
+    from pfkit.cli import main
+
+    monkeypatch.setenv("PFKIT_HOME", str(tmp_path / "home"))
+    folder = make_flow({"flow.dag.yaml": VARIANT_FLOW, "guess.py": GUESS}, name="guesser")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"x": i, "truth": str(2 * i)}) + "\n" for i in range(28)))
+    assert main(["run", "create", "--flow", str(folder), "--data", str(data), "--all-variants",
+                 "-n", "grp"]) == 0
+    evaluator = Path(__file__).resolve().parent.parent / "evaluators" / "exact_match"
+    members = sorted(r.name for r in pfkit.Session.default().store.list(group="grp"))
+    assert len(members) == 2
+    for name in members:
+        pfkit.run(evaluator, data, run=name, column_mapping={
+            "answer": "${run.outputs.answer}", "ground_truth": "${data.truth}"})
+    capsys.readouterr()
+    report = tmp_path / "report.html"
+    assert main(["compare", "grp", "--json", "--html", str(report)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metrics"] == ["exact_match"]  # the answers themselves are not scores
+    assert result["lines"]["compared"] == 28
+    base, other = result["runs"]
+    summary = result["summaries"]["exact_match"]
+    assert summary[base]["value"] == pytest.approx(14 / 28)  # every 2nd answer is wrong
+    assert summary[other]["value"] == pytest.approx(24 / 28)  # every 7th
+    comparison = result["comparisons"]["exact_match"][other]
+    assert comparison["test"] == "McNemar (exact)" and comparison["significant"]
+    # wins: even x that are not multiples of 7 (12); losses: odd multiples of 7 (7, 21)
+    assert (comparison["wins"], comparison["losses"]) == (12, 2)
+    assert "<svg" in report.read_text(encoding="utf-8")
+    assert main(["compare", "grp", "--metric", "nope"]) == 1
+    assert "not a score of every run" in capsys.readouterr().err
+    python_result = pfkit.compare(["grp"])
+    assert python_result.summary_table().shape[0] == 2

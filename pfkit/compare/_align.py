@@ -49,7 +49,8 @@ def input_hash(inputs: Mapping[str, Any]) -> str:
 
 
 def metric_columns(lines: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Output names whose values are all numbers (or missing), with at least one number."""
+    """Output names whose values are all numbers or booleans (or missing), with at least one:
+    text that looks like a number (an answer such as "42") is not a score."""
     seen: dict[str, bool] = {}
     for record in lines:
         if record.get("status") != "Completed":
@@ -60,10 +61,9 @@ def metric_columns(lines: Iterable[Mapping[str, Any]]) -> list[str]:
             if value is None:
                 seen.setdefault(key, False)
                 continue
-            numeric = not isinstance(value, (dict, list)) and as_score(value) is not None
-            if numeric:
-                seen[key] = seen.get(key, False) or numeric
-            else:
+            if isinstance(value, (int, float)) and seen.get(key, False) is not None:
+                seen[key] = True
+            else:  # text (even "42": an answer, not a score), lists, objects
                 seen[key] = None  # type: ignore[assignment]  # not a metric, ever
     return sorted(k for k, v in seen.items() if v)
 
