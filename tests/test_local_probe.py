@@ -74,6 +74,10 @@ def test_an_abort_and_an_exit_code_are_named(model_file, tmp_path):
         check_backend(model_file, {**PARAMS, "n_threads": 2}, home=tmp_path,
                       child_code="import os; os._exit(7)")
     assert "exit code 7" in info.value.message and "while starting" in info.value.message
+    sigill = "import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n"
+    with pytest.raises(LocalModelCrashed) as info:
+        check_backend(model_file, {**PARAMS, "n_threads": 3}, home=tmp_path, child_code=sigill)
+    assert "SIGILL" in info.value.message and "instructions this CPU lacks" in info.value.hint
     with pytest.raises(LocalModelCrashed) as info:  # exit 0 without saying it finished
         check_backend(model_file, PARAMS, home=tmp_path, child_code="pass")
     assert "ended without finishing" in info.value.message

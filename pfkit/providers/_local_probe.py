@@ -263,7 +263,7 @@ def _run_child(model_path: Path, params: dict[str, Any], timeout: float,
     else:  # on Windows a crash is an exit code such as 0xc0000005
         how = f"ended with exit code {child.returncode} ({child.returncode:#x})"
     return _failure(f"{how} while {step}", "LocalModelCrashed", params, flags, err,
-                    hint=_what_to_do(params)), False
+                    hint=_what_to_do(params, -child.returncode)), False
 
 
 def _signal_name(number: int) -> str:
@@ -273,8 +273,12 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _what_to_do(params: dict[str, Any]) -> str:
+def _what_to_do(params: dict[str, Any], signal_number: int = 0) -> str:
     parts = []
+    if signal_number == getattr(signal, "SIGILL", -1):
+        parts.append("SIGILL: the llama.cpp library uses instructions this CPU lacks (a wheel "
+                     "built with -march=native on another machine?); build it here: pip install "
+                     "--force-reinstall --no-cache-dir llama-cpp-python.")
     if params.get("use_extra_bufts"):
         parts.append("Unset PFKIT_LOCAL_EXTRA_BUFTS: llama.cpp's weight repacking crashes on some "
                      "CPUs (AMX with Q4_K models, ggml-org/llama.cpp#20824).")
