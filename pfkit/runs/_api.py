@@ -15,8 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .._aio import run_sync
-from ..engine import AggregationInputs, execute_aggregation, working_directory
 from ..errors import PfkitError, UserError
 from ..observe import Observers, RunFinished, RunStarted
 from ..spec import resolve_flow_file
@@ -28,7 +26,6 @@ from ._batch import (
     StreamPrinter,
     default_run_name,
     line_timeout,
-    resolved_flow_yaml,
     rows_for_run,
     run_error_record,
     summarize_errors,
@@ -49,9 +46,10 @@ class RunCanceled(KeyboardInterrupt):
 
 
 def default_store() -> RunStore:
-    from ._local_store import LocalRunStore
+    """The store of the default session (the local store under ``$PFKIT_HOME``)."""
+    from ..session import Session
 
-    return LocalRunStore()
+    return Session.default().store
 
 
 class Run:
@@ -130,14 +128,15 @@ def run(flow: str | Path, data: str | Path | None = None, *,
         connections: dict[str, str] | None = None, cache: str | None = None,
         line_timeout: float | None = None, tags: dict[str, str] | None = None,
         progress: bool = False, models: Any = None, workers: int | None = None,
-        store: RunStore | None = None, observers: Any = ()) -> Run:
+        store: RunStore | None = None, observers: Any = (), session: Any = None) -> Run:
     """Run ``flow`` over ``data`` and return the :class:`Run` (works in Jupyter too).
 
     ``column_mapping`` maps flow inputs to ``${data.col}``, ``${run.outputs.col}`` or
     ``${run.inputs.col}`` (with ``run=`` a base run) or literals; ``connections`` overrides
     ``{"node.connection": name, "node.deployment_name": x}``; ``models`` replaces the connection
     store (e.g. ``{"*": EchoModel()}`` in tests); ``workers`` runs lines in that many worker
-    processes (default: what suits the flow); ``observers`` receive the run's events."""
+    processes (default: what suits the flow); ``observers`` receive the run's events;
+    ``session`` (default ``pfkit.Session.default()``) provides models, cache and store."""
     request = RunRequest(
         flow=str(flow), data=str(data) if data is not None else None,
         column_mapping=dict(column_mapping or {}), variant=variant,
@@ -149,10 +148,11 @@ def run(flow: str | Path, data: str | Path | None = None, *,
         tags=dict(tags or {}), workers=workers,
     )
     return create_run(request, progress=progress, models=models, store=store,
-                      observers=observers)
+                      observers=observers, session=session)
 
 
-def _base_record(request: RunRequest, flow_file: Path, name: str, graph: Any) -> RunRecord:
+def _base_record(request: RunRequest, flow_file: Path, name: str,
+                 variants: Any) -> RunRecord:
     return RunRecord(
         name=name, display_name=request.display_name or name,
         description=request.description, tags=dict(request.tags), status=PREPARING,
@@ -160,7 +160,7 @@ def _base_record(request: RunRequest, flow_file: Path, name: str, graph: Any) ->
         data=str(Path(request.data).resolve()) if request.data and not request.data.startswith("hf:")
         else request.data,
         run=request.run, resume_from=request.resume_from,
-        variant=dict(graph.variants_used) if graph is not None else None,
+        variant=dict(variants) if variants is not None else None,
         column_mapping=dict(request.column_mapping), group=request.group,
     )
 
@@ -179,58 +179,64 @@ def check_request_names(request: RunRequest) -> None:
 
 
 def create_run(request: RunRequest, *, store: RunStore | None = None, progress: bool = True,
-               models: Any = None, observers: Any = ()) -> Run:
+               models: Any = None, observers: Any = (), session: Any = None) -> Run:
     """Run a flow over a dataset and record it. Lines that fail are data; an error that stops
     the run (a bad flow, bad data, a bad mapping) marks the run Failed and is raised."""
-    return run_sync(acreate_run(request, store=store, progress=progress, models=models,
-                                observers=observers))
+    from ..session import Session
+
+    session = session or Session.default()
+    return session.run_sync(acreate_run(request, store=store, progress=progress, models=models,
+                                        observers=observers, session=session))
 
 
 async def acreate_run(request: RunRequest, *, store: RunStore | None = None, progress: bool = True,
-                      models: Any = None, observers: Any = ()) -> Run:
-    from .._flows import flow_environment, load_bound_flow
-    from ..providers._lazy import CASSETTE_NAME, LazyModelSession
+                      models: Any = None, observers: Any = (), session: Any = None) -> Run:
+    from ..providers._lazy import CASSETTE_NAME
+    from ..session import Session
 
     check_request_names(request)
-    store = store or default_store()
+    session = session or Session.default()
+    store = store or session.store
     flow_file = resolve_flow_file(request.flow)
     # relative paths mean the caller's folder: fix them before anything changes directory
     if request.data and not request.data.startswith("hf:"):
         request = replace(request, data=str(Path(request.data).expanduser().absolute()))
     if request.cassette:
         request = replace(request, cassette=str(Path(request.cassette).expanduser().absolute()))
-    given_models = models is not None
-    session = None
-    if models is None:
-        session = LazyModelSession(request.cache,
-                                   request.cassette or flow_file.parent / CASSETTE_NAME)
-        models = session
+    given_models = models is not None or session.models is not None
+    layer = None
+    if models is None and session.models is None:
+        layer = session.model_layer(request.cache,
+                                    request.cassette or flow_file.parent / CASSETTE_NAME)
+        models = layer
     name = request.name
     record: RunRecord | None = None
     created = False
     try:
         try:
-            flow = load_bound_flow(flow_file, variant=request.variant, models=models,
-                                   connections=getattr(models, "connection", None),
-                                   connection_overrides=request.connections)
+            flow = session.load_executable(flow_file, variant=request.variant,
+                                           connection_overrides=request.connections,
+                                           models=models,
+                                           connections=getattr(models, "connection", None))
         except PfkitError:
             if name is None:
                 name = default_run_name(flow_file.parent, None)
             raise
         if name is None:
-            variant_id = "_".join(flow.graph.variants_used.values()) or None
+            variant_id = "_".join(flow.variants_used.values()) or None
             name = default_run_name(flow_file.parent, variant_id)
-        resolved_yaml = resolved_flow_yaml(flow)
-        record = _base_record(request, flow_file, name, flow.graph)
+        resolved_yaml = flow.resolved_yaml()
+        record = _base_record(request, flow_file, name, flow.variants_used)
         record.fingerprints = {"data": data_fingerprint(request.data),
-                               "flow": flow_fingerprint(flow.spec.code_dir, resolved_yaml)}
+                               "flow": flow_fingerprint(flow.code_dir, resolved_yaml)}
         if request.resume_from:
             _check_resumable(request, store, flow_file, record)
         record.output_path = store.location(name)
         store.create(record)  # atomic: RunExists when the name is taken, nothing touched
         created = True
-        return await _execute(request, flow, store, record, resolved_yaml, progress,
-                              flow_environment, session, given_models, Observers(tuple(observers)))
+        users = observers if isinstance(observers, Observers) else Observers(tuple(observers))
+        return await _execute(request, flow, store, record, resolved_yaml, progress, layer,
+                              given_models, session.observers.with_(*users.members))
     except PfkitError as exc:
         if isinstance(exc, (RunExists, InvalidRunName)) or name is None:
             raise
@@ -247,10 +253,10 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
             pass
         raise
     finally:
-        if session is not None:
-            written = session.finish()
+        if layer is not None:
+            written = layer.finish()
             if written is not None and progress:
-                print(f"pfkit: wrote {written} model calls to {session.cassette}", file=sys.stderr)
+                print(f"pfkit: wrote {written} model calls to {layer.cassette}", file=sys.stderr)
 
 
 def _check_resumable(request: RunRequest, store: RunStore, flow_file: Path,
@@ -279,73 +285,81 @@ def _check_resumable(request: RunRequest, store: RunStore, flow_file: Path,
 
 
 async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunRecord,
-                   resolved_yaml: str, show_progress: bool, flow_environment: Any, session: Any,
+                   resolved_yaml: str, show_progress: bool, layer: Any,
                    given_models: bool, user_observers: Observers) -> Run:
     writer = store.open_writer(record.name)
-    collected = AggregationInputs(flow)
-    outcome = BatchOutcome(collected=collected if flow.aggregation_nodes else None)
+    collected = flow.aggregation_collector()
+    outcome = BatchOutcome(collected=collected if flow.has_aggregation else None)
     aggregation = None
     run_error = None
     progress = None
-    observers = None
+    observers = run_observers = None
     counted = None
     try:
-        writer.save_snapshot(flow.spec.code_dir, resolved_yaml)
+        writer.save_snapshot(flow.code_dir, resolved_yaml)
         reused = _reuse_lines(request, store, writer, flow, outcome)
-        if hasattr(flow, "with_environment"):
-            flow = flow.with_environment(request.environment_variables)
-        else:  # pragma: no cover - flows before with_environment()
-            flow.environment = {**flow.environment, **request.environment_variables}
+        flow = flow.with_environment(request.environment_variables)
         record.status, record.start_time = RUNNING, time.time()
         store.save(record)
-        with working_directory(flow.working_dir), flow_environment(flow):
-            rows, total, warnings = rows_for_run(flow, request, store, reused)
-            runner, workers = _runner_for(request, flow, store, total, given_models)
-            writer.log(f"run {record.name} started: flow {record.flow_path}, "
-                       f"concurrency {request.concurrency}, workers {workers}, "
-                       f"reused {len(reused)} lines")
-            for note in warnings:
-                writer.log(f"warning: {note}")
-                if show_progress:
-                    print(f"pfkit: warning: {note}", file=sys.stderr)
-            progress = Progress(total, label=f"{record.name}: ", enabled=show_progress)
-            members: list[Any] = [LineWriter(writer), outcome, progress]
-            if request.stream:
-                members.append(StreamPrinter())
-            observers = Observers((*members, *user_observers.members))
-            observers.on_run_start(RunStarted(record.name, record.flow_path or "", total,
+        # flows apply their own folder and environment around their tool calls
+        rows, total, warnings = rows_for_run(flow, request, store, reused)
+        runner, workers = _runner_for(request, flow, store, total, given_models,
+                                      user_observers)
+        writer.log(f"run {record.name} started: flow {record.flow_path}, "
+                   f"concurrency {request.concurrency}, workers {workers}, "
+                   f"reused {len(reused)} lines")
+        for note in warnings:
+            writer.log(f"warning: {note}")
+            if show_progress:
+                print(f"pfkit: warning: {note}", file=sys.stderr)
+        progress = Progress(total, label=f"{record.name}: ", enabled=show_progress)
+        members: list[Any] = [LineWriter(writer), outcome, progress]
+        if request.stream:
+            members.append(StreamPrinter())
+        # in this process the engine gives the caller's observers every line event; lines
+        # run in worker processes reach them as FinishedLine from here
+        observers = Observers((*members, *(user_observers.members if workers > 1 else ())))
+        run_observers = Observers((*members, *user_observers.members))
+        run_observers.on_run_start(RunStarted(record.name, record.flow_path or "", total,
                                               len(reused)))
-            counted = CountedRows(rows)
-            try:
-                await runner.run(counted, observers.on_line_end)
-            except (asyncio.CancelledError, KeyboardInterrupt):
-                outcome.canceled = True
-            finally:
-                absorb = getattr(runner, "absorb_cache_usage", None)
-                if absorb is not None and session is not None:
-                    absorb(session)
-            if not outcome.canceled:
-                missing = counted.read - (outcome.recorded - outcome.reused)
-                if missing > 0:
-                    raise PfkitError(
-                        f"{missing} of {counted.read} lines were started but never recorded",
-                        code="LinesMissing",
-                        hint=f"Finish the run with  --resume-from {record.name}, and please "
-                             "report this.")
-            if flow.aggregation_nodes and not outcome.canceled:
-                aggregation = await execute_aggregation(flow, collected)
+        counted = CountedRows(rows)
+        try:
+            await runner.run(counted, observers.on_line_end)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            outcome.canceled = True
+        finally:
+            absorb = getattr(runner, "absorb_cache_usage", None)
+            if absorb is not None and layer is not None:
+                absorb(_CacheView(layer))
+        if not outcome.canceled:
+            missing = counted.read - (outcome.recorded - outcome.reused)
+            if missing > 0:
+                raise PfkitError(
+                    f"{missing} of {counted.read} lines were started but never recorded",
+                    code="LinesMissing",
+                    hint=f"Finish the run with  --resume-from {record.name}, and please "
+                         "report this.")
+        if flow.has_aggregation and not outcome.canceled:
+            aggregation = await flow.aggregate(collected, observers=user_observers)
     except PfkitError as exc:
         run_error = run_error_record(exc)
         raise
     finally:
-        _finalize(store, record, writer, outcome, aggregation, run_error, session, observers)
+        _finalize(store, record, writer, outcome, aggregation, run_error, layer, run_observers)
     if outcome.canceled:
         raise RunCanceled(record.name)
     return Run(record.name, store)
 
 
+class _CacheView:
+    """What WorkerRunner.absorb_cache_usage reads from the run's models (``.session.cache``)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.session = layer._cache_session
+
+
 def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | None,
-                given_models: bool) -> tuple[Any, int]:
+                given_models: bool, observers: Observers | None = None) -> tuple[Any, int]:
     """The in-process runner, or worker processes (``--workers N``; by default what suits
     the flow: see ``pfkit.runs._workers.default_workers``)."""
     timeout = line_timeout(request.line_timeout)
@@ -356,13 +370,15 @@ def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | No
     try:
         from ._workers import WorkerFlowSpec, WorkerRunner, default_workers
     except ImportError:  # pragma: no cover - the worker runner ships with pfkit
-        return InProcessRunner(flow, concurrency=request.concurrency, timeout=timeout), 1
+        return InProcessRunner(flow, concurrency=request.concurrency, timeout=timeout,
+                               observers=observers), 1
     if workers is None:
         workers = 1 if given_models else default_workers(flow, total,
                                                          concurrency=request.concurrency)
     home = getattr(store, "home", None)
     if workers <= 1 or home is None:
-        return InProcessRunner(flow, concurrency=request.concurrency, timeout=timeout), 1
+        return InProcessRunner(flow, concurrency=request.concurrency, timeout=timeout,
+                               observers=observers), 1
     if given_models:
         raise UserError("workers > 1 cannot use the models= given to this call (they live in "
                         "this process)", code="InvalidWorkers",
@@ -390,7 +406,7 @@ def _reuse_lines(request: RunRequest, store: RunStore, writer: Any, flow: Any,
         return {}
     reused: dict[int, Any] = {}
     for line in store.finished_lines(request.resume_from, status=COMPLETED):
-        if flow.aggregation_nodes and line.aggregation_values is None:
+        if flow.has_aggregation and line.aggregation_values is None:
             raise UserError(f"run '{request.resume_from}' has no aggregation inputs for line "
                             f"{line.line_number}", code="InvalidResume")
         writer.write_line(line)
@@ -400,7 +416,7 @@ def _reuse_lines(request: RunRequest, store: RunStore, writer: Any, flow: Any,
 
 
 def _finalize(store: RunStore, record: RunRecord, writer: Any, outcome: BatchOutcome,
-              aggregation: Any, run_error: dict | None, session: Any,
+              aggregation: Any, run_error: dict | None, layer: Any,
               observers: Observers | None) -> None:
     metrics = aggregation.metrics if aggregation is not None else {}
     aggregation_error = aggregation.error if aggregation is not None else None
@@ -419,8 +435,8 @@ def _finalize(store: RunStore, record: RunRecord, writer: Any, outcome: BatchOut
     cost = estimate_cost(outcome.by_model)
     if cost is not None:
         system["cost_usd"] = cost
-    if session is not None and session.stats:
-        system["cache"] = session.stats
+    if layer is not None and layer.stats:
+        system["cache"] = layer.stats
     if aggregation is not None:
         for name, node_run in aggregation.node_runs.items():
             system[f"__pf__.nodes.{name}.{node_run.status.lower()}"] = 1

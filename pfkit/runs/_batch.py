@@ -7,7 +7,6 @@ nodes need is kept in memory. ``--resume-from`` reuses the completed lines of an
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._secrets import scrub
-from ..engine import AggregationInputs, BoundFlow
+from ..engine import AggregationInputs
 from ..errors import PfkitError, UserError, error_dict
 from ._records import COMPLETED
 from ._runner import FinishedLine, dumps
@@ -61,24 +60,6 @@ def safe_name_part(text: str) -> str:
 
     cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", text)[:150]
     return cleaned if cleaned[:1].isalnum() or cleaned[:1] == "_" else f"_{cleaned}"
-
-
-def resolved_flow_yaml(flow: BoundFlow) -> str:
-    """The flow YAML with the chosen variant of each node written into ``nodes``."""
-    import yaml
-
-    raw = copy.deepcopy(flow.spec.raw)
-    used = flow.graph.variants_used
-    nodes = []
-    for node in raw.get("nodes") or []:
-        if isinstance(node, dict) and node.get("use_variants") and node.get("name") in used:
-            name = node["name"]
-            body = raw["node_variants"][name]["variants"][used[name]]["node"]
-            node = {"name": name, **body}
-        nodes.append(node)
-    raw["nodes"] = nodes
-    raw.pop("node_variants", None)
-    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
 
 
 @dataclass
@@ -190,12 +171,12 @@ def run_error_record(exc: BaseException) -> dict[str, Any]:
     return data
 
 
-def mapping_warnings(flow: BoundFlow, request: RunRequest, mapping: Any,
+def mapping_warnings(flow: Any, request: RunRequest, mapping: Any,
                      columns: list[str]) -> list[str]:
     """What users trip over: promptflow's rule that a YAML default beats a data column of the
     same name when nothing maps it, and default-mapped columns missing from the data."""
     notes = []
-    for name, definition in flow.spec.inputs.items():
+    for name, definition in flow.inputs.items():
         if definition.has_default and name not in request.column_mapping and name in columns:
             notes.append(f"flow input '{name}' has a default in flow.dag.yaml, so the data column "
                          f"'{name}' is not used (promptflow's rule); to use it, pass "
@@ -233,7 +214,7 @@ def base_run_inputs(store: RunStore, name: str) -> Any:
     return Dataset(f"run {name}", [_BaseRunInputs(store, name)])
 
 
-def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore, skip: Mapping[int, Any]
+def rows_for_run(flow: Any, request: RunRequest, store: RunStore, skip: Mapping[int, Any]
                  ) -> tuple[Iterator[tuple[int, Any]], int | None, list[str]]:
     """The lines to run, lazily: ``(line_number, inputs)`` or ``(line_number, error)``; the total
     when known; warnings about the mapping."""
@@ -259,7 +240,7 @@ def rows_for_run(flow: BoundFlow, request: RunRequest, store: RunStore, skip: Ma
     else:
         raise UserError("a run needs --data (or --run for an evaluation run)", code="NoData",
                         hint="Pass  --data path/to/data.jsonl.")
-    mapping = ColumnMapping.build(flow.spec.inputs, request.column_mapping)
+    mapping = ColumnMapping.build(flow.inputs, request.column_mapping)
     columns = dataset.columns()
     warnings = mapping_warnings(flow, request, mapping, columns) if not request.run else []
     mapping.check(columns,

@@ -75,16 +75,31 @@ class LocalRunStore:
     """Runs in ``home`` (default ``$PFKIT_HOME``, ``~/.pfkit``)."""
 
     def __init__(self, home: Path | str | None = None) -> None:
-        self.home = Path(home or pfkit_home()).expanduser()
-        self.runs_dir = self.home / "runs"
-        self.db_path = self.home / "runs.sqlite"
+        self._home = Path(home).expanduser() if home else None
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._conn_path: Path | None = None
+
+    @property
+    def home(self) -> Path:
+        """The given folder, else ``$PFKIT_HOME`` as it is now (a long-lived default store
+        follows a changed PFKIT_HOME)."""
+        return self._home or Path(pfkit_home()).expanduser()
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "runs.sqlite"
 
     # -- database ---------------------------------------------------------------------------
 
     @property
     def db(self) -> sqlite3.Connection:
+        if self._conn is not None and self._conn_path != self.db_path:
+            self.close()
         if self._conn is None:
             try:
                 self.home.mkdir(parents=True, exist_ok=True)
@@ -104,7 +119,7 @@ class LocalRunStore:
                     conn.execute("INSERT INTO schema_info VALUES (?)", (SCHEMA_VERSION,))
             except sqlite3.OperationalError as exc:
                 raise store_write_error(self.db_path, exc) from exc
-            self._conn = conn
+            self._conn, self._conn_path = conn, self.db_path
         return self._conn
 
     @contextmanager

@@ -48,8 +48,15 @@ class LineRunner(Protocol):
 
 
 def dumps(value: Any) -> str:
-    """JSON for records: UTF-8 kept, NaN/Infinity as promptflow writes them, odd values repr'd."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=True, default=repr)
+    """JSON for records: UTF-8 kept, NaN/Infinity as promptflow writes them, images as their
+    base64 dict, other odd values repr'd."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=True, default=_odd_value)
+
+
+def _odd_value(value: Any) -> Any:
+    from ..nodes._images import json_default
+
+    return json_default(value)
 
 
 def _usage_summary(usage: Any) -> dict[str, Any] | None:
@@ -204,10 +211,10 @@ class InProcessRunner:
         self.concurrency = max(1, int(concurrency))
         self.timeout = timeout
         self.observers = observers
-        aggregation = getattr(flow, "aggregation_nodes", None)
-        if aggregation is None:
-            aggregation = getattr(flow, "has_aggregation", False)
-        self._extractor = AggregationInputs(flow) if aggregation else None
+        if hasattr(flow, "aggregation_collector"):  # an ExecutableFlow
+            self._extractor = flow.aggregation_collector() if flow.has_aggregation else None
+        else:  # a BoundFlow
+            self._extractor = AggregationInputs(flow) if flow.aggregation_nodes else None
 
     async def _run_line(self, line_number: int, inputs: dict[str, Any]) -> LineResult:
         arun = getattr(self.flow, "arun", None)
