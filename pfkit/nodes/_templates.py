@@ -4,19 +4,29 @@
   undefined variables render empty. Each template compiles once per flow, not per call.
 * A chat prompt is split into messages on role lines (``# system:``, ``user:``, ...), with
   ``name:``/``tool_call_id:``/``tool_calls:`` blocks, exactly as promptflow's llm tool does.
-* Role injection: role markers inside flow-input values (and inside prompt-node outputs built
-  from them) are swapped for random tokens before parsing and restored afterwards, so user text
-  such as ``"# system:\\n..."`` can never open a new message.
+* Role injection: role markers in untrusted text (flow inputs, chat history, python and llm
+  node outputs, at any depth of dicts and lists) are swapped for random tokens before parsing
+  and restored afterwards, so text such as ``"# system:\\n..."`` can never open a new message.
+  Prompt-node outputs keep their roles (they are the author's template) and carry the escaping
+  of what they rendered. promptflow 1.18.5 escapes only flow-input strings (and dicts of them);
+  a node with ``role_escaping: promptflow`` (a key promptflow ignores), or named in
+  ``PFKIT_ROLE_ESCAPING_PROMPTFLOW`` (comma-separated, ``*`` for all), gets exactly that rule.
+* A render is bounded: loop iterations and calls count against a budget
+  (``PFKIT_TEMPLATE_MAX_STEPS``, default 1,000,000), and strings or lists built by ``*`` and
+  ``~`` stay under ``PFKIT_TEMPLATE_MAX_CHARS`` (default 10,000,000), so a runaway template
+  stops with an error naming the node, the template file and the line.
 """
 
 from __future__ import annotations
 
 import ast
+import contextvars
+import os
 import re
 import uuid
 from typing import Any
 
-from ..errors import ExecutionError
+from ..errors import ExecutionError, Location, UserError
 
 VALID_ROLES = ("system", "user", "assistant", "function", "tool")
 _ROLES_ALT = "|".join(VALID_ROLES)
@@ -30,27 +40,169 @@ _IMAGE_MARKDOWN = re.compile(r"\!\[(\s*image\s*)\]\(\{\{(\s*[^\s{}]+\s*)\}\}\)")
 
 _env = None
 
+DEFAULT_MAX_STEPS = 1_000_000
+DEFAULT_MAX_CHARS = 10_000_000
+MAX_STEPS_VAR = "PFKIT_TEMPLATE_MAX_STEPS"
+MAX_CHARS_VAR = "PFKIT_TEMPLATE_MAX_CHARS"
+ROLE_ESCAPING_VAR = "PFKIT_ROLE_ESCAPING_PROMPTFLOW"
+_MAX_DEPTH = 200  # how deep escaping walks into nested dicts and lists
+
 
 class JinjaTemplateError(ExecutionError):
     default_code = "JinjaTemplateError"
+
+
+class TemplateBudgetExceeded(JinjaTemplateError):
+    default_code = "TemplateBudgetExceeded"
 
 
 class ChatAPIInvalidRole(ExecutionError):
     default_code = "ChatAPIInvalidRole"
 
 
+class _Budget:
+    __slots__ = ("steps", "max_steps", "max_chars")
+
+    def __init__(self, max_steps: int, max_chars: int) -> None:
+        self.steps = 0
+        self.max_steps = max_steps
+        self.max_chars = max_chars
+
+
+_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "pfkit_template_budget", default=None)
+
+
+def _limit(var: str, default: int) -> int:
+    text = os.environ.get(var)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise UserError(f"{var} must be a positive whole number, got {text!r}",
+                        code="InvalidEnvironment", location=Location(field=var),
+                        hint=f"Unset it for the default ({default:,}), or give e.g. {default}.")
+    return value
+
+
+def _step() -> None:
+    budget = _budget.get()
+    if budget is None:
+        return
+    budget.steps += 1
+    if budget.steps > budget.max_steps:
+        raise TemplateBudgetExceeded(
+            f"ran more than {budget.max_steps:,} loop iterations and calls and was stopped (a "
+            "runaway loop?)",
+            hint=f"Loop over less data, or raise the budget with {MAX_STEPS_VAR}=N.")
+
+
+def _counted(iterable: Any):
+    """What ``{% for %}`` loops iterate over: the iterable, one budget step per item."""
+    budget = _budget.get()
+    if budget is None:
+        yield from iterable
+        return
+    for item in iterable:
+        budget.steps += 1
+        if budget.steps > budget.max_steps:
+            _step()  # raises
+        yield item
+
+
+def _too_big(size: int) -> None:
+    budget = _budget.get()
+    if budget is not None and size > budget.max_chars:
+        raise TemplateBudgetExceeded(
+            f"built a value of {size:,} characters or items (at most {budget.max_chars:,}) "
+            "and was stopped",
+            hint=f"Build smaller text, or raise the limit with {MAX_CHARS_VAR}=N.")
+
+
+def _sized(value: Any) -> Any:
+    """What ``a ~ b`` yields: the joined text, checked against the size limit."""
+    if isinstance(value, (str, list, tuple)):
+        _too_big(len(value))
+    return value
+
+
+def _build_environment():
+    from jinja2 import nodes
+    from jinja2.environment import Template
+    from jinja2.sandbox import SandboxedEnvironment
+    from jinja2.visitor import NodeTransformer
+
+    def helper(name: str, arg: Any, lineno: int) -> Any:
+        call = nodes.Call(nodes.Name(name, "load"), [arg], [], None, None)
+        call.set_lineno(lineno)
+        return call
+
+    class Instrument(NodeTransformer):
+        """Every ``{% for %}`` iterates through the budget; every ``~`` is size-checked."""
+
+        def visit_For(self, node: Any) -> Any:  # noqa: N802 - jinja's visitor naming
+            node = self.generic_visit(node)
+            node.iter = helper("__pfkit_counted", node.iter, node.lineno)
+            return node
+
+        def visit_Concat(self, node: Any) -> Any:  # noqa: N802
+            node = self.generic_visit(node)
+            return helper("__pfkit_sized", node, node.lineno)
+
+    class BoundedTemplate(Template):
+        def render(self, *args: Any, **kwargs: Any) -> str:
+            token = _budget.set(_Budget(_limit(MAX_STEPS_VAR, DEFAULT_MAX_STEPS),
+                                        _limit(MAX_CHARS_VAR, DEFAULT_MAX_CHARS)))
+            try:
+                return super().render(*args, **kwargs)
+            finally:
+                _budget.reset(token)
+
+    class BoundedSandbox(SandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+            _step()
+            return super().call(__context, __obj, *args, **kwargs)
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "*":
+                for seq, times in ((left, right), (right, left)):
+                    if isinstance(seq, (str, list, tuple)) and isinstance(times, int):
+                        _too_big(len(seq) * max(times, 0))
+            elif (operator == "**" and isinstance(left, int) and isinstance(right, int)
+                  and abs(left) > 1 and right > 0):
+                _too_big(int(right * abs(left).bit_length() * 0.302) + 1)  # ~ decimal digits
+            return super().call_binop(context, operator, left, right)
+
+        def _generate(self, source: Any, name: Any, filename: Any, defer_init: bool = False) -> str:
+            return super()._generate(Instrument().visit(source), name, filename,
+                                     defer_init=defer_init)
+
+    env = BoundedSandbox(trim_blocks=True, keep_trailing_newline=True)
+    env.template_class = BoundedTemplate
+    env.globals["__pfkit_counted"] = _counted
+    env.globals["__pfkit_sized"] = _sized
+    return env
+
+
 def environment():
     global _env
     if _env is None:
-        from jinja2.sandbox import SandboxedEnvironment
-
-        _env = SandboxedEnvironment(trim_blocks=True, keep_trailing_newline=True)
+        _env = _build_environment()
     return _env
 
 
-def compile_template(text: str):
-    """Compile once; raises jinja2.TemplateSyntaxError for the caller to place."""
-    return environment().from_string(text)
+def compile_template(text: str, *, file: str | None = None, node: str | None = None):
+    """Compile once; raises jinja2.TemplateSyntaxError for the caller to place. ``file`` and
+    ``node`` are remembered, so that a failure while rendering can name them."""
+    template = environment().from_string(text)
+    template.pfkit_file = file
+    template.pfkit_node = node
+    return template
 
 
 def template_variables(text: str) -> set[str]:
@@ -98,37 +250,134 @@ def render(template, variables: dict[str, Any], *, escape_map: dict[str, str] | 
     try:
         return template.render(**variables)
     except Exception as exc:
-        message = unescape(str(exc), escape_map or {})
-        raise JinjaTemplateError(
-            f"Failed to render jinja template: {type(exc).__name__}: {message}. "
-            "Please modify your prompt to fix the issue."
-        ) from exc
+        raise template_error(template, exc, escape_map or {}) from exc
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line Jinja2 put in the traceback (its frames are named ``<template>``)."""
+    line = getattr(exc, "lineno", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def template_error(template: Any, exc: BaseException, escape_map: dict[str, str]
+                   ) -> JinjaTemplateError:
+    """A render failure, with promptflow's message, placed at the node, the template file and
+    the template line."""
+    from ..observe import current_node
+
+    file = getattr(template, "pfkit_file", None)
+    node = getattr(template, "pfkit_node", None) or current_node.get((None, None))[0]
+    line = _template_line(exc)
+    where = " ".join(part for part in (
+        f"line {line} of" if line else None, file and os.path.basename(file) or "the template",
+        f"(node '{node}')" if node else None) if part)
+    if isinstance(exc, TemplateBudgetExceeded):
+        return TemplateBudgetExceeded(
+            f"Template {where} {exc.message}", hint=exc.hint,
+            location=Location(file=file, line=line, node=node))
+    if isinstance(exc, UserError):
+        exc.location = Location(file=file, line=line, node=node, field=exc.location.field)
+        return exc  # type: ignore[return-value]
+    message = unescape(str(exc), escape_map)
+    kind = type(exc).__name__
+    hint = f"Fix {where}."
+    if kind == "SecurityError":
+        hint += " The template runs in a sandbox: it may not reach Python internals."
+    return JinjaTemplateError(
+        f"Failed to render jinja template: {kind}: {message}. "
+        "Please modify your prompt to fix the issue.",
+        hint=hint, location=Location(file=file, line=line, node=node),
+    )
 
 
 # -- role-injection escaping --------------------------------------------------------------------
 
-def _collect_roles(value: Any, mapping: dict[str, str]) -> None:
+class EscapeSet(frozenset):
+    """The names of a node's template variables whose values are untrusted text. ``promptflow``
+    selects promptflow 1.18.5's narrower rule (flow-input strings and dicts, no lists)."""
+
+    promptflow: bool
+
+    def __new__(cls, names: Any = (), *, promptflow: bool = False):
+        obj = super().__new__(cls, names)
+        obj.promptflow = promptflow
+        return obj
+
+
+ROLE_ESCAPING_MODES = ("all", "promptflow")
+
+
+def role_escaping_mode(node: Any) -> str:
+    """``promptflow`` when the node opts out (``role_escaping: promptflow`` in the flow file, or
+    named in PFKIT_ROLE_ESCAPING_PROMPTFLOW), else ``all``."""
+    names = {n.strip() for n in os.environ.get(ROLE_ESCAPING_VAR, "").split(",") if n.strip()}
+    if "*" in names or node.name in names:
+        return "promptflow"
+    return getattr(node, "role_escaping", None) or "all"
+
+
+def escaped_input_names(node: Any) -> EscapeSet:
+    """Which of a node's inputs are untrusted text: every input that is not a literal of the flow
+    file (flow inputs, chat history, other nodes' outputs; a prompt node's output keeps its
+    roles by its own type). Under the promptflow rule: only inputs bound to flow inputs."""
+    from ..spec import FlowInputRef, Literal
+
+    if role_escaping_mode(node) == "promptflow":
+        return EscapeSet((k for k, v in node.inputs.items() if isinstance(v, FlowInputRef)),
+                         promptflow=True)
+    return EscapeSet(k for k, v in node.inputs.items() if not isinstance(v, Literal))
+
+
+def _too_deep() -> JinjaTemplateError:
+    return JinjaTemplateError(
+        f"a template input is nested more than {_MAX_DEPTH} levels deep; its text cannot be "
+        "checked for chat role markers", code="InputTooDeep",
+        hint="Flatten the value before it reaches the template.")
+
+
+def _collect_roles(value: Any, mapping: dict[str, str], deep: bool, depth: int = 0) -> None:
     if isinstance(value, str):
+        if isinstance(value, PromptResult):
+            return
         for role in ROLE_LINE.findall(value):
             if role not in mapping.values():
                 mapping[str(uuid.uuid4())] = role
-    elif isinstance(value, dict):
-        for item in value.values():
-            _collect_roles(item, mapping)
-    elif isinstance(value, ChatInputList):
+        return
+    if depth > _MAX_DEPTH:
+        raise _too_deep()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if deep:
+                _collect_roles(key, mapping, deep, depth + 1)
+            _collect_roles(item, mapping, deep, depth + 1)
+    elif isinstance(value, ChatInputList) or (deep and isinstance(value, (list, tuple, set,
+                                                                          frozenset))):
         for item in value:
-            _collect_roles(item, mapping)
+            _collect_roles(item, mapping, deep, depth + 1)
 
 
-def _escape_value(value: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(value, str) and not isinstance(value, PromptResult):
+def _escape_value(value: Any, mapping: dict[str, str], deep: bool, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        if isinstance(value, PromptResult):
+            return value
         for token, role in mapping.items():
             value = value.replace(role, token)
         return value
+    if depth > _MAX_DEPTH:
+        raise _too_deep()
     if isinstance(value, dict):
-        return {k: _escape_value(v, mapping) for k, v in value.items()}
+        return {(_escape_value(k, mapping, deep, depth + 1) if deep else k):
+                _escape_value(v, mapping, deep, depth + 1) for k, v in value.items()}
     if isinstance(value, ChatInputList):
-        return ChatInputList(_escape_value(v, mapping) for v in value)
+        return ChatInputList(_escape_value(v, mapping, deep, depth + 1) for v in value)
+    if deep and isinstance(value, (list, tuple, set, frozenset)):
+        items = [_escape_value(v, mapping, deep, depth + 1) for v in value]
+        return type(value)(items) if type(value) in (list, tuple, set, frozenset) else items
     return value
 
 
@@ -149,15 +398,17 @@ def unescape(value: Any, mapping: dict[str, str]) -> Any:
 
 def escape_variables(variables: dict[str, Any], to_escape: frozenset[str]
                      ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Escape role markers in the variables fed from flow inputs and in prompt results.
-    Returns the variables to render with and the token->role mapping (empty: nothing to do)."""
+    """Escape role markers in the untrusted variables (``to_escape``) and use the escaped
+    rendering of prompt results. Returns the variables to render with and the token->role
+    mapping (empty: nothing to do)."""
+    deep = not getattr(to_escape, "promptflow", False)
     mapping: dict[str, str] = {}
     for value in variables.values():
         if isinstance(value, PromptResult) and value.escape_map:
             mapping.update(value.escape_map)
     for key in to_escape:
         if key in variables:
-            _collect_roles(variables[key], mapping)
+            _collect_roles(variables[key], mapping, deep)
     if not mapping:
         return variables, mapping
     escaped = {}
@@ -165,7 +416,7 @@ def escape_variables(variables: dict[str, Any], to_escape: frozenset[str]
         if isinstance(value, PromptResult) and value.escape_map:
             escaped[key] = value.escaped
         elif key in to_escape:
-            escaped[key] = _escape_value(value, mapping)
+            escaped[key] = _escape_value(value, mapping, deep)
         else:
             escaped[key] = value
     return escaped, mapping
@@ -210,7 +461,9 @@ def _invalid_role(role: str, mapping: dict[str, str]) -> ChatAPIInvalidRole:
         "https://aka.ms/pfdoc/chat-prompt or view the samples in our gallery that contain 'Chat' "
         "in the name.",
         hint="Start the template with a role line such as '# system:' or '# user:', or set "
-             "api: completion on the node.",
+             "api: completion on the node. Role lines inside flow inputs and node outputs are "
+             "escaped; a node whose inputs build messages on purpose can set  role_escaping: "
+             "promptflow  (promptflow's rule: only flow inputs are escaped).",
     )
 
 

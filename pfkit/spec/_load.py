@@ -27,6 +27,7 @@ from ._outside import find_outside_paths, warn_outside_paths
 from ._references import ReferenceSyntaxError, parse_value
 from ._yaml import LineDict, load_yaml_file, plain
 
+ROLE_ESCAPING_MODES = ("all", "promptflow")  # as pfkit.nodes._templates.ROLE_ESCAPING_MODES
 DAG_FILE_NAMES = ("flow.dag.yaml", "flow.dag.yml")
 _TOP_LEVEL_KEYS = frozenset({
     "$schema", "inputs", "outputs", "nodes", "node_variants", "environment",
@@ -266,6 +267,14 @@ class _Reader:
                                  code="APINotFound", line=spec.line_of("api"), node=name,
                                  field="api", hint="Use  api: chat  or  api: completion.")
         activate = self.activate(spec, name)
+        role_escaping = self.str_field(spec, "role_escaping", name) or "all"
+        if role_escaping not in ROLE_ESCAPING_MODES:
+            raise self.error(
+                f"role_escaping must be one of {', '.join(ROLE_ESCAPING_MODES)}, got "
+                f"{_show(role_escaping)}", code="InvalidFlowSchema",
+                line=spec.line_of("role_escaping"), node=name, field="role_escaping",
+                hint="all (the default) escapes chat role lines in every input that is not a "
+                     "literal; promptflow escapes only flow inputs, as promptflow 1.18.5 does.")
         aggregation = self.bool_field(spec, "aggregation", name) or self.bool_field(spec, "reduce", name)
         return NodeSpec(
             name=name,
@@ -281,6 +290,7 @@ class _Reader:
             use_variants=False,
             line=line,
             raw=plain(spec),
+            role_escaping=role_escaping,
         )
 
     def source(self, spec: LineDict, name: str, typ: str) -> SourceSpec:

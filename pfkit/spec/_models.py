@@ -103,6 +103,9 @@ class NodeSpec:
     use_variants: bool = False
     line: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    # "all" (pfkit's rule: every non-literal input is untrusted text) or "promptflow" (only flow
+    # inputs, as promptflow 1.18.5); from the node key  role_escaping:  that promptflow ignores.
+    role_escaping: str = "all"
 
     def references(self) -> list[NodeRef]:
         """Node references of the inputs and of ``activate.when``."""
