@@ -65,7 +65,9 @@ def test_typed_connections_are_mappings_with_promptflows_keys_and_aliases():
 
     aoai = AzureOpenAIConnection(api_key="k-123456", api_base="https://a.openai.azure.com/")
     assert dict(aoai) == {"api_base": "https://a.openai.azure.com/", "api_type": "azure",
-                          "api_version": "2024-02-01", "auth_mode": "key", "api_key": "k-123456"}
+                          "api_version": "2024-02-01", "auth_mode": "key", "resource_id": None,
+                          "api_key": "k-123456"}  # as promptflow 1.18.5 gives
+    assert (aoai.type, oai.type) == ("AzureOpenAI", "OpenAI")
     assert aoai.base_url == aoai.api_base
     aoai.api_version = "2024-06-01"
     assert aoai.configs["api_version"] == "2024-06-01"

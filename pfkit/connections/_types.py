@@ -60,15 +60,20 @@ class _Alias:
 
 
 class _Connection:
-    """Base: a named mapping of configs and secrets. ``repr`` never shows secret values."""
+    """Base: a named mapping of configs and secrets. ``repr`` never shows secret values.
+
+    ``TYPE`` is the connection file's ``type:`` (``open_ai``); the instance's ``type`` is
+    promptflow's name for it (``OpenAI``), as promptflow's objects have."""
 
     TYPE = "connection"
+    PF_TYPE = "_NOT_SET"
 
     def __init__(self, name: str | None = None, module: str = "promptflow.connections",
                  configs: dict | None = None, secrets: dict | None = None,
                  **options: Any) -> None:
         self.name = name
-        self.type = self.TYPE
+        self.type = self.PF_TYPE
+        self.class_name = f"{self.PF_TYPE}Connection"
         self.module = module
         self.configs = dict(configs or {})
         self.secrets = dict(secrets or {})
@@ -151,6 +156,7 @@ class _StrongTypeConnection(_Connection):
 
 class OpenAIConnection(_StrongTypeConnection):
     TYPE = "open_ai"
+    PF_TYPE = "OpenAI"
     organization = _Field("configs")
     base_url = _Field("configs")
     api_base = _Alias("base_url")
@@ -165,23 +171,26 @@ class OpenAIConnection(_StrongTypeConnection):
 
 class AzureOpenAIConnection(_StrongTypeConnection):
     TYPE = "azure_open_ai"
+    PF_TYPE = "AzureOpenAI"
     api_base = _Field("configs")
     api_type = _Field("configs")
     api_version = _Field("configs")
     auth_mode = _Field("configs", "key")
+    resource_id = _Field("configs")
     base_url = _Alias("api_base")
 
     def __init__(self, api_base: str | None = None, api_key: str | None = None,
                  api_type: str = "azure", api_version: str = "2024-02-01",
-                 auth_mode: str = "key", **kwargs: Any) -> None:
+                 auth_mode: str = "key", resource_id: str | None = None, **kwargs: Any) -> None:
         configs = {"api_base": api_base, "api_type": api_type, "api_version": api_version,
-                   "auth_mode": auth_mode}
+                   "auth_mode": auth_mode, "resource_id": resource_id}
         secrets = {"api_key": api_key} if auth_mode == "key" else {}
         super().__init__(configs=configs, secrets=secrets, **kwargs)
 
 
 class ServerlessConnection(_StrongTypeConnection):
     TYPE = "serverless"
+    PF_TYPE = "Serverless"
     api_base = _Field("configs")
     base_url = _Alias("api_base")
 
@@ -192,6 +201,7 @@ class ServerlessConnection(_StrongTypeConnection):
 
 class SerpConnection(_StrongTypeConnection):
     TYPE = "serp"
+    PF_TYPE = "Serp"
 
     def __init__(self, api_key: str | None = None, **kwargs: Any) -> None:
         super().__init__(secrets={"api_key": api_key}, **kwargs)
@@ -199,6 +209,7 @@ class SerpConnection(_StrongTypeConnection):
 
 class CognitiveSearchConnection(_StrongTypeConnection):
     TYPE = "cognitive_search"
+    PF_TYPE = "CognitiveSearch"
     api_base = _Field("configs")
     api_version = _Field("configs")
 
@@ -210,6 +221,7 @@ class CognitiveSearchConnection(_StrongTypeConnection):
 
 class AzureContentSafetyConnection(_StrongTypeConnection):
     TYPE = "azure_content_safety"
+    PF_TYPE = "AzureContentSafety"
     endpoint = _Field("configs")
     api_version = _Field("configs")
     api_type = _Field("configs")
@@ -223,6 +235,7 @@ class AzureContentSafetyConnection(_StrongTypeConnection):
 
 class FormRecognizerConnection(AzureContentSafetyConnection):
     TYPE = "form_recognizer"
+    PF_TYPE = "FormRecognizer"
 
     def __init__(self, api_key: str | None = None, endpoint: str | None = None,
                  api_version: str = "2023-07-31", api_type: str = "Form Recognizer",
@@ -235,6 +248,7 @@ class LocalConnection(_Connection):
     """pfkit's embedded model: ``model_path`` (a GGUF file) and ``n_ctx`` are optional."""
 
     TYPE = "local"
+    PF_TYPE = "Local"
     model_path = _Field("configs")
     n_ctx = _Field("configs")
 
@@ -246,6 +260,7 @@ class CustomConnection(_Connection):
     """``configs`` and ``secrets`` dicts; their keys are also attributes."""
 
     TYPE = "custom"
+    PF_TYPE = "Custom"
 
     def __init__(self, secrets: dict | None = None, configs: dict | None = None,
                  **kwargs: Any) -> None:
@@ -306,6 +321,7 @@ class CustomStrongTypeConnection(_Connection):
     falls back to the class default."""
 
     TYPE = "custom"
+    PF_TYPE = "Custom"
 
     def __init__(self, secrets: dict | None = None, configs: dict | None = None,
                  **kwargs: Any) -> None:
