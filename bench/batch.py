@@ -260,13 +260,23 @@ def _last_json(text: str) -> dict:
                 return value
 
 
+def _pfkit_workers(log: Path) -> int | None:
+    """The worker count a pfkit run reports in its logs.txt ("... workers N, ...")."""
+    try:
+        found = re.search(r"workers (\d+)", log.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
 def _count_lines(path: Path) -> int:
     with path.open("rb") as fh:
         return sum(1 for _ in fh)
 
 
 class Runner:
-    def __init__(self, keep: bool = False) -> None:
+    def __init__(self, keep: bool = False, workers: int | None = None) -> None:
+        self.workers = workers  # pfkit run create --workers N (None: pfkit's default)
         self.counter = 0
         self.keep = keep
         self.logs = SCRATCH / "logs"
@@ -286,6 +296,8 @@ class Runner:
                "-n", name, "--no-progress"]
         if concurrency is not None:
             cmd += ["--concurrency", str(concurrency)]
+        if self.workers is not None:
+            cmd += ["--workers", str(self.workers)]
         run_dir = KIT_HOME / "runs" / name
         log = self.logs / f"{name}.log"
         wall, code, samples, max_rss, cpu = run_measured(
@@ -300,10 +312,11 @@ class Runner:
             raise BenchError(f"pfkit run {name}: status {record.get('status')}, {lines_out} of "
                              f"{rows} lines in {outputs}\n{text[-3000:]}")
         duration = record["properties"]["system_metrics"]["duration"]
+        workers = _pfkit_workers(run_dir / "logs.txt")
         if not self.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
             log.unlink()
-        return Outcome(wall, duration, lines_out, max_rss, cpu, samples)
+        return Outcome(wall, duration, lines_out, max_rss, cpu, samples, workers=workers)
 
     def bare(self, client: str, base_url: str, data: Path, rows: int, concurrency: int
              ) -> Outcome:
@@ -654,6 +667,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--keep", action="store_true", help="keep run folders and logs")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="pfkit run create --workers N (default: pfkit's own choice)")
     parser.add_argument("--no-append", action="store_true", help="do not write bench/RESULTS.md")
     args = parser.parse_args()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -665,7 +680,7 @@ def main() -> int:
     from pfkit.testing import TestServerProcess
 
     SCRATCH.mkdir(parents=True, exist_ok=True)
-    runner = Runner(keep=args.keep)
+    runner = Runner(keep=args.keep, workers=args.workers)
     sections: list[str] = []
     started = time.perf_counter()
     server = TestServerProcess(latency=args.latency) if "b" in only else None
