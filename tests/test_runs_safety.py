@@ -407,3 +407,46 @@ def test_every_run_option_has_help():
             if action.option_strings and action.help is None:
                 missing.append(f"{command} {action.option_strings[0]}")
     assert not missing, missing
+
+
+# -- observers and worker processes ---------------------------------------------------------------
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def on_run_start(self, event) -> None:
+        self.events.append(("start", event.name, event.total))
+
+    def on_line_end(self, line) -> None:
+        self.events.append(("line", line.line_number, line.status))
+
+    def on_run_end(self, event) -> None:
+        self.events.append(("end", event.status, event.completed, event.failed))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_observers_see_the_run_start_every_line_and_the_end(slow_flow, tmp_path, workers):
+    seen = Recorder()
+    run = pfkit.run(slow_flow, rows(tmp_path / "d.jsonl", 6), name=f"observed{workers}",
+                    observers=[seen], workers=workers)
+    assert run.status == "Completed"
+    assert seen.events[0] == ("start", f"observed{workers}", 6)
+    assert seen.events[-1] == ("end", "Completed", 6, 0)
+    lines = [e for e in seen.events if e[0] == "line"]
+    assert sorted(e[1] for e in lines) == list(range(6))  # each line once
+    assert {e[2] for e in lines} == {"Completed"}
+
+
+def test_run_create_with_worker_processes_records_every_line_once(slow_flow, tmp_path, home):
+    data = rows(tmp_path / "d.jsonl", 40)
+    result = cli("run", "create", "--flow", str(slow_flow), "--data", str(data), "-n", "procs",
+                 "--workers", "2", "--no-progress", home=home)
+    assert result.returncode == 0, result.stderr
+    numbers = [json.loads(x)["line_number"] for x in
+               (home / "runs" / "procs" / "lines.jsonl").read_text().splitlines()]
+    assert sorted(numbers) == list(range(40))
+    assert "workers 2" in (home / "runs" / "procs" / "logs.txt").read_text()
+    bad = cli("run", "create", "--flow", str(slow_flow), "--data", str(data), "--workers", "0",
+              home=home)
+    assert bad.returncode == 1 and "--workers must be at least 1" in bad.stderr

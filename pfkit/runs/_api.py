@@ -341,7 +341,7 @@ async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunR
                          "report this.")
         if flow.has_aggregation and not outcome.canceled:
             aggregation = await flow.aggregate(collected, observers=user_observers)
-    except PfkitError as exc:
+    except Exception as exc:  # noqa: BLE001 - recorded, then raised: never "Completed"
         run_error = run_error_record(exc)
         raise
     finally:

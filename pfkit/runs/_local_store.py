@@ -66,9 +66,9 @@ def store_write_error(path: Path, exc: BaseException, run: str | None = None) ->
 
 def _process_gone_detail(record: RunRecord) -> str:
     resume = f"--resume-from {record.name}"
-    return (f"process gone: {describe(record.owner)} stopped without finishing the run "
-            f"(killed, or its machine stopped); the lines it finished are saved: resume with "
-            f"{resume}")
+    return (f"process gone: {describe(record.owner)} ended without finishing the run "
+            f"(killed, crashed, its machine stopped, or it could not write its record); the "
+            f"lines it finished are saved: resume with {resume}")
 
 
 class LocalRunStore:
@@ -448,13 +448,11 @@ class LocalRunWriter:
 
     def write_encoded(self, record_json: str, node_json: dict[str, str]) -> None:
         """A line's records as JSON text (node files first: a line in lines.jsonl is whole)."""
-        path = self.folder / "node_outputs"
-        with self._guard(path):
+        with self._guard(self.folder):
             for node, text in node_json.items():
                 fh = self._node_file(node)
                 fh.write(text + "\n")
                 fh.flush()
-            path = self.folder / "lines.jsonl"
             self._lines.write(record_json + "\n")
             self._lines.flush()
 
