@@ -409,3 +409,15 @@ def test_a_flow_inside_its_folder_has_no_outside_paths(make_flow):
     spec = load_flow_spec(folder)
     assert spec.outside_paths == () and describe_outside_paths(spec) is None
     assert refuse_outside_paths(spec) == ()
+
+
+def test_unsafe_connection_names_are_refused(make_flow):
+    err = reject_spec(make_flow, """nodes:
+- name: chat
+  type: llm
+  source: {type: code, path: chat.jinja2}
+  api: chat
+  connection: ../../etc/conn
+""")
+    assert err.code == "InvalidName" and err.location.field == "connection"
+    assert (err.location.node, err.location.line) == ("chat", 6) and "Connection names" in err.hint

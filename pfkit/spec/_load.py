@@ -119,9 +119,18 @@ class _Reader:
             node=value if node is None and isinstance(value, str) and len(value) <= 200
             and value.isprintable() else node,
             field=field,
-            hint="Names of nodes and variants are 1-200 letters, digits, '_', '-' and '.', "
-                 "starting with a letter, a digit or '_' (they become file names in run folders).",
+            hint=f"{'Connection names' if field == 'connection' else 'Names of nodes and variants'}"
+                 " are 1-200 letters, digits, '_', '-' and '.', starting with a letter, a digit "
+                 "or '_' (they become file names in run folders and the connection store).",
         )
+
+    def connection_name(self, spec: LineDict, node: str) -> str | None:
+        """``connection:`` names a file in the connection store: the safe-name rule."""
+        value = self.str_field(spec, "connection", node)
+        if value is None or value == "":
+            return value or None
+        return self.name(value, what="connection name", line=spec.line_of("connection"),
+                         node=node, field="connection")
 
     def path_field(self, value: Any, *, what: str, line: int | None, node: str | None = None,
                    field: str | None = None) -> str:
@@ -281,7 +290,7 @@ class _Reader:
             type=typ,
             source=source,
             inputs=inputs,
-            connection=self.str_field(spec, "connection", name),
+            connection=self.connection_name(spec, name),
             api=api,
             provider=self.str_field(spec, "provider", name),
             module=self.str_field(spec, "module", name),

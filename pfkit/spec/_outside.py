@@ -104,8 +104,8 @@ def describe_outside_paths(spec: FlowSpec) -> str | None:
     if not spec.outside_paths:
         return None
     items = "; ".join(str(p) for p in spec.outside_paths)
-    return (f"{spec.file}: the flow reads files from outside its folder {spec.code_dir} "
-            f"(they are copied into run snapshots): {items}")
+    return (f"the flow reads files from outside its folder {spec.code_dir} (they are copied "
+            f"into run snapshots): {items}")
 
 
 _warned: set[str] = set()
@@ -117,7 +117,10 @@ def warn_outside_paths(spec: FlowSpec) -> None:
     if text is None or spec.file in _warned:
         return
     _warned.add(spec.file)
-    warnings.warn(text, OutsideFlowFolderWarning, stacklevel=3)
+    # Placed at the flow file's line, so Python prints "flow.dag.yaml:6: ..." and that line.
+    line = next((p.line for p in spec.outside_paths if p.line), None) or 1
+    warnings.warn_explicit(text, OutsideFlowFolderWarning, filename=spec.file, lineno=line,
+                           module="pfkit.spec")
 
 
 def refuse_outside_paths(spec: FlowSpec, allow: bool = False) -> tuple[OutsidePath, ...]:
