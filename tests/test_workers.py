@@ -26,10 +26,19 @@ ADDRESS = re.compile(r"at 0x[0-9a-f]+|(?<= in )\d+\.\d+ s\b")  # addresses; "aft
 
 
 def fixture_models():
-    """The fixtures' models, built inside each worker process (picklable by name)."""
+    """The fixtures' models (as tests/fixture_cases.py gives them), for llm nodes and for the
+    promptflow-tools functions a tool calls with a connection. Called in each worker process
+    (picklable by name) and, for the in-process side, in the task that runs the lines."""
     from pfkit.testing import EchoModel
 
-    return {"echo": EchoModel("openai")}, fixture_connection
+    models = {"echo": EchoModel("openai"), "echo_azure": EchoModel("azure_openai")}
+    try:
+        from pfkit._compat._llm_tools import connection_models
+    except ImportError:  # pragma: no cover - an older compat layer
+        pass
+    else:
+        connection_models.set(lambda name, conn: models.get(name))
+    return models, fixture_connection
 
 
 def comparable(line: FinishedLine) -> dict:
@@ -85,46 +94,33 @@ async def collect(runner, items) -> dict[int, FinishedLine]:
     return got
 
 
-async def aggregate(flow, lines: dict[int, FinishedLine]):
-    from pfkit.engine import AggregationInputs, execute_aggregation
+def load(folder, **kwargs):
+    """The flow as the parent of a run loads it."""
+    from pfkit.engine import load_executable
 
-    collected = AggregationInputs(flow)
+    return load_executable(folder, **kwargs)
+
+
+async def aggregate(flow, lines: dict[int, FinishedLine]):
+    """What the parent does with the lines' aggregation values after the run."""
+    collected = flow.aggregation_collector()
     for number in sorted(lines):
         if lines[number].aggregation_values is not None:
             collected.add(number, lines[number].aggregation_values)
-    result = await execute_aggregation(flow, collected)
+    result = await flow.aggregate(collected)
     return result.status, plain(result.metrics), plain(result.outputs)
-
-
-def in_flow_folder(flow):
-    from contextlib import ExitStack
-
-    from pfkit._flows import flow_environment
-
-    stack = ExitStack()
-    try:
-        from pfkit.engine import working_directory
-    except ImportError:  # flows apply their folder themselves
-        return stack
-    stack.enter_context(working_directory(flow.working_dir))
-    stack.enter_context(flow_environment(flow))
-    return stack
 
 
 # --------------------------------------------------------------------------- same records
 
 def test_every_fixture_flow_gives_the_same_records_in_workers_and_in_process():
-    from pfkit._flows import load_bound_flow
-    from pfkit.testing import EchoModel
-
     cases = []
     for case in load_cases():
         if case.invalid or not case.lines:
             continue
+        models, connections = fixture_models()
         try:
-            flow = load_bound_flow(case.folder, variant=case.variant,
-                                   models={"echo": EchoModel("openai")},
-                                   connections=fixture_connection)
+            flow = load(case.folder, variant=case.variant, models=models, connections=connections)
         except PfkitError:
             continue
         cases.append((case, flow))
@@ -132,16 +128,15 @@ def test_every_fixture_flow_gives_the_same_records_in_workers_and_in_process():
 
     async def compare(case, flow, gate, one_flow_here):
         items = [(i, dict(inputs)) for i, inputs in enumerate(case.lines)]
-        async with one_flow_here:  # the in-process runs change this process's folder
-            with in_flow_folder(flow):
-                expected = await collect(InProcessRunner(flow, concurrency=4), items)
-                expected_agg = await aggregate(flow, expected) if flow.aggregation_nodes else None
+        fixture_models()  # direct tool calls of this task's lines get the echo models
+        async with one_flow_here:  # one flow at a time in this process: plain comparisons
+            expected = await collect(InProcessRunner(flow, concurrency=4), items)
+            expected_agg = await aggregate(flow, expected) if flow.has_aggregation else None
         spec = WorkerFlowSpec(str(case.folder), variant=case.variant, models=fixture_models)
         async with gate:
             got = await collect(WorkerRunner(spec, workers=1, concurrency=4), items)
         async with one_flow_here:
-            with in_flow_folder(flow):
-                got_agg = await aggregate(flow, got) if flow.aggregation_nodes else None
+            got_agg = await aggregate(flow, got) if flow.has_aggregation else None
         problems = []
         if sorted(got) != sorted(expected):
             problems.append(f"lines {sorted(got)} != {sorted(expected)}")
@@ -200,8 +195,6 @@ def total(ys: list):
 
 
 def test_two_workers_split_the_lines_and_every_line_is_sunk_once(make_flow):
-    from pfkit._flows import load_bound_flow
-
     folder = make_flow({"flow.dag.yaml": COUNT_FLOW, "square.py": SQUARE, "total.py": TOTAL})
     items = [(i, {"x": i}) for i in range(300)]
     runner = WorkerRunner(WorkerFlowSpec(str(folder)), workers=2, concurrency=8)
@@ -213,7 +206,7 @@ def test_two_workers_split_the_lines_and_every_line_is_sunk_once(make_flow):
     assert failed == [n for n in range(300) if n % 7 == 3]
     assert "no 3" in got[3].error["message"]
     assert got[4].outputs == {"y": 16} and got[4].aggregation_values is not None
-    flow = load_bound_flow(folder)
+    flow = load(folder)
     expected = asyncio.run(collect(InProcessRunner(flow, concurrency=8), items))
     assert {n: comparable(line) for n, line in got.items()} == \
         {n: comparable(line) for n, line in expected.items()}
@@ -311,11 +304,14 @@ from promptflow.core import tool
 async def slow(x: int) -> int:
     await asyncio.sleep(0.02)
     marker = Path(os.environ["KILL_MARKER"]) if os.environ.get("KILL_MARKER") else None
-    if marker is not None and x == int(os.environ["KILL_AT"]) and not marker.exists():
+    if marker is not None and x == int(os.environ.get("KILL_AT", -1)) and not marker.exists():
         marker.write_text(str(os.getpid()))
         os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
     if os.environ.get("ALWAYS_DIE"):
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("FREEZE_AT") and x == int(os.environ["FREEZE_AT"]) and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGSTOP)  # stuck where no timeout of its own can reach
     return x + 1000
 """
 
@@ -354,6 +350,19 @@ def test_a_native_crash_is_named_by_its_signal(make_flow, tmp_path):
                               [(i, {"x": i}) for i in range(40)]))
     assert "died (SIGSEGV) while running this line" in got[2].error["message"]
     assert sorted(got) == list(range(40)) and got[39].status == "Completed"
+
+
+def test_a_frozen_worker_is_killed_after_the_line_timeout_and_replaced(make_flow, tmp_path):
+    folder = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SLOW})
+    marker = tmp_path / "frozen"
+    spec = WorkerFlowSpec(str(folder), environment={"KILL_MARKER": str(marker), "FREEZE_AT": "3"})
+    runner = WorkerRunner(spec, workers=1, concurrency=2, timeout=0.5, hung_grace=0.5)
+    got = asyncio.run(collect(runner, [(i, {"x": i}) for i in range(30)]))
+    frozen = int(marker.read_text())
+    assert got[3].error["message"] == (f"worker process {frozen} died (SIGKILL) (it sent nothing "
+                                       "for 1 s and was stopped) while running this line")
+    assert sorted(got) == list(range(30)) and got[29].status == "Completed"
+    assert not wait_gone(runner.pids)
 
 
 def test_workers_dying_again_and_again_stop_the_run_with_a_clear_error(make_flow):

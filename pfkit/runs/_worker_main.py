@@ -90,20 +90,33 @@ def _send_load_error(proto_out: int, exc: BaseException) -> None:
 
 
 def _load(spec: Any) -> tuple[Any, Any]:
-    """The flow, bound once, with the run's extra environment; and the model session whose
-    cache statistics and recorded keys go back to the parent at the end."""
-    from .._flows import load_bound_flow
-    from ..providers._lazy import CASSETTE_NAME, LazyModelSession
+    """The flow, bound once as the parent bound it (the same loader, the session's models for
+    the run's cache mode and cassette), with the run's extra environment; and the model layer
+    whose cache counters and recorded keys go back to the parent at the end."""
+    from ..providers._lazy import CASSETTE_NAME
     from ..spec import resolve_flow_file
 
     flow_file = resolve_flow_file(spec.flow)
-    session = None
+    cassette = spec.cassette or flow_file.parent / CASSETTE_NAME
+    layer = None
+    try:
+        from ..engine import load_executable
+        from ..session import Session
+    except ImportError:  # pragma: no cover - an older engine
+        from .._flows import load_bound_flow as load_executable
+        from ..providers._lazy import LazyModelSession
+
+        def new_layer() -> Any:
+            return LazyModelSession(spec.cache, cassette)
+    else:
+        def new_layer() -> Any:
+            return Session.default().model_layer(spec.cache, cassette)
     if spec.models is not None:
         models, connections = spec.models()
     else:
-        session = LazyModelSession(spec.cache, spec.cassette or flow_file.parent / CASSETTE_NAME)
-        models, connections = session, session.connection
-    flow = load_bound_flow(flow_file, variant=spec.variant, models=models,
+        layer = new_layer()
+        models, connections = layer, layer.connection
+    flow = load_executable(flow_file, variant=spec.variant, models=models,
                            connections=connections,
                            connection_overrides=dict(spec.connection_overrides))
     if spec.environment:
@@ -112,19 +125,20 @@ def _load(spec: Any) -> tuple[Any, Any]:
             flow = with_environment(dict(spec.environment))
         else:
             flow.environment = {**flow.environment, **spec.environment}
-    return flow, session
+    return flow, layer
 
 
 def _flow_scope(flow: Any) -> Any:
-    """What the in-process run does around its lines: today the flow's folder and environment
-    for the whole batch (a worker runs one flow, so nothing else can see them)."""
+    """What the in-process run does around its lines. An executable flow applies its folder
+    and environment around its own tool calls: nothing to do. (A bare bound flow of an older
+    engine gets them for the whole batch: a worker runs one flow, nothing else sees them.)"""
     from contextlib import ExitStack
 
-    from .._flows import flow_environment
-    from ..engine import working_directory
-
     stack = ExitStack()
-    if getattr(flow, "working_dir", None) is not None:
+    if getattr(flow, "working_dir", None) is not None and not hasattr(flow, "arun"):
+        from .._flows import flow_environment
+        from ..engine import working_directory
+
         stack.enter_context(working_directory(flow.working_dir))
         stack.enter_context(flow_environment(flow))
     return stack
@@ -227,10 +241,10 @@ async def _serve(spec: Any, concurrency: int, timeout: float | None, proto_in: i
         await asyncio.gather(*(work() for _ in range(runner.concurrency)))
         flush()
     stats: dict[str, Any] = {"cache_stats": {}, "cache_keys": []}
-    if session is not None:
+    if session is not None:  # the model layer; its cassette is the parent's to write
         stats["cache_stats"] = dict(session.stats)
-        model_session = getattr(session, "_session", None)
-        cache = getattr(model_session, "cache", None)
+        caching = getattr(session, "_cache_session", None) or getattr(session, "_session", None)
+        cache = getattr(caching, "cache", None)
         if cache is not None:
             stats["cache_keys"] = cache.keys_used()
             cache.close()  # writes pending hit counts; the parent writes any cassette

@@ -47,7 +47,11 @@ SMALL_PYTHON_DATASET = 10_000   # lines: below this one process is faster (start
 SMALL_LLM_DATASET = 500         # lines of a flow with model calls
 MAX_DEFAULT_WORKERS = 4
 
-_WORKER_CODE = "from pfkit.runs._worker_main import main; main()"
+HUNG_GRACE = 30.0          # seconds past the line timeout before a silent worker is killed
+# ``-c`` puts the current directory first on sys.path: take it off, so a file of the caller's
+# folder never shadows a module the worker imports
+_WORKER_CODE = ("import sys\nif sys.path and sys.path[0] == '':\n    del sys.path[0]\n"
+                "from pfkit.runs._worker_main import main\nmain()\n")
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ def default_workers(flow: Any, total_lines: int | None, *, concurrency: int,
 
 
 def _nodes_of(flow: Any) -> list[Any]:
+    """The flow's nodes as bound (the chosen variant of each), or as written."""
+    flow = getattr(flow, "bound", flow)
     nodes = getattr(flow, "nodes", None)
     if nodes is None:
         spec = getattr(flow, "spec", None)
@@ -176,6 +182,8 @@ class _Worker:
         self.returned = 0
         self.busy_since: float | None = None
         self.busy_time = 0.0
+        self.last_heard = 0.0
+        self.hung: str | None = None
 
     @property
     def window(self) -> int:
@@ -205,7 +213,8 @@ class WorkerRunner:
     ``cache_keys`` lists the cache entries they used (see :meth:`absorb_cache_usage`)."""
 
     def __init__(self, spec: WorkerFlowSpec, *, workers: int, concurrency: int = 16,
-                 timeout: float | None = None, max_restarts: int | None = None) -> None:
+                 timeout: float | None = None, max_restarts: int | None = None,
+                 hung_grace: float = HUNG_GRACE) -> None:
         if workers < 1:
             raise UserError(f"--workers must be at least 1, not {workers}", code="InvalidWorkers",
                             hint="Pass --workers 1 to run lines in this process.")
@@ -214,10 +223,18 @@ class WorkerRunner:
         self.workers = max(1, min(int(workers), self.concurrency))
         self.timeout = timeout if timeout is not None else spec.line_timeout
         self.max_restarts = max_restarts if max_restarts is not None else max(4, 2 * self.workers)
+        self.hung_grace = hung_grace
         self.restarts = 0
         self.cache_stats: dict[str, int] = {}
         self.cache_keys: list[str] = []
         self.pids: list[int] = []  # every worker process started, in order (for tests, logs)
+        try:
+            self._init_frame = wire.frame(("init", spec, 0, self.timeout))
+        except Exception as exc:  # noqa: BLE001 - e.g. a lambda as the models factory
+            raise UserError(f"the worker processes cannot be given this flow description: {exc}",
+                            code="InvalidWorkers",
+                            hint="A models factory must be a module-level function (importable "
+                                 "by name); or run with --workers 1.") from None
 
     def _share(self, slot: int) -> int:
         base, extra = divmod(self.concurrency, self.workers)
@@ -248,8 +265,8 @@ class WorkerRunner:
             secrets = sorted(_secrets._secrets)
         worker.send(("hello", {"sys_path": list(sys.path), "secrets": secrets,
                                "parent_pid": os.getpid()}))
-        spec = self.spec
-        worker.send(("init", spec, worker.concurrency, self.timeout))
+        worker.send(("init", self.spec, worker.concurrency, self.timeout))
+        worker.last_heard = time.monotonic()
 
     async def _reap(self, worker: _Worker, *, kill: bool) -> int | None:
         """Wait for the process to end (killing it first when asked, or when it does not end
@@ -349,6 +366,7 @@ class WorkerRunner:
         def done_yet() -> bool:
             return exhausted and not any(w.inflight for w in pool)
 
+        watchdog = asyncio.ensure_future(self._watch(pool)) if self.timeout else None
         try:
             for worker in pool:
                 await self._start(worker, events)
@@ -365,6 +383,7 @@ class WorkerRunner:
                 worker, message = await events.get()
                 if worker not in pool:
                     continue  # a replaced worker's last words
+                worker.last_heard = time.monotonic()
                 kind = message[0]
                 if kind == "done":
                     inflight = worker.inflight
@@ -390,7 +409,8 @@ class WorkerRunner:
                 elif kind in ("eof", "corrupt"):
                     if worker.stats is not None or worker.gone:
                         continue
-                    cause = f"unreadable message: {message[1]}" if kind == "corrupt" else ""
+                    cause = f"unreadable message: {message[1]}" if kind == "corrupt" else \
+                        worker.hung or ""
                     if stopping and not worker.inflight:
                         await self._reap(worker, kill=True)
                         continue
@@ -400,6 +420,8 @@ class WorkerRunner:
                         for other in pool:
                             fill(other)
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             for worker in pool:
                 if not worker.gone:
                     self._kill_now(worker)
@@ -409,6 +431,20 @@ class WorkerRunner:
                         await asyncio.shield(self._reap(worker, kill=True))
                     except asyncio.CancelledError:
                         pass
+
+    async def _watch(self, pool: list[_Worker]) -> None:
+        """A worker with lines in flight that says nothing for longer than the line timeout
+        (plus a grace period) is stuck where its own timeout cannot reach (native code holding
+        the interpreter): kill it, so its lines fail and a replacement carries on."""
+        limit = (self.timeout or 0) + self.hung_grace
+        while True:
+            await asyncio.sleep(min(5.0, limit / 4))
+            now = time.monotonic()
+            for worker in list(pool):
+                if worker.inflight and not worker.gone and worker.hung is None \
+                        and now - worker.last_heard > limit:
+                    worker.hung = f"it sent nothing for {limit:g} s and was stopped"
+                    self._kill_now(worker)
 
     def _add_stats(self, stats: Mapping[str, Any]) -> None:
         for key, value in (stats.get("cache_stats") or {}).items():
