@@ -184,8 +184,9 @@ nodes:
     vector = pfkit.load_flow(flow)(text="hello")["vector"]
     from pfkit.testing._echo import hash_embedding
 
-    # as promptflow sends it (the openai client's default): base64, decoded to float32 values
-    assert server.last_request.body == {"model": "text-embedding-3-small", "input": "hello",
+    # as promptflow-tools sends it: an OpenAI connection sends `model` (ada-002 by default; the
+    # deployment name is Azure's), with the openai client's default base64, decoded to float32
+    assert server.last_request.body == {"model": "text-embedding-ada-002", "input": "hello",
                                         "encoding_format": "base64"}
     float32 = array.array("f", hash_embedding("hello", 8)).tolist()
     assert vector == float32 and vector != hash_embedding("hello", 8)
@@ -671,3 +672,39 @@ def test_a_registry_keeps_one_model_per_connection_until_its_file_changes(server
     second = registry.model("kept")
     assert second is not first and second.limiter.limits.max_concurrency == 5
     assert second.options.timeout == 7.0 and registry.model("kept") is second
+
+
+EMBED_FLOW = """
+inputs:
+  text: {type: string}
+outputs:
+  vector: {type: list, reference: "${embed.output}"}
+nodes:
+- name: embed
+  type: python
+  source: {type: package, tool: promptflow.tools.embedding.embedding}
+  inputs: {connection: CONN, INPUTS, input: "${inputs.text}"}
+"""
+
+
+def test_embeddings_of_azure_and_serverless_connections_as_promptflow_tools_send_them(
+        make_flow, server):
+    from pfkit.testing._echo import hash_embedding
+
+    connect("az_embed", server, azure=True)
+    flow = make_flow({"flow.dag.yaml": EMBED_FLOW.replace("CONN", "az_embed").replace(
+        "INPUTS", "deployment_name: my-embedder")}, name="az_embed")
+    vector = pfkit.load_flow(flow)(text="hello")["vector"]
+    request = server.last_request
+    assert "/deployments/my-embedder/embeddings" in request.path
+    assert request.body["encoding_format"] == "base64" and request.body["input"] == "hello"
+    assert vector == array.array("f", hash_embedding("hello", 8)).tolist()
+
+    ConnectionStore().create({"name": "sl_embed", "type": "serverless", "api_key": SECRET,
+                              "api_base": server.url})
+    flow = make_flow({"flow.dag.yaml": EMBED_FLOW.replace("CONN", "sl_embed").replace(
+        "INPUTS", "model: text-embedding-3-small")}, name="sl_embed")
+    vector = pfkit.load_flow(flow)(text="hello")["vector"]
+    assert server.last_request.body == {"model": "text-embedding-3-small", "input": ["hello"],
+                                        "encoding_format": "float"}
+    assert vector == hash_embedding("hello", 8)  # floats asked for: not rounded to float32

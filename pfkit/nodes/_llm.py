@@ -187,10 +187,13 @@ class LLMCall:
         """The node's output: the reply text, the whole message when tools or functions are
         given, or (``stream: true``) an async generator of text deltas."""
         params, variables = self.split(kwargs)
+        template = self.template
+        if "prompt" in variables:  # an input named prompt replaces the template (promptflow)
+            template = prompt_template(variables.pop("prompt"))
         if self.api == "chat":
             if self.api_style == "azure_openai":
                 variables = as_chat_lists(variables)
-            messages = build_messages(self.template, variables, self.to_escape)
+            messages = build_messages(template, variables, self.to_escape)
             request = self.chat_request(params, messages)
             if request["stream"] and not (request.get("tools") or request.get("functions")):
                 return _relay(self.model.chat_stream(request), current_usage.get(),
@@ -205,7 +208,7 @@ class LLMCall:
                 return {"content": response.message.get("content", ""),
                         "logprobs": _logprob_items(response.logprobs)}
             return response.message.get("content", "")
-        prompt = render(self.template, variables)
+        prompt = render(template, variables)
         request = self.completion_request(params, prompt)
         response = await self.model.complete(request)
         record_response(response, request.get("model"))
@@ -221,6 +224,27 @@ def _logprob_items(logprobs: Any) -> list[dict[str, Any]]:
         items = logprobs.get("content")
         return items if isinstance(items, list) else []
     return []
+
+
+_PROMPT_TEMPLATES: dict[str, Any] = {}
+
+
+def prompt_template(text: Any) -> Any:
+    """The compiled template of a ``prompt`` input's text (cached: upstream prompts repeat)."""
+    from ._templates import JinjaTemplateError, compile_template, preprocess_images
+
+    text = str(text)
+    template = _PROMPT_TEMPLATES.get(text)
+    if template is None:
+        try:
+            template = compile_template(preprocess_images(text))
+        except Exception as exc:  # jinja2.TemplateSyntaxError in the upstream text
+            raise JinjaTemplateError(
+                f"Failed to render jinja template: {type(exc).__name__}: {exc}. "
+                "Please modify your prompt to fix the issue.") from exc
+        if len(_PROMPT_TEMPLATES) < 256:
+            _PROMPT_TEMPLATES[text] = template
+    return template
 
 
 async def _once(text: str):
@@ -255,6 +279,8 @@ PACKAGE_TOOLS: dict[str, PackageTool] = {
     "promptflow.tools.openai.chat": PackageTool("chat", "openai"),
     "promptflow.tools.openai.completion": PackageTool("completion", "openai"),
     "promptflow.tools.embedding.embedding": PackageTool("embedding", "any"),
+    "promptflow.tools.openai_gpt4v.OpenAI.chat": PackageTool("vision", "openai"),
+    "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat": PackageTool("vision", "azure_openai"),
 }
 
 
@@ -268,8 +294,18 @@ class EmbeddingCall:
         self.model = observed(self.model)
 
     async def __call__(self, input: Any, deployment_name: str | None = None,  # noqa: A002
-                       model: str | None = None, **_: Any) -> Any:
-        request = {"model": deployment_name or model or "", "input": input}
+                       model: Any = None, **_: Any) -> Any:
+        # promptflow-tools' rules: Azure sends the deployment name; OpenAI and serverless send
+        # `model` (text-embedding-ada-002 when not given); serverless sends the input as a
+        # list and asks for floats; the others get the openai client's default (base64).
+        if self.model.api_style == "azure_openai":
+            name = deployment_name or ""
+        else:
+            name = getattr(model, "value", model) or "text-embedding-ada-002"
+        request: dict[str, Any] = {"model": name, "input": input}
+        if getattr(self.model, "connection_type", None) == "serverless":
+            request = {"model": name, "input": input if isinstance(input, list) else [input],
+                       "encoding_format": "float"}
         response = await self.model.embed(request)
         record_response(response, request["model"])
         if isinstance(input, list):

@@ -180,6 +180,11 @@ class CachingModel:
     def identity(self) -> dict[str, Any]:
         return self.inner.identity
 
+    def __getattr__(self, name: str) -> Any:  # connection_type, limiter ... of the inner model
+        if name in ("inner", "cache", "mode"):  # not set yet (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     @property
     def stats(self) -> CachingModelStats:
         """A snapshot of this wrapper's calls, hits, misses and inner calls."""

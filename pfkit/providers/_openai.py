@@ -167,8 +167,9 @@ class OpenAICompatibleModel:
     def __init__(self, *, kind: str, api_key: str | None, base_url: str | None = None,
                  api_version: str | None = None, organization: str | None = None,
                  connection: str = "", options: ProviderOptions | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, connection_type: str | None = None) -> None:
         self.kind = kind
+        self.connection_type = connection_type  # open_ai, azure_open_ai, serverless
         self.api_style = "azure_openai" if kind == "azure_openai" else "openai"
         self.connection = connection
         self.base_url = (base_url or "").rstrip("/") or None

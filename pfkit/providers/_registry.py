@@ -57,14 +57,16 @@ def _open_ai(name: str, conn: Any) -> Any:
     options, limits = options_of(conn)
     return OpenAICompatibleModel(kind="openai", api_key=conn.api_key, base_url=conn.base_url,
                                  organization=getattr(conn, "organization", None),
-                                 connection=name, options=options, limits=limits)
+                                 connection=name, options=options, limits=limits,
+                                 connection_type="open_ai")
 
 
 def _azure_open_ai(name: str, conn: Any) -> Any:
     options, limits = options_of(conn)
     return OpenAICompatibleModel(kind="azure_openai", api_key=conn.api_key,
                                  base_url=conn.api_base, api_version=conn.api_version,
-                                 connection=name, options=options, limits=limits)
+                                 connection=name, options=options, limits=limits,
+                                 connection_type="azure_open_ai")
 
 
 def _serverless(name: str, conn: Any) -> Any:
@@ -72,7 +74,8 @@ def _serverless(name: str, conn: Any) -> Any:
     base = conn.api_base.rstrip("/")
     base = base if base.endswith("/v1") else base + "/v1"
     return OpenAICompatibleModel(kind="openai", api_key=conn.api_key, base_url=base,
-                                 connection=name, options=options, limits=limits)
+                                 connection=name, options=options, limits=limits,
+                                 connection_type="serverless")
 
 
 def _local(name: str, conn: Any) -> Any:
