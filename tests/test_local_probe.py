@@ -195,3 +195,13 @@ def test_the_cli_reports_the_crash_instead_of_dying(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode not in (0, -11, 139), done
     assert "SIGSEGV" in done.stderr and "pfkit: error" in done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_threads_follow_the_cpus_the_process_may_use(tmp_path):
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "from pfkit.providers._local import LocalModel\n"
+            f"print(LocalModel({str(tmp_path / 'm.gguf')!r}).n_threads)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "1", done.stderr

@@ -25,9 +25,9 @@ key and no network. A ``local`` connection file may set ``model_path`` (a GGUF f
   runs in a child process (see :mod:`._local_probe`), so a native crash becomes an error
   (``LocalModelCrashed``) rather than the end of this process.
 * Every request starts with an empty KV cache: its answer does not depend on the one before.
-* llama.cpp uses ``os.cpu_count()`` threads, and ``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (set
-  before llama.cpp loads, unless already set): with spinning threads one busy core slowed
-  generation tenfold on a 2-core machine.
+* llama.cpp uses one thread per CPU this process may run on (its affinity), and
+  ``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (set before llama.cpp loads, unless already set):
+  with spinning threads one busy core slowed generation tenfold on a 2-core machine.
 * ``logprobs`` are accepted and not returned: the responses carry no logprobs (the OpenAI
   provider drops them as well), and llama.cpp would need logits kept for every position
   (``n_ctx`` x 262k floats for Gemma 3) to compute them.
@@ -452,6 +452,15 @@ def _counting_llama() -> type:
 EXTRA_BUFTS_ENV = "PFKIT_LOCAL_EXTRA_BUFTS"
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (a container or ``taskset`` may allow fewer than the
+    machine has: more threads than that only wait for each other)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def backend_params(n_threads: int) -> dict[str, Any]:
     """The parameters a model file is loaded with (the test run in a child uses the same ones).
 
@@ -529,7 +538,7 @@ class LocalModel:
         self.path = Path(path)
         self.name = self.path.name
         self.n_ctx = int(n_ctx)
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or _usable_cpus()
         self.identity = {"provider": "local", "model": self.name}
         self.load_seconds: float | None = None  # how long the weights took to load
         # "transcript" when the GGUF has no chat template, else llama-cpp-python's chat format
