@@ -584,10 +584,14 @@ def test_every_model_call_emits_one_model_call_event(server):
     async def calls():
         await model.chat(CHAT)  # a miss, after one retry
         await model.chat(CHAT)  # a hit
-        return [i async for i in model.chat_stream({**CHAT, "seed": 1, "stream": True})]
+        first = [i async for i in model.chat_stream({**CHAT, "seed": 1, "stream": True})]
+        again = [i async for i in model.chat_stream({**CHAT, "seed": 1, "stream": True})]
+        assert first == again
+        return first
 
     recorder, _ = observe_calls(calls)
-    miss, hit, stream = recorder.calls
+    miss, hit, stream, replayed = recorder.calls
+    assert not stream.cache_hit and replayed.cache_hit
     assert (miss.connection, miss.provider, miss.api, miss.model) == \
         ("seen", "openai", "chat", "gpt-4o-mini")
     assert miss.retries == 1 and not miss.cache_hit and miss.usage.total_tokens > 0
@@ -595,7 +599,7 @@ def test_every_model_call_emits_one_model_call_event(server):
     assert (miss.node, miss.line_number) == ("judge", 7)
     assert hit.cache_hit and hit.retries == 0
     assert stream.api == "chat_stream" and stream.usage.total_tokens > 0
-    (finished,) = recorder.streams
+    finished, _ = recorder.streams
     assert finished.node == "judge" and finished.items > 0 and finished.usage == stream.usage
 
 

@@ -17,6 +17,7 @@ from ..errors import UserError
 from ._base import ChatModel, ChatResponse, CompletionResponse, EmbeddingResponse, Usage
 from ._cache_keys import CACHE_ENV_VAR, _check_mode, cache_key, is_nondeterministic
 from ._cache_store import ResponseCache
+from ._observed import note_cache_hit
 from ._text import content_text
 
 _EXCERPT_CHARS = 60
@@ -213,6 +214,7 @@ class CachingModel:
         if key is not None and self.mode != "record":
             stored = self._lookup(key, "chat", request)
             if stored is not None:
+                note_cache_hit()
                 for item in stream_items(stored):
                     yield item
                 return

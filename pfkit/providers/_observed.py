@@ -22,7 +22,7 @@ from ..errors import error_dict
 from ..observe import ModelCall, StreamFinished, current_node, current_observers
 from ._base import Usage
 
-# Retries of the call being observed now: providers add to it (see note_retry).
+# [retries, cache hit] of the call being observed now: providers and the cache add to it.
 _retries: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "pfkit_model_call_retries", default=None)
 
@@ -32,6 +32,13 @@ def note_retry() -> None:
     counter = _retries.get()
     if counter is not None:
         counter[0] += 1
+
+
+def note_cache_hit() -> None:
+    """Called by the cache when it answers the call being observed (streams included)."""
+    counter = _retries.get()
+    if counter is not None:
+        counter[1] = 1
 
 
 def observed(model: Any) -> Any:
@@ -88,7 +95,7 @@ class ObservedModel:
         return await self._observe("embedding", self.inner.embed, request, observers)
 
     async def _observe(self, api: str, call: Any, request: dict[str, Any], observers: Any) -> Any:
-        counter = [0]
+        counter = [0, 0]
         token = _retries.set(counter)
         start = time.perf_counter()
         try:
@@ -121,7 +128,7 @@ class ObservedModel:
 
     async def _observe_stream(self, request: dict[str, Any], observers: Any,
                               where: tuple[str | None, int | None]) -> AsyncIterator[Any]:
-        counter = [0]
+        counter = [0, 0]
         _retries.set(counter)  # the stream runs in its consumer's context: not reset here
         start = time.perf_counter()
         usage: Usage | None = None
@@ -154,7 +161,8 @@ class ObservedModel:
             observers.on_model_call(ModelCall(
                 connection=identity.get("connection"), provider=identity.get("provider"),
                 api="chat_stream", model=request.get("model"), request=request, usage=usage,
-                cache_hit=False, retries=counter[0], latency=time.perf_counter() - start,
+                cache_hit=bool(counter[1]), retries=counter[0],
+                latency=time.perf_counter() - start,
                 error=error, node=node, line_number=line))
             observers.on_stream_end(StreamFinished(node=node, line_number=line, items=items,
                                                    usage=usage, error=error))
