@@ -307,6 +307,10 @@ async def slow(x: int) -> int:
     if marker is not None and x == int(os.environ.get("KILL_AT", -1)) and not marker.exists():
         marker.write_text(str(os.getpid()))
         os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
+    if os.environ.get("RUN_LOG"):  # one short O_APPEND write per call: atomic across processes
+        fd = os.open(os.environ["RUN_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{x}\\n".encode())
+        os.close(fd)
     if os.environ.get("ALWAYS_DIE"):
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get("FREEZE_AT") and x == int(os.environ["FREEZE_AT"]) and not marker.exists():
@@ -443,6 +447,105 @@ def test_a_killed_parent_leaves_no_worker_behind(make_flow, tmp_path):
     lines = [json.loads(row) for row in out.read_text().splitlines() if row.endswith("}")]
     numbers = [line["line_number"] for line in lines]
     assert len(numbers) == len(set(numbers)) >= 20
+
+
+# --------------------------------------------------------------------------- through the CLI
+
+def cli(*args: str, home: Path, env: dict | None = None, timeout: float = 120):
+    return subprocess.run([sys.executable, "-m", "pfkit", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PFKIT_HOME": str(home), **(env or {})},
+                          timeout=timeout)
+
+
+def run_lines(home: Path, name: str) -> list[dict]:
+    path = home / "runs" / name / "lines.jsonl"
+    return [json.loads(row) for row in path.read_text(encoding="utf-8").splitlines()
+            if row.endswith("}")]
+
+
+def executions(log: Path) -> list[int]:
+    return [int(x) for x in log.read_text().split()] if log.is_file() else []
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_run_create_survives_a_killed_worker_and_resume_runs_its_lines_once(make_flow, tmp_path):
+    folder = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SLOW})
+    home, log, marker = tmp_path / "home", tmp_path / "calls.log", tmp_path / "killed"
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(80)))
+    env = {"KILL_MARKER": str(marker), "KILL_AT": "20", "RUN_LOG": str(log)}
+    first = cli("run", "create", "--flow", str(folder), "--data", str(data), "-n", "first",
+                "--workers", "2", "--concurrency", "4", home=home, env=env)
+    assert first.returncode == 0, first.stderr
+    lines = run_lines(home, "first")
+    assert sorted(r["line_number"] for r in lines) == list(range(80))
+    failed = sorted(r["line_number"] for r in lines if r["status"] == "Failed")
+    assert 20 in failed and len(failed) < 40
+    assert all("died (SIGKILL) while running this line" in r["error"]["message"]
+               for r in lines if r["status"] == "Failed")
+    shown = json.loads(cli("run", "show", "-n", "first", home=home).stdout)
+    assert shown["status"] == "Completed"
+    before = executions(log)
+    second = cli("run", "create", "--flow", str(folder), "--data", str(data), "-n", "second",
+                 "--resume-from", "first", "--workers", "2", "--concurrency", "4", home=home,
+                 env=env)
+    assert second.returncode == 0, second.stderr
+    resumed = run_lines(home, "second")
+    assert sorted(r["line_number"] for r in resumed) == list(range(80))
+    assert {r["status"] for r in resumed} == {"Completed"}
+    assert sorted(executions(log)[len(before):]) == failed, "exactly the failed lines ran again"
+
+
+def test_run_create_parent_killed_leaves_no_worker_and_resume_is_exact(make_flow, tmp_path):
+    folder = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SLOW})
+    home, log = tmp_path / "home", tmp_path / "calls.log"
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(400)))
+    proc = subprocess.Popen([sys.executable, "-m", "pfkit", "run", "create", "--flow",
+                             str(folder), "--data", str(data), "-n", "killed", "--workers", "2",
+                             "--concurrency", "4"], cwd=ROOT,
+                            env={**os.environ, "PFKIT_HOME": str(home), "RUN_LOG": str(log)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lines_file = home / "runs" / "killed" / "lines.jsonl"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not (
+                lines_file.is_file() and lines_file.read_text().count("\n") >= 30):
+            time.sleep(0.02)
+        workers = children_of(proc.pid)
+        assert len(workers) == 2, "the run has its two worker processes"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert not wait_gone(workers, timeout=5), "workers exit when their parent is killed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = {r["line_number"] for r in run_lines(home, "killed") if r["status"] == "Completed"}
+    assert 30 <= len(saved) < 400
+    before = executions(log)
+    result = cli("run", "create", "--flow", str(folder), "--data", str(data), "-n", "resumed",
+                 "--resume-from", "killed", "--workers", "2", "--concurrency", "8", home=home,
+                 env={"RUN_LOG": str(log)})
+    assert result.returncode == 0, result.stderr
+    resumed = run_lines(home, "resumed")
+    numbers = [r["line_number"] for r in resumed]
+    assert sorted(numbers) == list(range(400)), "every line once, none twice"
+    assert {r["status"] for r in resumed} == {"Completed"}
+    ran_again = executions(log)[len(before):]
+    assert sorted(ran_again) == sorted(set(range(400)) - saved), "saved lines are not re-run"
 
 
 # --------------------------------------------------------------------------- the default
