@@ -205,3 +205,37 @@ def test_threads_follow_the_cpus_the_process_may_use(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.strip() == "1", done.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the lock between processes is POSIX flock")
+def test_processes_starting_together_test_once(model_file, tmp_path):
+    import time
+
+    counter, go, home = tmp_path / "count.txt", tmp_path / "go", tmp_path / "home"
+    child = (f"import os, time\nopen({str(counter)!r}, 'a').write('x')\n"
+             f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+             "print('{\"ok\": true}', flush=True)\n")
+    parent = ("import sys\nfrom pfkit.providers._local_probe import check_backend\n"
+              f"print(check_backend({str(model_file)!r}, {PARAMS!r}, home={str(home)!r}, "
+              f"timeout=120, child_code={child!r}))\n")
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def count():
+        return len(counter.read_text()) if counter.exists() else 0
+
+    def wait_for(condition, seconds):
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    first = start()
+    wait_for(lambda: count() == 1, 60)  # the first test run is in progress
+    second = start()
+    wait_for(lambda: count() > 1, 5)  # without the lock the second would start its own
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in (first, second)]
+    assert [out.strip() for out, _ in outputs] == ["True", "True"], outputs
+    assert count() == 1  # the second process waited, then used the first one's result

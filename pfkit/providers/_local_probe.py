@@ -24,6 +24,7 @@ do; the model is never loaded in-process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -35,6 +36,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,15 +201,42 @@ def check_backend(model_path: str | os.PathLike[str], params: dict[str, Any], *,
         if _cached_pass(record, key):
             _OUTCOMES[digest] = None
             return True
-        failure, passed = _run_child(path, params, probe_timeout() if timeout is None else timeout,
-                                     child_code, key["cpu"])
+        seconds = probe_timeout() if timeout is None else timeout
+        with _one_process_at_a_time(record):  # worker processes starting together test once
+            if _cached_pass(record, key):
+                _OUTCOMES[digest] = None
+                return True
+            failure, passed = _run_child(path, params, seconds, child_code, key["cpu"])
+            if passed:
+                _remember_pass(record, key)
         if failure is not None:
             _OUTCOMES[digest] = failure
             raise _copy(failure)
         if passed:
             _OUTCOMES[digest] = None
-            _remember_pass(record, key)
         return passed
+
+
+@contextlib.contextmanager
+def _one_process_at_a_time(record: Path) -> Iterator[None]:
+    """An advisory lock beside the cache record (POSIX ``flock``); without one (Windows, a
+    read-only home) every process simply runs its own test."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(record.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def _copy(error: LocalModelCrashed) -> LocalModelCrashed:
