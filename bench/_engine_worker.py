@@ -109,8 +109,7 @@ def run_pfkit(flow_dir: Path, lines: int, warmup: int, *,
               timeout: bool) -> tuple[float, dict, list[str]]:
     import asyncio
 
-    from pfkit._flows import load_bound_flow
-    from pfkit.engine import execute_line
+    from pfkit.engine import execute_line, load_bound_flow
 
     flow = load_bound_flow(flow_dir)
     kwargs = {} if timeout else {"timeout": None}

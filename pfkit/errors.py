@@ -147,6 +147,20 @@ class InternalLineError(ExecutionError):
     default_code = "LineExecutionError"
 
 
+class InvalidReferenceProperty(PfkitError):
+    """A ``${node.output.path}`` reference does not fit the node's output."""
+
+    category = "UserError"
+    default_code = "InvalidReferenceProperty"
+
+
+class FlowOutputError(PfkitError):
+    """A flow output is not JSON-serialisable (promptflow's FlowOutputValueInvalid)."""
+
+    category = "UserError"
+    default_code = "FlowOutputValueInvalid"
+
+
 def error_dict(exc: BaseException) -> dict[str, Any]:
     """The one JSON shape of an error, for any exception."""
     if isinstance(exc, PfkitError):
@@ -156,3 +170,52 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
         "code": type(exc).__name__,
         "message": f"({type(exc).__name__}) {exc}",
     }
+
+
+# Errors defined beside the code that raises them, importable from here too. Loaded on first
+# access, so ``import pfkit.errors`` stays cheap and imports no provider, store or model code.
+_ELSEWHERE = {
+    "ReferenceSyntaxError": "pfkit.spec._references",
+    "JinjaTemplateError": "pfkit.nodes._templates",
+    "TemplateBudgetExceeded": "pfkit.nodes._templates",
+    "ChatAPIInvalidRole": "pfkit.nodes._templates",
+    "LLMParameterError": "pfkit.nodes._llm",
+    "ProviderError": "pfkit.providers._openai",
+    "ProviderUserError": "pfkit.providers._openai",
+    "ReplayMissError": "pfkit.providers._caching_model",
+    "LocalModelError": "pfkit.providers._local",
+    "LocalModelUserError": "pfkit.providers._local",
+    "LocalModelCrashed": "pfkit.providers._local_probe",
+    "ConnectionTypeError": "pfkit.connections._check",
+    "ConnectionError_": "pfkit.connections._store",
+    "ConnectionSettingError": "pfkit.connections._validate",
+    "DataError": "pfkit.data._errors",
+    "LineInputError": "pfkit.data._errors",
+    "RunNotFound": "pfkit.runs._store_api",
+    "RunExists": "pfkit.runs._store_api",
+    "InvalidRunName": "pfkit.runs._store_api",
+    "StoreWriteError": "pfkit.runs._store_api",
+    "RunCanceled": "pfkit.runs._api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pfkit.errors' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_ELSEWHERE])
+
+
+__all__ = [
+    "ExecutionError", "FlowOutputError", "FlowValidationError", "InputError", "InternalLineError",
+    "InvalidReferenceProperty", "LineTimeoutError", "Location", "NodeExecutionError",
+    "PfkitError", "UserError", "error_dict", *_ELSEWHERE,
+]

@@ -156,10 +156,13 @@ class Session:
                     self._raw = ModelRegistry()
         return self._raw
 
-    def model_layer(self, cache: str | None = None, cassette: str | Path | None = None
-                    ) -> ModelLayer:
-        """The models for one cache mode and cassette (created once per session)."""
+    def model_layer(self, cache: str | None = None, cassette: str | Path | None = None, *,
+                    flow: str | Path | None = None) -> ModelLayer:
+        """The models for one cache mode and cassette (created once per session). Without a
+        cassette, ``flow``'s is used: ``pfkit.cassette.jsonl`` in the flow folder."""
         mode = cache if cache is not None else self.cache
+        if cassette is None and self.cassette is None and flow is not None:
+            cassette = default_cassette(flow)
         tape = Path(cassette).expanduser().absolute() if cassette else self.cassette
         key = (mode, str(tape) if tape else None)
         with self._lock:
@@ -184,17 +187,19 @@ class Session:
                         models: Any = None, connections: Any = None) -> Any:
         """An :class:`~pfkit.engine.ExecutableFlow` whose models come from this session."""
         from .engine import load_executable
-        from .providers._lazy import CASSETTE_NAME
 
         if models is None:
             if cassette is None and self.cassette is None:
-                from .spec import resolve_flow_file
-
-                cassette = resolve_flow_file(path).parent / CASSETTE_NAME
+                cassette = default_cassette(path)
             models, default_connections = self.resolvers(cache, cassette)
             connections = connections or default_connections
         return load_executable(path, variant=variant, models=models, connections=connections,
                                connection_overrides=connection_overrides)
+
+    def connection(self, name: str) -> Any:
+        """A connection from the connection store (secrets resolved, and registered for
+        scrubbing), without building a model for it."""
+        return (self._connections or _connection_store_get())(name)
 
     def load_flow(self, path: str | Path, **kwargs: Any) -> Any:
         """A :class:`pfkit.Flow` in this session."""
@@ -268,10 +273,18 @@ class Session:
         await self.aclose()
 
 
+def default_cassette(flow: str | Path) -> Path:
+    """Where a flow's recorded model calls live: ``pfkit.cassette.jsonl`` beside the flow."""
+    from .providers._lazy import CASSETTE_NAME
+    from .spec import resolve_flow_file
+
+    return resolve_flow_file(flow).parent / CASSETTE_NAME
+
+
 def _connection_store_get() -> Any:
     from .connections._store import ConnectionStore
 
     return ConnectionStore().get
 
 
-__all__ = ["ModelLayer", "Session"]
+__all__ = ["ModelLayer", "Session", "default_cassette"]

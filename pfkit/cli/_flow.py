@@ -63,12 +63,9 @@ def add_cache_options(parser: argparse.ArgumentParser) -> None:
 
 def model_session(args: argparse.Namespace, flow_path: str):
     """The models of this command: the default session's, with this command's cache mode."""
-    from ..providers._lazy import CASSETTE_NAME
     from ..session import Session
-    from ..spec import resolve_flow_file
 
-    cassette = args.cassette or resolve_flow_file(flow_path).parent / CASSETTE_NAME
-    return Session.default().model_layer(args.cache, cassette)
+    return Session.default().model_layer(args.cache, args.cassette, flow=flow_path)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,7 +126,7 @@ def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) ->
             prefix = f"flow-{flow.graph.variant.node}-{flow.graph.variant.variant_id}"
     detail = {"flow_runs": [line.to_dict()],
               "node_runs": [r.to_dict() for r in line.node_runs.values()]}
-    from ..nodes._images import flow_test_outputs  # image outputs saved as promptflow does
+    from ..nodes import flow_test_outputs  # image outputs saved as promptflow does
 
     saved_outputs, printed_outputs = flow_test_outputs(flow.spec.path.parent, line.outputs)
     files: dict[str, Any] = {"output": saved_outputs, "detail": detail}
@@ -173,19 +170,19 @@ def line_error(error: dict[str, Any]) -> ExecutionError:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..connections._store import ConnectionStore
     from ..engine import load_bound_flow
+    from ..session import Session
 
-    store = ConnectionStore()
+    connection = Session.default().connection
 
     def check_connection(name: str, node: Any) -> _ValidationModel:
         """The connection must exist and its secrets resolve; no model is built or called."""
-        conn = store.get(name)
+        conn = connection(name)
         style = "azure_openai" if getattr(conn, "TYPE", "") == "azure_open_ai" else "openai"
         return _ValidationModel(style)
 
     flow = load_bound_flow(args.flow, variant=args.variant, models=check_connection,
-                           connections=store.get)
+                           connections=connection)
     spec = flow.spec
     kinds = ", ".join(f"{n.name} ({n.spec.type}{', aggregation' if n.aggregation else ''})"
                       for n in flow.nodes)

@@ -24,8 +24,10 @@ from typing import Any
 
 from .._secrets import scrub_value
 from ..errors import (
+    FlowOutputError,
     InputError,
     InternalLineError,
+    InvalidReferenceProperty,
     LineTimeoutError,
     Location,
     NodeExecutionError,
@@ -48,11 +50,6 @@ QUICK_PROOF = 8
 DEFAULT_LINE_TIMEOUT = 600.0
 
 _threads = threads
-
-
-class InvalidReferenceProperty(PfkitError):
-    category = "UserError"
-    default_code = "InvalidReferenceProperty"
 
 
 def resolve_path(value: Any, ref: NodeRef) -> Any:
@@ -673,11 +670,6 @@ def _image_as_text(value: Any) -> Any:
     if isinstance(value, PFBytes):
         return str(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-class FlowOutputError(PfkitError):
-    category = "UserError"
-    default_code = "FlowOutputValueInvalid"
 
 
 def _line_value_of(inputs: dict[str, Any], outputs: dict[str, Any]) -> Callable[[Any], Any]:
