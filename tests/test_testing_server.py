@@ -1116,3 +1116,40 @@ def test_cli_rules_with_delivery_faults(tmp_path):
     (tmp_path / "bad.yaml").write_text('- pattern: "x"\n  fault: {cut: -2}\n', encoding="utf-8")
     with pytest.raises(UserError, match="rule 1"):
         load_rules(str(tmp_path / "bad.yaml"))
+
+
+def test_stall_mid_stream_makes_the_client_time_out_after_the_first_events(server):
+    server.set_faults(stall_next=2, stall_seconds=60, cut_after=2)
+    client = sync_client(server, timeout=0.5)
+    received = []
+
+    with pytest.raises(openai.APITimeoutError):
+        for chunk in chat(client, stream=True):
+            received.append(chunk)
+    with pytest.raises(openai.APITimeoutError):
+        chat(client)
+
+    assert len(received) == 2 and received[1].choices[0].delta.content
+    assert chat(client).choices[0].finish_reason == "stop"
+    assert server.faults.stall_next == 0
+
+
+def test_stall_from_rules_and_rates(tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"pattern": "slow", "fault": {"stall": 60, "after": 1}}]),
+                     encoding="utf-8")
+    assert Fault.from_config({"stall": 5}).after == 2
+    with pytest.raises(ValueError):
+        Fault.from_config({"stall": 5, "after": -1})
+    with TestServer(load_rules(str(rules))) as server:
+        client = sync_client(server, timeout=0.5)
+        got = []
+        with pytest.raises(openai.APITimeoutError):
+            for chunk in chat(client, stream=True, messages=[{"role": "user",
+                                                              "content": "slow"}]):
+                got.append(chunk)
+        assert len(got) == 1
+        server.set_faults(fail_rate={"stall": 1.0}, stall_seconds=60)
+        with pytest.raises(openai.APITimeoutError):
+            list(chat(client, stream=True))
+    assert parse_fail_rates(["stall=0.5"]) == {"stall": 0.5}

@@ -20,9 +20,10 @@ serves until Ctrl-C. Point an
     default: "I don't know."     # leave out to echo the request back
 
 A rule's ``fault`` is ``{status: N}`` (``retry_after`` for 429), ``{hang: SECONDS}``,
-``{malformed: true}``, ``{cut: EVENTS}`` or ``{unfinished: true}`` (a stream without
-``finish_reason`` or ``[DONE]``). ``--fail-rate`` draws the same by name for any request:
-``--fail-rate 429=0.1 503=0.05 cut=0.01 unfinished=0.01 hang=0.01 malformed=0.01``.
+``{malformed: true}``, ``{cut: EVENTS}``, ``{stall: SECONDS, after: EVENTS}`` (silent
+mid-body, then closed) or ``{unfinished: true}`` (a stream without ``finish_reason`` or
+``[DONE]``). ``--fail-rate`` draws the same by name for any request:
+``--fail-rate 429=0.1 503=0.05 cut=0.01 stall=0.01 unfinished=0.01 hang=0.01 malformed=0.01``.
 """
 
 from __future__ import annotations
@@ -69,15 +70,17 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--rules", metavar="FILE", help="rules.yaml or rules.json (regex -> reply)")
     serve.add_argument("--fail-rate", nargs="+", action="extend", metavar="FAULT=P",
                        help="inject faults with a probability: an HTTP status or hang, "
-                            "malformed, cut, unfinished; e.g. 429=0.1 503=0.05 cut=0.01")
+                            "malformed, cut, stall, unfinished; e.g. 429=0.1 503=0.05 cut=0.01")
     serve.add_argument("--retry-after", type=float, default=1.0, metavar="SECONDS",
                        help="Retry-After of injected 429s (default 1)")
     serve.add_argument("--hang-seconds", type=float, default=30.0, metavar="SECONDS",
                        help="how long an injected hang lasts before the connection closes "
                             "(default 30)")
     serve.add_argument("--cut-after", type=int, default=2, metavar="EVENTS",
-                       help="stream events sent before an injected cut closes the connection "
-                            "(default 2)")
+                       help="stream events sent before an injected cut or stall (default 2)")
+    serve.add_argument("--stall-seconds", type=float, default=30.0, metavar="SECONDS",
+                       help="how long an injected stall stays silent before the connection "
+                            "closes (default 30)")
     serve.add_argument("--api-key", help="require this API key (401 otherwise)")
     serve.add_argument("--models", nargs="+", metavar="MODEL",
                        help="allowed models / deployments (404 for others)")
@@ -165,7 +168,8 @@ def build_server(args: argparse.Namespace) -> TestServer:
             raise fail(f"{option} must be at least {low}, got {value}")
     for option, seconds in (("--latency", args.latency), ("--chunk-delay", args.chunk_delay),
                             ("--first-chunk-delay", args.first_chunk_delay),
-                            ("--hang-seconds", args.hang_seconds)):
+                            ("--hang-seconds", args.hang_seconds),
+                            ("--stall-seconds", args.stall_seconds)):
         if seconds < 0:
             raise fail(f"{option} must be 0 or more seconds, got {seconds:g}")
     responder = load_rules(args.rules) if args.rules else None
@@ -176,7 +180,8 @@ def build_server(args: argparse.Namespace) -> TestServer:
         embedding_dimensions=args.embedding_dimensions, seed=args.seed,
         allow_remote=args.allow_remote, fail_rate=parse_fail_rates(args.fail_rate),
         retry_after=args.retry_after, hang_seconds=args.hang_seconds,
-        cut_after=args.cut_after, expected_api_key=args.api_key,
+        cut_after=args.cut_after, stall_seconds=args.stall_seconds,
+        expected_api_key=args.api_key,
         models=args.models, max_context_words=args.max_context_words)
 
 

@@ -60,13 +60,14 @@ _PREFIXES = ("", "/v1", "/openai", "/openai/v1")
 _DEPLOYMENT_PREFIXES = ("/openai/deployments/{deployment}", "/openai/deployments/{deployment}/v1")
 _METHODS = {"chat.completions": "POST", "completions": "POST", "embeddings": "POST",
             "models": "GET", "model": "GET"}
-_DELIVERY_FAULTS = ("cut", "unfinished")
+_DELIVERY_FAULTS = ("cut", "stall", "unfinished")
 
 
 @dataclass
 class _Stream:
     """SSE events to send: ``first_delay`` before the first one, ``delay`` between them;
-    ``done`` adds ``data: [DONE]``; ``cut_after`` closes the connection after that many."""
+    ``done`` adds ``data: [DONE]``; ``cut_after`` closes the connection after that many
+    (``stall`` seconds later)."""
 
     events: list[bytes]
     request_id: str
@@ -74,13 +75,16 @@ class _Stream:
     delay: float = 0.0
     done: bool = True
     cut_after: int | None = None
+    stall: float = 0.0
 
 
 @dataclass
 class _Cut:
-    """A complete answer of which only the first half of the body is sent."""
+    """A complete answer of which only the first half of the body is sent (then ``stall``
+    seconds of silence, then the connection closes)."""
 
     answer: Answer
+    stall: float = 0.0
 
 
 @dataclass
@@ -152,7 +156,7 @@ class _Handlers:
             if isinstance(outcome, _Stream):
                 return await self._send_stream(request, outcome, finish)
             if isinstance(outcome, _Cut):
-                return await self._send_cut(request, outcome.answer, finish)
+                return await self._send_cut(request, outcome, finish)
             await self.server._wait_unless_stopping(outcome.seconds)
             _drop_connection(request)
             return web.Response(status=204)  # never sent: the connection is closed
@@ -199,7 +203,7 @@ class _Handlers:
         if kind == "embeddings":
             answer = json_answer(200, embeddings_response(body, str(model),
                                                           server.embedding_dimensions))
-            return _Cut(answer) if fault is not None and fault.kind == "cut" else answer
+            return _cut(answer, fault)
         return await self._completion(kind, body, str(model), fault)
 
     async def _completion(self, kind: str, body: dict[str, Any], model: str,
@@ -216,16 +220,18 @@ class _Handlers:
         except (TypeError, KeyError, ValueError) as exc:
             return error_answer(500, f"bad responder reply: {exc}", code="responder_error")
         finished = fault is None or fault.kind != "unfinished"
-        cut_after = fault.after if fault is not None and fault.kind == "cut" else None
+        broken = fault is not None and fault.kind in ("cut", "stall")
+        cut_after = fault.after if broken else None
+        stall = fault.seconds if broken and fault.kind == "stall" else 0.0
         builder = (ChatBuilder if kind == "chat" else CompletionBuilder)(
             body, model, replies, server._request_id())
         if body.get("stream"):
             return _Stream(builder.stream_events(server.stream_chunk_chars, finished),
                            builder.request_id, server.first_chunk_delay, server.chunk_delay,
-                           done=finished, cut_after=cut_after)
+                           done=finished, cut_after=cut_after, stall=stall)
         answer = json_answer(200, builder.response(finished),
                              [("x-request-id", builder.request_id)])
-        return _Cut(answer) if cut_after is not None else answer
+        return _cut(answer, fault)
 
     async def _ask_responder(self, kind: str, body: dict[str, Any]) -> Any:
         try:
@@ -256,14 +262,17 @@ class _Handlers:
         return web.Response(status=answer.status, body=answer.body,
                             headers=self._headers(request, JSON_TYPE, answer.headers))
 
-    async def _send_cut(self, request: web.Request, answer: Answer,
-                        finish: Any) -> web.StreamResponse:
+    async def _send_cut(self, request: web.Request, cut: _Cut, finish: Any
+                        ) -> web.StreamResponse:
+        answer = cut.answer
         response = web.StreamResponse(status=answer.status,
                                       headers=self._headers(request, JSON_TYPE, answer.headers))
         response.content_length = len(answer.body)
         await response.prepare(request)
         finish(answer.status)
         await response.write(answer.body[:len(answer.body) // 2])
+        if cut.stall:
+            await self.server._wait_unless_stopping(cut.stall)
         _drop_connection(request)
         return response
 
@@ -298,8 +307,17 @@ class _Handlers:
             await response.write_eof()
             return response
         await response.write(b"")
+        if stream.stall:
+            await self.server._wait_unless_stopping(stream.stall)
         _drop_connection(request)
         return response
+
+
+def _cut(answer: Answer, fault: Fault | None) -> Answer | _Cut:
+    """``answer`` as it goes out under a delivery fault (cut or stalled half-way)."""
+    if fault is None or fault.kind not in ("cut", "stall"):
+        return answer
+    return _Cut(answer, fault.seconds if fault.kind == "stall" else 0.0)
 
 
 def _fault_outcome(fault: Fault) -> Answer | _Hang:

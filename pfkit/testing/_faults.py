@@ -12,6 +12,8 @@ wrong API key). The kinds, and what a client sees:
 * ``cut``: a 200 whose body stops part-way and the connection closes: a stream sends its
   headers and its first ``after`` SSE events, a plain response half of its body (with the full
   ``Content-Length``), then the socket is closed. Clients see a broken / incomplete body.
+* ``stall``: like ``cut``, but the connection stays open and silent for ``seconds`` before it
+  closes (a read timeout in the middle of a body).
 * ``unfinished``: a stream that ends cleanly (the chunked body is terminated properly) but has
   no ``finish_reason`` chunk, no usage chunk and no ``data: [DONE]``; a non-streamed answer has
   ``finish_reason: null``. Embeddings answer normally.
@@ -27,17 +29,17 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-KINDS = ("status", "hang", "malformed", "cut", "unfinished")
+KINDS = ("status", "hang", "malformed", "cut", "stall", "unfinished")
 # Fault kinds that ``fail_rate`` may draw by name (besides HTTP statuses).
-NAMED_RATES = ("hang", "malformed", "cut", "unfinished")
+NAMED_RATES = ("hang", "malformed", "cut", "stall", "unfinished")
 
 
 class Fault(Exception):
     """An error the server answers with instead of a reply.
 
     Build one with :meth:`error`, :meth:`rate_limit`, :meth:`hang`, :meth:`malformed`,
-    :meth:`cut` or :meth:`unfinished` (kinds in the module docstring); a responder may return
-    it or raise it. ``cut`` and ``unfinished`` break the delivery of a real answer: ``reply``
+    :meth:`cut`, :meth:`stall` or :meth:`unfinished` (kinds in the module docstring); a
+    responder may return it or raise it. ``cut``, ``stall`` and ``unfinished`` break the delivery of a real answer: ``reply``
     (anything a responder may return) is that answer, the echo of the request when None.
     """
 
@@ -69,6 +71,8 @@ class Fault(Exception):
             return f"Fault.hang({self.seconds})"
         if self.kind == "cut":
             return f"Fault.cut(after={self.after})"
+        if self.kind == "stall":
+            return f"Fault.stall(after={self.after}, seconds={self.seconds})"
         return f"Fault.{self.kind}()"
 
     @classmethod
@@ -99,6 +103,11 @@ class Fault(Exception):
         return cls("cut", status=200, after=after, reply=reply)
 
     @classmethod
+    def stall(cls, after: int = 2, seconds: float = 30.0, reply: Any = None) -> Fault:
+        """Like :meth:`cut`, but the connection stays open and silent for ``seconds`` first."""
+        return cls("stall", status=200, after=after, seconds=seconds, reply=reply)
+
+    @classmethod
     def unfinished(cls, reply: Any = None) -> Fault:
         """A stream that ends cleanly without ``finish_reason``, usage or ``[DONE]``."""
         return cls("unfinished", status=200, reply=reply)
@@ -106,9 +115,9 @@ class Fault(Exception):
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> Fault:
         """``{"status": 503}``, ``{"status": 429, "retry_after": 2}``, ``{"hang": 30}``,
-        ``{"malformed": true}``, ``{"cut": 2}`` (events before the cut; ``true`` for 2) or
-        ``{"unfinished": true}`` (the form used in rules files). ``cut`` and ``unfinished``
-        take an optional ``reply``."""
+        ``{"malformed": true}``, ``{"cut": 2}`` (events before the cut; ``true`` for 2),
+        ``{"stall": SECONDS, "after": 2}`` or ``{"unfinished": true}`` (the form used in rules
+        files). ``cut``, ``stall`` and ``unfinished`` take an optional ``reply``."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a fault is a mapping such as {{status: 503}}, got {data!r}")
         if "hang" in data:
@@ -121,6 +130,12 @@ class Fault(Exception):
                 raise ValueError(f"'cut' is a number of stream events (0 or more), got "
                                  f"{data['cut']!r}")
             return cls.cut(after, data.get("reply"))
+        if "stall" in data:
+            after = data.get("after", 2)
+            if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+                raise ValueError(f"'after' is a number of stream events (0 or more), got "
+                                 f"{after!r}")
+            return cls.stall(after, float(data["stall"]), data.get("reply"))
         if data.get("unfinished"):
             return cls.unfinished(data.get("reply"))
         try:
@@ -150,10 +165,12 @@ class Faults:
     * ``malformed_next``: 200 with a body that is not valid JSON.
     * ``cut_next``: the body stops and the connection closes: streams after ``cut_after``
       SSE events, plain responses after half their bytes.
+    * ``stall_next``: as ``cut_next``, but silent for ``stall_seconds`` before closing.
     * ``unfinished_next``: a stream that ends cleanly with no ``finish_reason``, no usage chunk
       and no ``[DONE]`` (non-streamed: ``finish_reason`` null).
     * ``fail_rate``: ``{fault: probability}`` drawn per request, where a fault is an HTTP
-      error status or one of ``"hang"``, ``"malformed"``, ``"cut"``, ``"unfinished"``
+      error status or one of ``"hang"``, ``"malformed"``, ``"cut"``, ``"stall"``,
+      ``"unfinished"``
       (``{429: 0.1, 503: 0.05, "cut": 0.01}``).
     * ``expected_api_key``: 401 unless ``Authorization: Bearer KEY`` or ``api-key: KEY``.
     * ``models``: an allow-list; other models get 404 ``model_not_found``.
@@ -169,6 +186,8 @@ class Faults:
     malformed_next: int = 0
     cut_next: int = 0
     cut_after: int = 2
+    stall_next: int = 0
+    stall_seconds: float = 30.0
     unfinished_next: int = 0
     fail_rate: Mapping[int | str, float] = field(default_factory=dict)
     expected_api_key: str | None = None
@@ -203,6 +222,9 @@ class Faults:
         if self.cut_next > 0:
             self.cut_next -= 1
             return Fault.cut(self.cut_after)
+        if self.stall_next > 0:
+            self.stall_next -= 1
+            return Fault.stall(self.cut_after, self.stall_seconds)
         if self.unfinished_next > 0:
             self.unfinished_next -= 1
             return Fault.unfinished()
@@ -227,6 +249,8 @@ class Faults:
             return Fault.malformed()
         if key == "cut":
             return Fault.cut(self.cut_after)
+        if key == "stall":
+            return Fault.stall(self.cut_after, self.stall_seconds)
         if key == "unfinished":
             return Fault.unfinished()
         return Fault.error(int(key))

@@ -33,15 +33,19 @@ run time with :meth:`TestServer.set_faults`); ``*_next`` apply to the next N mod
 * ``cut_next`` / ``cut_after``: the body stops and the connection closes; a stream after
   ``cut_after`` SSE events (default 2: the role chunk and one content chunk), a plain response
   after half its bytes.
+* ``stall_next`` / ``stall_seconds``: as ``cut_next`` (``cut_after`` events), but the
+  connection stays open and silent that long before it closes (a read timeout mid-body).
 * ``unfinished_next``: a stream that ends cleanly with no ``finish_reason``, usage chunk or
   ``[DONE]``; a plain response with ``finish_reason: null``.
-* ``fail_rate``: ``{429: 0.1, 503: 0.05, "cut": 0.01, "hang": ...}`` drawn per request
+* ``fail_rate``: ``{429: 0.1, 503: 0.05, "cut": 0.01, "stall": ..., "hang": ...}`` drawn
+  per request
   (``seed`` makes the draws repeatable).
 * ``expected_api_key``, ``models``, ``max_context_words``: 401, 404 ``model_not_found``,
   400 ``context_length_exceeded``.
 
 Responders can return the same faults per request (``Fault.cut(after=3)``,
-``Fault.unfinished()``, ...). A refused connection is just a closed port.
+``Fault.stall(after=1, seconds=30)``, ``Fault.unfinished()``, ...). A refused connection is
+just a closed port.
 
 Chat requests with ``logprobs: true`` (and ``top_logprobs: N``, 0-20) get ``logprobs`` for
 every answer token, with plausible alternatives (an answer ``"4"`` with ``top_logprobs: 5``
