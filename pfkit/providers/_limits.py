@@ -11,9 +11,7 @@ import asyncio
 import collections
 import threading
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from ._text import request_text
 
@@ -115,48 +113,89 @@ class Limiter:
         return bool(self.limits.requests_per_minute or self.limits.tokens_per_minute)
 
     async def acquire(self, tokens: int = 0) -> list[float]:
+        """Wait for a slot. With concurrency alone a released slot is handed to the longest
+        waiter (first come, first served); with windows a woken waiter checks again."""
         loop = asyncio.get_running_loop()
         while True:
             with self._lock:
-                entry, wait = self._try_take(tokens)
-                if entry is not None:
-                    return entry
+                if not self._waiters or self.windowed:
+                    entry, wait = self._try_take(tokens)
+                    if entry is not None:
+                        return entry
+                else:  # others are queued: wait behind them
+                    wait = None
                 future = loop.create_future()
-                waiter = (loop, future)
-                self._waiters.append(waiter)
+                self._waiters.append((loop, future))
+            # a waiter that stops waiting (timeout, cancellation) leaves a done future in the
+            # queue, skipped when its turn comes: no O(n) removal
             try:
                 if wait is None:
-                    await future
+                    granted = await future
                 else:
-                    await asyncio.wait_for(future, timeout=wait)
+                    granted = await asyncio.wait_for(future, timeout=wait)
             except asyncio.TimeoutError:
-                pass
+                continue
             except BaseException:
-                with self._lock:
-                    self._discard(waiter)
-                self._wake_one()  # a wake-up meant for us goes to the next waiter
+                if future.done() and not future.cancelled():
+                    if future.result():
+                        self.release()  # a slot handed to us: pass it on
+                    else:
+                        self._wake_one()  # the wake-up meant for us goes to the next waiter
+                else:
+                    future.cancel()
                 raise
-            with self._lock:
-                self._discard(waiter)
-
-    def _discard(self, waiter: Any) -> None:
-        try:
-            self._waiters.remove(waiter)
-        except ValueError:
-            pass
+            if granted:
+                return [time.monotonic(), float(tokens)]
 
     def release(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-        self._wake_one()
+        if self.windowed:
+            with self._lock:
+                self._in_flight -= 1
+            self._wake_one()
+            return
+        self._hand_over()
 
-    def _wake_one(self) -> None:
-        """Wake the longest waiter (on its own loop); it re-checks every limit."""
+    def _hand_over(self) -> None:
+        """Concurrency only: the slot goes to the longest live waiter, else back to the pool."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
         with self._lock:
             while self._waiters:
                 loop, future = self._waiters.popleft()
                 if future.done() or loop.is_closed():
                     continue
+                if loop is running:
+                    future.set_result(True)
+                    return
+                try:
+                    loop.call_soon_threadsafe(self._grant, future)
+                except RuntimeError:  # its loop closed meanwhile
+                    continue
+                return
+            self._in_flight -= 1
+
+    def _grant(self, future: asyncio.Future) -> None:
+        if not future.done():
+            future.set_result(True)
+        else:  # cancelled meanwhile: the slot goes on
+            self._hand_over()
+
+    def _wake_one(self) -> None:
+        """Windowed limits: wake the longest waiter (on its own loop) to check again."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        with self._lock:
+            while self._waiters:
+                loop, future = self._waiters.popleft()
+                if future.done() or loop.is_closed():
+                    continue
+                if loop is running:  # same loop: no cross-thread wake-up (a syscall) needed
+                    future.set_result(False)
+                    return
                 try:
                     loop.call_soon_threadsafe(self._resolve, future)
                 except RuntimeError:  # its loop closed meanwhile
@@ -165,26 +204,44 @@ class Limiter:
 
     def _resolve(self, future: asyncio.Future) -> None:
         if not future.done():
-            future.set_result(None)
+            future.set_result(False)
         else:  # cancelled meanwhile: pass the wake-up on
             self._wake_one()
 
-    @asynccontextmanager
-    async def slot(self, tokens: int = 0):
-        if not self.active:
-            yield None
-            return
-        entry = await self.acquire(tokens)
-        try:
-            yield entry if self.windowed else None
-        finally:
-            self.release()
+    def slot(self, tokens: int = 0) -> _Slot:
+        """``async with limiter.slot(tokens) as entry:`` - ``entry`` is what :meth:`settle`
+        corrects (None without windowed limits)."""
+        return _Slot(self, tokens)
 
     def settle(self, entry: list[float] | None, actual_tokens: int) -> None:
         """Replace a request's estimated tokens with the real count."""
         if entry is not None:
             with self._lock:
                 entry[1] = float(actual_tokens)
+
+
+class _Slot:
+    """The async context manager of :meth:`Limiter.slot` (a class: cheaper than a generator)."""
+
+    __slots__ = ("limiter", "tokens", "taken")
+
+    def __init__(self, limiter: Limiter, tokens: int) -> None:
+        self.limiter = limiter
+        self.tokens = tokens
+        self.taken = False
+
+    async def __aenter__(self) -> list[float] | None:
+        limiter = self.limiter
+        if not limiter.active:
+            return None
+        entry = await limiter.acquire(self.tokens)
+        self.taken = True
+        return entry if limiter.windowed else None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.taken:
+            self.taken = False
+            self.limiter.release()
 
 
 def estimate_tokens(request: dict) -> int:
