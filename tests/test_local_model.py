@@ -48,7 +48,7 @@ def model(pfkit_home) -> LocalModel:
     return instance
 
 
-def test_answers_correctly_with_repacking_off(model):
+def test_answers_correctly_with_repacking_off(model, pfkit_home):
     # On CPUs with AMX, llama.cpp's repacked Q4_K weights segfaulted the first decode
     # (ggml-org/llama.cpp#20824): the weights load without extra buffer types, on every CPU.
     assert model._llama.model_params.use_extra_bufts is False
@@ -64,13 +64,7 @@ def test_answers_correctly_with_repacking_off(model):
                                              "temperature": 0, "max_tokens": 4}))
     assert "Paris" in completion.text
     # the backend test run that preceded the first load passed, and is remembered
-    assert list((pfkit_home_of() / "cache" / "local-probe").glob("*.json"))
-
-
-def pfkit_home_of() -> Path:
-    import os
-
-    return Path(os.environ["PFKIT_HOME"])
+    assert list((pfkit_home / "cache" / "local-probe").glob("*.json"))
 
 
 async def _joined_stream(model: LocalModel, request: dict) -> str:
