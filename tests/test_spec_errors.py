@@ -254,6 +254,8 @@ def _bomb(levels: int = 9) -> str:
 
 MALFORMED = {
     "deep nesting": ("inputs: " + "[" * 5000 + "]" * 5000 + "\n", 1),
+    "500 levels of nesting": ("inputs:\n  q:\n    type: list\n    default: " + "[" * 500 +
+                              "]" * 500 + "\n", 4),
     "5000-digit integer": ("inputs:\n  q: {type: int, default: " + "9" * 5000 + "}\n", 2),
     "invalid date": ("inputs:\n  q: {type: string, default: 2024-13-45}\n", 2),
     "!!int 'y'": ("inputs:\n  q: {type: string, default: !!int 'y'}\n", 2),

@@ -42,6 +42,9 @@ class LineList(list):
 # A flow file is small: a document whose aliases expand it past this many values is an
 # "alias bomb" (billion laughs), refused before anything walks it.
 MAX_EXPANDED_VALUES = 200_000
+# Real flow files nest a few levels; deeper values are refused before the (recursive)
+# constructor and the later walks over the data could run out of stack.
+MAX_DEPTH = 100
 
 
 class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
@@ -83,12 +86,13 @@ def _reason(exc: BaseException) -> str:
 
 def _check_expansion(root: yaml.Node) -> None:
     """Count the values the document would have with every alias expanded (each node once,
-    memoised, without recursion); refuse more than MAX_EXPANDED_VALUES."""
+    memoised, without recursion); refuse more than MAX_EXPANDED_VALUES, recursive aliases and
+    nesting deeper than MAX_DEPTH."""
     sizes: dict[int, int] = {}
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    stack: list[tuple[yaml.Node, bool, int]] = [(root, False, 0)]
     on_path: set[int] = set()
     while stack:
-        node, children_done = stack.pop()
+        node, children_done, depth = stack.pop()
         key = id(node)
         if children_done:
             on_path.discard(key)
@@ -110,13 +114,17 @@ def _check_expansion(root: yaml.Node) -> None:
         if key in on_path:
             raise yaml.constructor.ConstructorError(
                 None, None, "an alias refers to the value that contains it", node.start_mark)
+        if depth > MAX_DEPTH:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"values are nested more than {MAX_DEPTH} levels deep",
+                node.start_mark)
         on_path.add(key)
-        stack.append((node, True))
+        stack.append((node, True, depth))
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                stack.extend(((k, False), (v, False)))
+                stack.extend(((k, False, depth + 1), (v, False, depth + 1)))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend((c, False) for c in node.value)
+            stack.extend((c, False, depth + 1) for c in node.value)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
