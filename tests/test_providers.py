@@ -712,3 +712,26 @@ def test_embeddings_of_azure_and_serverless_connections_as_promptflow_tools_send
     assert server.last_request.body == {"model": "text-embedding-3-small", "input": ["hello"],
                                         "encoding_format": "float"}
     assert vector == hash_embedding("hello", 8)  # floats asked for: not rounded to float32
+
+
+def test_cancelled_waiters_never_leak_a_slot():
+    limiter = Limiter(Limits(max_concurrency=2))
+    order: list[int] = []
+
+    async def hold(i: int):
+        async with limiter.slot():
+            order.append(i)
+            await asyncio.sleep(0.01)
+
+    async def main():
+        tasks = [asyncio.create_task(hold(i)) for i in range(10)]
+        await asyncio.sleep(0.001)
+        for task in tasks[3:7]:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert limiter.in_flight == 0
+        await asyncio.wait_for(hold(99), timeout=5)  # the budget is whole again
+
+    asyncio.run(main())
+    assert order == [0, 1, 2, 7, 8, 9, 99]  # first come, first served
+    assert limiter.max_in_flight_seen == 2
