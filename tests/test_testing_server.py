@@ -1153,3 +1153,21 @@ def test_stall_from_rules_and_rates(tmp_path):
         with pytest.raises(openai.APITimeoutError):
             list(chat(client, stream=True))
     assert parse_fail_rates(["stall=0.5"]) == {"stall": 0.5}
+
+
+def test_route_forms(server):
+    body = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
+    cases = [("POST", "/v1/chat/completions/", "chat.completions", 200, None),
+             ("POST", "/openai/v1/chat/completions", "chat.completions", 200, None),
+             ("POST", "/openai/deployments/my%20dep/v1/chat/completions", "chat.completions",
+              200, "my dep"),
+             ("GET", "/v1/models/", "models", 200, None),
+             ("GET", "/v1/models/org/model-1", "models", 200, None),
+             ("GET", "/openai/deployments/dep/models", "not_found", 404, None),
+             ("POST", "/", "not_found", 404, None)]
+    for method, path, endpoint, status, deployment in cases:
+        got, _, raw = raw_request(server, method, path, body if method == "POST" else None)
+        assert (got, server.last_request.endpoint) == (status, endpoint), path
+        assert server.last_request.deployment == deployment and server.last_request.path == path
+    assert json.loads(raw_request(server, "GET", "/v1/models/org/model-1")[2])["id"] == \
+        "org/model-1"

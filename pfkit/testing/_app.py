@@ -96,7 +96,12 @@ def build_app(server: TestServer) -> web.Application:
     """The application serving ``server``'s responder, settings, faults and counters."""
     handlers = _Handlers(server)
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    add = app.router.add_route
+
+    def add(method: str, path: str, handler: Any) -> None:
+        app.router.add_route(method, path, handler)
+        if not path.endswith("}"):
+            app.router.add_route(method, path + "/", handler)  # a trailing slash is the same
+
     for prefix in _PREFIXES:
         for tail, endpoint in _MODEL_ENDPOINTS.items():
             add("*", f"{prefix}/{tail}", functools.partial(handlers.handle, endpoint))
@@ -105,7 +110,7 @@ def build_app(server: TestServer) -> web.Application:
     for prefix in _DEPLOYMENT_PREFIXES:
         for tail, endpoint in _MODEL_ENDPOINTS.items():
             add("*", f"{prefix}/{tail}", functools.partial(handlers.handle, endpoint))
-    add("*", "/{tail:.*}", functools.partial(handlers.handle, "not_found"))
+    app.router.add_route("*", "/{tail:.*}", functools.partial(handlers.handle, "not_found"))
     return app
 
 
