@@ -17,7 +17,7 @@ _LAZY = {
     "ToolProvider": ("pfkit.nodes._tool", "ToolProvider"),
     "log_metric": ("pfkit.nodes._tool", "log_metric"),
     "run": ("pfkit.runs._api", "run"),
-    "arun": ("pfkit.runs._api", "arun"),
+    "arun": ("pfkit.session", "arun"),
     "get_run": ("pfkit.runs._api", "get_run"),
     "Run": ("pfkit.runs._api", "Run"),
     "compare": ("pfkit.compare", None),  # a callable module: pfkit.compare([...])
@@ -26,8 +26,8 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from .flows import Flow, load_flow
     from .nodes._tool import ToolProvider, log_metric, tool
-    from .runs._api import Run, arun, get_run, run
-    from .session import Session
+    from .runs._api import Run, get_run, run
+    from .session import Session, arun
 
 
 def __getattr__(name: str) -> Any:

@@ -273,6 +273,28 @@ class Session:
         await self.aclose()
 
 
+async def arun(flow: str | Path, data: str | Path | None = None, *, progress: bool = False,
+               models: Any = None, store: Any = None, observers: Any = (), session: Any = None,
+               **options: Any) -> Any:
+    """``await pfkit.arun(flow, data, ...)``: :func:`pfkit.run` for async code, on the caller's
+    event loop (same arguments; ``session`` default ``Session.default()``)."""
+    from .runs import _api
+
+    runs_arun = getattr(_api, "arun", None)
+    if runs_arun is not None and runs_arun is not arun:
+        return await runs_arun(flow, data, progress=progress, models=models, store=store,
+                               observers=observers, session=session, **options)
+    base = options.pop("run", None)
+    resume = options.pop("resume_from", None)
+    for key in ("column_mapping", "environment_variables", "connections", "tags"):
+        options[key] = dict(options.get(key) or {})
+    request = _api.RunRequest(
+        flow=str(flow), data=str(data) if data is not None else None,
+        run=getattr(base, "name", base), resume_from=getattr(resume, "name", resume), **options)
+    return await _api.acreate_run(request, store=store, progress=progress, models=models,
+                                  observers=observers, session=session)
+
+
 def default_cassette(flow: str | Path) -> Path:
     """Where a flow's recorded model calls live: ``pfkit.cassette.jsonl`` beside the flow."""
     from .providers._lazy import CASSETTE_NAME
@@ -287,4 +309,4 @@ def _connection_store_get() -> Any:
     return ConnectionStore().get
 
 
-__all__ = ["ModelLayer", "Session", "default_cassette"]
+__all__ = ["ModelLayer", "Session", "arun", "default_cassette"]

@@ -264,3 +264,19 @@ def test_binding_imports_from_the_flow_folder_and_restores(tmp_path, process_sta
     assert line_a.outputs["first"][3] == "helpers of A"
     assert line_b.outputs["first"][3] == "helpers of B"
     process_state()
+
+
+def test_two_overlapping_atest_calls_of_one_flow(tmp_path, events, process_state):
+    from pfkit.flows import atest
+
+    folder = write_flow(tmp_path / "a", "A", sync=False)
+    flow = pfkit.load_flow(folder)
+
+    async def main():
+        return await asyncio.gather(atest(flow.bound, {"tag": "1"}), atest(flow.bound, {"tag": "2"}))
+
+    for result in asyncio.run(main()):
+        assert result.outputs["first"] == expected(folder, "A")
+        assert result.outputs["second"] == expected(folder, "A")
+    assert [what for what, _ in events] == ["start", "start", "end", "end"]
+    process_state()

@@ -167,3 +167,19 @@ def test_concurrent_requests_in_a_session_share_the_connection_limit(make_flow):
                 thread.join(60)
         assert len(answers) == 12
         assert server.counters.max_in_flight == 2
+
+
+def test_pfkit_arun_runs_a_batch_on_the_callers_loop(make_flow, tmp_path):
+    folder = chat_flow(make_flow, "any")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}"}) + "\n" for i in range(3)))
+    model = LoopRecordingModel()
+
+    async def main():
+        run = await pfkit.arun(folder, data, models={"*": model}, concurrency=2)
+        return run, id(asyncio.get_running_loop())
+
+    run, loop_id = asyncio.run(main())
+    assert run.status == "Completed"
+    assert len(run.lines()) == 3
+    assert set(model.loops) == {loop_id}
