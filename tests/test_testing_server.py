@@ -1171,3 +1171,16 @@ def test_route_forms(server):
         assert server.last_request.deployment == deployment and server.last_request.path == path
     assert json.loads(raw_request(server, "GET", "/v1/models/org/model-1")[2])["id"] == \
         "org/model-1"
+
+
+def test_cli_reports_a_port_in_use(capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = cli_parser().parse_args(["testing", "serve", "--port", str(port)])
+
+        assert args.handler(args) == 1
+
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
