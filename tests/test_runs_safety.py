@@ -450,3 +450,28 @@ def test_run_create_with_worker_processes_records_every_line_once(slow_flow, tmp
     bad = cli("run", "create", "--flow", str(slow_flow), "--data", str(data), "--workers", "0",
               home=home)
     assert bad.returncode == 1 and "--workers must be at least 1" in bad.stderr
+
+
+def test_line_records_are_scrubbed_even_inside_odd_objects(capsys):
+    from pfkit import _secrets
+    from pfkit.engine import LineResult, NodeRun
+    from pfkit.runs._runner import finished_line
+
+    class Holder:
+        def __repr__(self) -> str:
+            return "Holder(key=odd-secret-4242)"
+
+    _secrets.register("odd-secret-4242")
+    try:
+        node = NodeRun("n", "Completed", {"obj": Holder()}, Holder())
+        result = LineResult(0, "Completed", {"q": "odd-secret-4242"}, {"a": Holder()}, {"n": node})
+        line = finished_line(result)
+        assert "odd-secret-4242" not in line.record_json
+        assert "odd-secret-4242" not in line.node_json["n"]
+        from pfkit.runs._batch import StreamPrinter
+
+        StreamPrinter().on_line_end(line)  # --stream
+        printed = capsys.readouterr().out
+        assert printed.startswith("line 0 completed") and "odd-secret-4242" not in printed
+    finally:
+        _secrets._reset_for_tests()

@@ -121,7 +121,7 @@ class StreamPrinter:
     def on_line_end(self, line: FinishedLine) -> None:
         status = "completed" if line.status == COMPLETED else \
             f"failed: {scrub((line.error or {}).get('message', ''))}"
-        print(f"line {line.line_number} {status} {dumps(line.outputs)}", flush=True)
+        print(scrub(f"line {line.line_number} {status} {dumps(line.outputs)}"), flush=True)
 
 
 class CountedRows:

@@ -96,7 +96,8 @@ def _node_dict(result: LineResult, name: str, run: Any) -> dict[str, Any]:
 def _encode(value: Any) -> str:
     """Scrubbed JSON text of a record; raises when the value cannot be encoded (a value that
     contains itself, nesting too deep, an integer too long to print...)."""
-    return dumps(scrub_value(value))
+    # values first (keys and strings), then the text (what repr() of an odd object showed)
+    return scrub(dumps(scrub_value(value)))
 
 
 def _unwritable(what: str, exc: BaseException) -> dict[str, Any]:
@@ -111,11 +112,10 @@ def _minimal_line(line_number: int, error: dict[str, Any], start: float, end: fl
                   nodes: dict[str, str]) -> str:
     """A line record that can always be written: no inputs, no outputs, the error."""
     try:
-        error_json = dumps(scrub_value(error))
+        error_json = _encode(error)
         json.loads(error_json)
     except (ValueError, TypeError, RecursionError, OverflowError):
         error_json = dumps({"code": "UnwritableRecord", "message": "the line's error cannot be written"})
-        error = json.loads(error_json)
     return dumps({"line_number": line_number, "status": FAILED, "inputs": {}, "outputs": {},
                   "error": json.loads(error_json), "start_time": start, "end_time": end,
                   "duration": max(0.0, end - start), "nodes": nodes})
