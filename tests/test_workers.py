@@ -284,6 +284,63 @@ def test_never_more_workers_than_lines_in_flight_and_concurrency_is_split():
     assert [runner._share(i) for i in range(3)] == [6, 5, 5]
 
 
+LLM_FLOW = """inputs:
+  question: {type: string}
+outputs:
+  answer: {type: string, reference: "${answer.output}"}
+  review: {type: string, reference: "${review.output}"}
+nodes:
+- name: answer
+  type: llm
+  source: {type: code, path: answer.jinja2}
+  connection: tsrv
+  api: chat
+  inputs: {model: gpt-4o-mini, temperature: 0, question: "${inputs.question}"}
+- name: review
+  type: llm
+  source: {type: code, path: review.jinja2}
+  connection: tsrv
+  api: chat
+  inputs: {model: gpt-4o-mini, temperature: 0, draft: "${answer.output}"}
+"""
+
+
+def test_llm_lines_over_http_in_workers_share_the_connection_limit(make_flow, tmp_path,
+                                                                   monkeypatch):
+    from pfkit.testing import TestServer
+
+    folder = make_flow({"flow.dag.yaml": LLM_FLOW,
+                        "answer.jinja2": "# user:\n{{question}}\n",
+                        "review.jinja2": "# user:\nReview: {{draft}}\n"})
+    home = tmp_path / "home"
+    monkeypatch.setenv("PFKIT_HOME", str(home))
+    items = [(i, {"question": f"What is {i} + {i}?"}) for i in range(24)]
+    with TestServer(latency=0.05) as server:
+        conn = tmp_path / "tsrv.yaml"
+        conn.write_text(f"name: tsrv\ntype: open_ai\napi_key: sk-test-worker-secret\n"
+                        f"base_url: {server.base_url}\nmax_concurrency: 2\n", encoding="utf-8")
+        made = cli("connection", "create", "--file", str(conn), home=home)
+        assert made.returncode == 0, made.stderr
+        spec = WorkerFlowSpec(str(folder), pfkit_home=str(home))
+        got = asyncio.run(collect(WorkerRunner(spec, workers=2, concurrency=8), items))
+        assert server.counters.max_in_flight <= 2, "the workers share the connection's limit"
+        assert server.counters.total == 48
+        async def in_process():
+            try:
+                return await collect(InProcessRunner(load(folder), concurrency=8), items)
+            finally:
+                from pfkit.providers._openai import close_loop_clients
+
+                await close_loop_clients()
+
+        expected = asyncio.run(in_process())
+    assert {line.status for line in got.values()} == {"Completed"}
+    assert {n: comparable(line) for n, line in got.items()} == \
+        {n: comparable(line) for n, line in expected.items()}
+    assert got[3].usage and got[3].usage["total_tokens"] > 0
+    assert all("sk-test-worker-secret" not in line.record_json for line in got.values())
+
+
 # --------------------------------------------------------------------------- kill -9
 
 SLOW_FLOW = """inputs:

@@ -71,7 +71,8 @@ def main() -> None:
         os._exit(1)
     if not init or init[0] != "init":
         os._exit(2)
-    _, spec, concurrency, timeout = init
+    _, spec, concurrency, timeout, slot, workers = init
+    _share_connection_limits(slot, workers)
     code = asyncio.run(_serve(spec, concurrency, timeout, proto_in, proto_out))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -87,6 +88,33 @@ def _send_load_error(proto_out: int, exc: BaseException) -> None:
         wire.write_all(proto_out, wire.frame(("load_error", data)))
     except OSError:
         pass
+
+
+def _share(value: int | None, slot: int, workers: int) -> int | None:
+    if not value:
+        return value
+    base, extra = divmod(int(value), workers)
+    return max(1, base + (1 if slot < extra else 0))
+
+
+def _share_connection_limits(slot: int, workers: int) -> None:
+    """One budget per connection for the whole run: each of ``workers`` processes gets its
+    share of a connection's ``max_concurrency``, ``requests_per_minute`` and
+    ``tokens_per_minute`` (at least 1 of each), so together they stay within the limits."""
+    if workers <= 1:
+        return
+    from ..providers import _limits, _registry
+
+    read = _registry.options_of
+
+    def options_of(conn: Any) -> Any:
+        options, limits = read(conn)
+        return options, _limits.Limits(
+            max_concurrency=_share(limits.max_concurrency, slot, workers),
+            requests_per_minute=_share(limits.requests_per_minute, slot, workers),
+            tokens_per_minute=_share(limits.tokens_per_minute, slot, workers))
+
+    _registry.options_of = options_of
 
 
 def _load(spec: Any) -> tuple[Any, Any]:

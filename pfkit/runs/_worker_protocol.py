@@ -9,7 +9,7 @@ reads or writes these pipes.
 Messages (tuples, first item the kind):
 
 parent -> worker   ("hello", {"sys_path", "secrets", "parent_pid"})   first, builtins only
-                   ("init", spec, concurrency, timeout)
+                   ("init", spec, concurrency, timeout, slot, workers)
                    ("lines", [(line_number, inputs), ...])
                    ("stop",)                                           after the last results
 worker -> parent   ("ready", pid) | ("load_error", error_dict)

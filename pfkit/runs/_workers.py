@@ -229,7 +229,7 @@ class WorkerRunner:
         self.cache_keys: list[str] = []
         self.pids: list[int] = []  # every worker process started, in order (for tests, logs)
         try:
-            self._init_frame = wire.frame(("init", spec, 0, self.timeout))
+            wire.frame(("init", spec, 0, self.timeout, 0, self.workers))
         except Exception as exc:  # noqa: BLE001 - e.g. a lambda as the models factory
             raise UserError(f"the worker processes cannot be given this flow description: {exc}",
                             code="InvalidWorkers",
@@ -265,7 +265,8 @@ class WorkerRunner:
             secrets = sorted(_secrets._secrets)
         worker.send(("hello", {"sys_path": list(sys.path), "secrets": secrets,
                                "parent_pid": os.getpid()}))
-        worker.send(("init", self.spec, worker.concurrency, self.timeout))
+        worker.send(("init", self.spec, worker.concurrency, self.timeout, worker.slot,
+                     self.workers))
         worker.last_heard = time.monotonic()
 
     async def _reap(self, worker: _Worker, *, kill: bool) -> int | None:
