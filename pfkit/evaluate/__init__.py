@@ -3,13 +3,15 @@
 Per-line scores: :func:`exact_match`, :func:`f1_score` (SQuAD token F1), :func:`rouge`
 (ROUGE-1/2/L), :func:`bleu` (sacrebleu-compatible sentence BLEU), :func:`contains`,
 :func:`keyword_coverage`, :func:`regex_match`, :func:`numeric_match`, :func:`entity_match`,
-:func:`exact_label_match`, :func:`parse_json_answer` / :func:`schema_errors`.
+:func:`exact_label_match`, :func:`parse_json_answer` / :func:`schema_errors`, and
+:func:`judge_score` for LLM judges (G-Eval weighting when logprobs are given).
 Over a run: :func:`classification_report`, and :func:`report`, which an evaluator's aggregation
 node calls to log each metric with its statistics (:mod:`pfkit.stats`).
 """
 
 from ._classification import classification_report, exact_label_match
 from ._json import SchemaError, parse_json_answer, schema_errors
+from ._judge import judge_score
 from ._numbers import numeric_match, parse_number
 from ._report import report
 from ._text import (
@@ -25,6 +27,7 @@ from ._text import (
 )
 
 __all__ = ["SchemaError", "bleu", "classification_report", "contains", "entity_match",
-           "exact_label_match", "exact_match", "f1_score", "keyword_coverage", "normalize_answer",
+           "exact_label_match", "exact_match", "f1_score", "judge_score", "keyword_coverage",
+           "normalize_answer",
            "numeric_match", "parse_json_answer", "parse_number", "regex_match", "report", "rouge",
            "schema_errors"]

@@ -1,0 +1,10 @@
+from promptflow.core import tool
+
+from pfkit.evaluate import report
+
+
+@tool
+def aggregate(scores: list) -> dict:
+    """Logs 'coherence' (the mean over lines the judge scored); returns n, missing and the 95%
+    interval."""
+    return report({"coherence": scores})

@@ -1,0 +1,144 @@
+"""LLM judge evaluators against the test server (well-formed, malformed and refused answers,
+logprobs) and once end to end on the embedded local model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import pfkit
+from pfkit.connections._store import ConnectionStore
+from pfkit.evaluate import judge_score
+from pfkit.testing import Fault, TestServer
+
+EVALUATORS = Path(__file__).resolve().parent.parent / "evaluators"
+JUDGES = ["groundedness", "relevance", "coherence", "fluency", "similarity", "rubric"]
+ROWS = [
+    {"question": "Capital of France?", "answer": "Paris.", "context": "Paris is France's capital.",
+     "ground_truth": "Paris", "criteria": "Names the city."},
+    {"question": "Boiling point?", "answer": "100 C at sea level.", "context": "Water boils at 100 C.",
+     "ground_truth": "100 degrees Celsius", "criteria": "Gives a unit."},
+    {"question": "Tallest peak?", "answer": "Everest.", "context": "Everest is 8,849 m high.",
+     "ground_truth": "Mount Everest", "criteria": "One word."},
+]
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PFKIT_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module")
+def server():
+    with TestServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    return path
+
+
+def judge_run(name, data, server, responder):
+    server.reset()
+    server.responder = responder
+    ConnectionStore().create({"name": "judge_server", "type": "open_ai", "api_key": "sk-test-judge",
+                              "base_url": server.base_url})
+    inputs = {"question", "answer", "context", "ground_truth", "criteria"}
+    flow_inputs = set(pfkit.load_flow(EVALUATORS / name).spec.inputs)
+    mapping = {k: f"${{data.{k}}}" for k in inputs & flow_inputs}
+    return pfkit.run(EVALUATORS / name, data, column_mapping=mapping,
+                     connections={"judge.connection": "judge_server"})
+
+
+def expected_weighted(logprobs):
+    first = logprobs[0]
+    weights = {int(t["token"]): math.exp(t["logprob"]) for t in first["top_logprobs"]
+               if t["token"].strip() in {"1", "2", "3", "4", "5"}}
+    return sum(k * w for k, w in weights.items()) / sum(weights.values())
+
+
+@pytest.mark.parametrize("name", JUDGES)
+def test_each_judge_scores_with_logprobs(name, data, server):
+    run = judge_run(name, data, server, lambda kind, body: "4\nIt is well done.")
+    assert run.status == "Completed"
+    request = server.last_request.body
+    assert request["logprobs"] is True and request["top_logprobs"] == 5
+    assert request["temperature"] == 0
+    assert "It is well done" not in request["messages"][0]["content"]
+    lines = run.lines()
+    assert len(lines) == 3
+    node = json.loads((run.path / "node_outputs" / "judge.jsonl").read_text().splitlines()[0])
+    expected = expected_weighted(node["output"]["logprobs"])
+    assert 3.0 < expected < 5.0
+    for line in lines:
+        assert line["outputs"][name] == pytest.approx(expected)
+        assert line["outputs"]["reason"] == "It is well done."
+    assert run.metrics() == {name: pytest.approx(expected)}
+
+
+def test_malformed_answers_are_missing_scores_not_zero(data, server):
+    answers = iter(["5\nfully grounded", "I cannot rate this, sorry.", "2\nmostly unsupported"])
+    run = judge_run("groundedness", data, server, lambda kind, body: next(answers))
+    outputs = [line["outputs"] for line in run.lines()]
+    assert outputs[1]["groundedness"] is None
+    assert outputs[1]["raw"] == "I cannot rate this, sorry."
+    scored = [o["groundedness"] for o in (outputs[0], outputs[2])]
+    assert scored[0] > 4.0 and scored[1] < 3.0
+    assert run.metrics()["groundedness"] == pytest.approx(sum(scored) / 2)
+
+
+def test_refused_judge_calls_fail_their_lines(data, server):
+    def refuse(kind, body):
+        if "Everest" in json.dumps(body):
+            return Fault(status=400, message="The response was filtered", code="content_filter")
+        return "3\nso-so"
+
+    run = judge_run("relevance", data, server, refuse)
+    lines = run.lines()
+    statuses = [line["status"] for line in lines]
+    assert statuses == ["Completed", "Completed", "Failed"]
+    assert "filtered" in lines[2]["error"]["message"]
+    assert run.metrics()["relevance"] == pytest.approx(3.0, abs=1.0)
+
+
+def test_no_metric_when_the_judge_never_scores(data, server):
+    run = judge_run("fluency", data, server, lambda kind, body: "no idea")
+    assert [line["outputs"]["fluency"] for line in run.lines()] == [None, None, None]
+    assert run.metrics() == {}
+
+
+def test_judge_score_text_and_logprob_rules():
+    assert judge_score("Score: 4\nok") == {"score": 4.0, "reason": "ok", "raw": "Score: 4\nok",
+                                           "method": "text"}
+    assert judge_score("The year 2024 was fine")["score"] is None
+    assert judge_score("9")["score"] is None
+    items = [{"token": "3", "logprob": math.log(0.5),
+              "top_logprobs": [{"token": "3", "logprob": math.log(0.5)},
+                               {"token": "4", "logprob": math.log(0.25)},
+                               {"token": " 5", "logprob": math.log(0.25)},
+                               {"token": "x", "logprob": math.log(0.1)}]}]
+    result = judge_score({"content": "3\nfine", "logprobs": items})
+    assert result["method"] == "logprobs"
+    assert result["score"] == pytest.approx((3 * 0.5 + 4 * 0.25 + 5 * 0.25) / 1.0)
+    # logprobs whose first token is not a score: fall back to the text
+    assert judge_score({"content": "Score: 2", "logprobs": [{"token": "Score"}]})["method"] == "text"
+
+
+@pytest.mark.slow
+def test_a_judge_end_to_end_on_the_embedded_model(data):
+    pytest.importorskip("llama_cpp")
+    run = pfkit.run(EVALUATORS / "groundedness", data, column_mapping={
+        "question": "${data.question}", "answer": "${data.answer}", "context": "${data.context}"})
+    assert run.status == "Completed"
+    lines = run.lines()
+    assert [line["status"] for line in lines] == ["Completed"] * 3
+    for line in lines:
+        score = line["outputs"]["groundedness"]
+        assert score is None or 1.0 <= score <= 5.0
+        assert isinstance(line["outputs"]["raw"], str) and line["outputs"]["raw"]
