@@ -341,6 +341,34 @@ def test_llm_lines_over_http_in_workers_share_the_connection_limit(make_flow, tm
     assert all("sk-test-worker-secret" not in line.record_json for line in got.values())
 
 
+def test_record_then_replay_with_workers_keeps_every_call_of_the_run(make_flow, tmp_path):
+    from pfkit.testing import TestServer
+
+    folder = make_flow({"flow.dag.yaml": LLM_FLOW,
+                        "answer.jinja2": "# user:\n{{question}}\n",
+                        "review.jinja2": "# user:\nReview: {{draft}}\n"})
+    home, data = tmp_path / "home", tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}?"}) + "\n" for i in range(12)))
+    with TestServer(latency=0.01) as server:
+        conn = tmp_path / "tsrv.yaml"
+        conn.write_text(f"name: tsrv\ntype: open_ai\napi_key: sk-test\n"
+                        f"base_url: {server.base_url}\n", encoding="utf-8")
+        assert cli("connection", "create", "--file", str(conn), home=home).returncode == 0
+        recorded = cli("run", "create", "--flow", str(folder), "--data", str(data), "-n", "rec",
+                       "--workers", "2", "--cache", "record", home=home)
+        assert recorded.returncode == 0, recorded.stderr
+        assert server.counters.total == 24
+    cassette = folder / "pfkit.cassette.jsonl"
+    assert len(cassette.read_text(encoding="utf-8").splitlines()) == 24, \
+        "the cassette holds the calls of every worker"
+    replayed = cli("run", "create", "--flow", str(folder), "--data", str(data), "-n", "rep",
+                   "--workers", "2", "--cache", "replay", home=home)  # the server is gone
+    assert replayed.returncode == 0, replayed.stderr
+    assert {r["status"] for r in run_lines(home, "rep")} == {"Completed"}
+    shown = json.loads(cli("run", "show", "-n", "rep", home=home).stdout)
+    assert shown["properties"]["system_metrics"]["cache"]["hits"] == 24
+
+
 # --------------------------------------------------------------------------- kill -9
 
 SLOW_FLOW = """inputs:
