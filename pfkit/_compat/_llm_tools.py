@@ -46,8 +46,18 @@ def to_bool(value: Any) -> bool:
     return str(value).lower() == "true"
 
 
-@functools.lru_cache(maxsize=256)
 def _compiled(template: str, trim_blocks: bool = True, keep_trailing_newline: bool = True) -> Any:
+    """The compiled template; a syntax error is promptflow's ``JinjaTemplateError``."""
+    try:
+        return _compile(template, trim_blocks, keep_trailing_newline)
+    except Exception as exc:  # jinja2.TemplateSyntaxError
+        raise _templates.JinjaTemplateError(
+            f"Failed to render jinja template: {type(exc).__name__}: {exc}. "
+            "Please modify your prompt to fix the issue.") from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(template: str, trim_blocks: bool, keep_trailing_newline: bool) -> Any:
     if trim_blocks and keep_trailing_newline:
         return _templates.compile_template(template)
     from jinja2.sandbox import SandboxedEnvironment
@@ -60,13 +70,7 @@ def render_jinja_template(template_content: str, trim_blocks: bool = True,
                           keep_trailing_newline: bool = True, escape_dict: dict | None = None,
                           **kwargs: Any) -> str:
     """Render in a sandbox; a failure is a ``JinjaTemplateError`` with promptflow's message."""
-    try:
-        template = _compiled(str(template_content), trim_blocks, keep_trailing_newline)
-    except Exception as exc:  # a syntax error: the same message as a render error
-        message = _templates.unescape(str(exc), escape_dict or {})
-        raise _templates.JinjaTemplateError(
-            f"Failed to render jinja template: {type(exc).__name__}: {message}. "
-            "Please modify your prompt to fix the issue.") from exc
+    template = _compiled(str(template_content), trim_blocks, keep_trailing_newline)
     return _templates.render(template, kwargs, escape_map=escape_dict or {})
 
 
