@@ -345,6 +345,14 @@ def test_the_step_budget_can_be_changed_by_environment(monkeypatch):
     "{{ 7 ** 100000000 }}",
     "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
     "{% endfor %}{{ ns.s|length }}",
+    "{{ 'x'|center(10**10) }}",
+    "{{ 'a\nb'|indent(10**9) }}",
+    "{{ range(100000)|join('x' * 1000000) }}",
+    "{{ ('ab' * 1000)|replace('a', 'x' * 100000) }}",
+    "{{ '%9999999999s'|format('x') }}",
+    "{{ 'x'.rjust(10**10) }}",
+    "{{ '{:>99999999999}'.format(1) }}",
+    "{{ ('y' * 1000000).join(range(100000)|list) }}",
 ])
 def test_values_that_grow_without_bound_are_stopped(source):
     from pfkit.nodes._templates import TemplateBudgetExceeded, render
@@ -363,3 +371,14 @@ def test_loops_keep_their_features_under_the_budget():
         "{% for n in tree recursive %}{{ n.v }}{{ loop(n.kids) if n.kids }}{% endfor %}")
     tree = [{"v": "a", "kids": [{"v": "b", "kids": []}]}]
     assert render(template, {"items": [1, 2, 3], "tree": tree}) == "1/2,2/2|empty|ab"
+
+
+def test_size_guards_leave_ordinary_filters_alone():
+    from pfkit.nodes._templates import render
+
+    template = compile_template(
+        "{{ 'a'|center(5) }}|{{ 'a\nb'|indent(2) }}|{{ [1, 2]|join(',') }}|{{ 'aa'|replace('a', 'b') }}"
+        "|{{ '%5s'|format('x') }}|{{ 'x'.rjust(3) }}|{{ '{:>4}'.format(1) }}|{{ ','.join(['a', 'b']) }}"
+        "|{{ users|join(', ', attribute='n') }}|{{ range(3)|join }}|{{ 'ab' * 2 }}|{{ 2 ** 10 }}")
+    assert render(template, {"users": [{"n": "a"}, {"n": "b"}]}) == \
+        "  a  |a\n  b|1,2|bb|    x|  x|   1|a,b|a, b|012|abab|1024"

@@ -12,9 +12,10 @@
   a node with ``role_escaping: promptflow`` (a key promptflow ignores), or named in
   ``PFKIT_ROLE_ESCAPING_PROMPTFLOW`` (comma-separated, ``*`` for all), gets exactly that rule.
 * A render is bounded: loop iterations and calls count against a budget
-  (``PFKIT_TEMPLATE_MAX_STEPS``, default 1,000,000), and strings or lists built by ``*`` and
-  ``~`` stay under ``PFKIT_TEMPLATE_MAX_CHARS`` (default 10,000,000), so a runaway template
-  stops with an error naming the node, the template file and the line.
+  (``PFKIT_TEMPLATE_MAX_STEPS``, default 1,000,000), and text or lists built by ``*``, ``**``,
+  ``~``, padding and joining (``center``, ``indent``, ``join``, ``replace``, ``format``,
+  ``str.format``, ...) stay under ``PFKIT_TEMPLATE_MAX_CHARS`` (default 10,000,000), so a
+  runaway template stops with an error naming the node, the template file and the line.
 """
 
 from __future__ import annotations
@@ -115,9 +116,10 @@ def _counted(iterable: Any):
 
 def _too_big(size: int) -> None:
     budget = _budget.get()
-    if budget is not None and size > budget.max_chars:
+    limit = budget.max_chars if budget is not None else _limit(MAX_CHARS_VAR, DEFAULT_MAX_CHARS)
+    if size > limit:
         raise TemplateBudgetExceeded(
-            f"built a value of {size:,} characters or items (at most {budget.max_chars:,}) "
+            f"built a value of {size:,} characters or items (at most {limit:,}) "
             "and was stopped",
             hint=f"Build smaller text, or raise the limit with {MAX_CHARS_VAR}=N.")
 
@@ -127,6 +129,84 @@ def _sized(value: Any) -> Any:
     if isinstance(value, (str, list, tuple)):
         _too_big(len(value))
     return value
+
+
+_PERCENT_WIDTH = re.compile(r"%[-+ #0]*(\d+)")
+_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}\d]*(\d+)[^{}]*\}")
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+
+
+def _check_widths(fmt: Any, args: tuple[Any, ...], pattern: re.Pattern[str]) -> None:
+    if isinstance(fmt, str):
+        for width in pattern.findall(fmt):
+            if len(width) > 12:
+                _too_big(10 ** len(width))
+            _too_big(int(width))
+    for arg in args:
+        if isinstance(arg, int) and not isinstance(arg, bool):
+            _too_big(abs(arg))
+
+
+def _check_str_method(method: Any, args: tuple[Any, ...]) -> None:
+    """``'x'.center(10**10)``, ``sep.join(items)``, ``'{:>9999999999}'.format(1)``: refused
+    before the text is built when it would pass the size limit."""
+    # jinja2 hands str.format out wrapped (functools.wraps: the bound method is __wrapped__)
+    text = getattr(getattr(method, "__wrapped__", method), "__self__", None)
+    if not isinstance(text, str):
+        return
+    name = getattr(method, "__name__", "")
+    if name in _PADDING_METHODS and args and isinstance(args[0], int):
+        _too_big(args[0])
+    elif name == "join" and args and hasattr(args[0], "__len__"):
+        _too_big(len(text) * len(args[0]))
+    elif name in ("format", "format_map"):
+        _check_widths(text, (), _FORMAT_WIDTH)
+    elif name == "expandtabs":
+        size = args[0] if args and isinstance(args[0], int) else 8
+        _too_big(len(text) + text.count("\t") * size)
+
+
+def _guarded_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """The filters that can build text far larger than their input, with a size check first.
+    (``join`` and ``replace`` take the eval context as their first argument.)"""
+    import functools
+
+    def guard(func: Any, check: Any) -> Any:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            args = check(*args, **kwargs) or args
+            return func(*args, **kwargs)
+        return wrapper
+
+    def center(value: Any, width: Any = 80, *rest: Any, **kw: Any) -> None:
+        if isinstance(width, int):
+            _too_big(width)
+
+    def indent(value: Any, width: Any = 4, *rest: Any, **kw: Any) -> None:
+        text = str(value)
+        step = width if isinstance(width, int) else len(str(width))
+        _too_big(len(text) + (text.count("\n") + 1) * max(step, 0))
+
+    def join(ctx: Any, value: Any, d: Any = "", *rest: Any, **kw: Any) -> Any:
+        items = value if hasattr(value, "__len__") else list(value)
+        _too_big(len(str(d)) * len(items))
+        return (ctx, items, d, *rest) if items is not value else None
+
+    def replace(ctx: Any, value: Any, old: Any = "", new: Any = "", count: Any = None,
+                *rest: Any, **kw: Any) -> None:
+        text, old, new = str(value), str(old), str(new)
+        times = text.count(old) if old else len(text) + 1
+        if isinstance(count, int) and count >= 0:
+            times = min(times, count)
+        _too_big(len(text) + times * max(0, len(new) - len(old)))
+
+    def format_(value: Any, *args: Any, **kw: Any) -> None:
+        _check_widths(value, args, _PERCENT_WIDTH)
+
+    checks = {"center": center, "indent": indent, "join": join, "replace": replace,
+              "format": format_}
+    return {name: guard(func, checks[name]) if name in checks else func
+            for name, func in filters.items()}
 
 
 def _build_environment():
@@ -166,6 +246,7 @@ def _build_environment():
 
         def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
             _step()
+            _check_str_method(__obj, args)
             return super().call(__context, __obj, *args, **kwargs)
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
@@ -182,7 +263,10 @@ def _build_environment():
             return super()._generate(Instrument().visit(source), name, filename,
                                      defer_init=defer_init)
 
-    env = BoundedSandbox(trim_blocks=True, keep_trailing_newline=True)
+    # optimized=False: no constant folding at compile time, where a filter such as
+    # '%9999999999s'|format('x') would run outside any render's budget.
+    env = BoundedSandbox(trim_blocks=True, keep_trailing_newline=True, optimized=False)
+    env.filters = _guarded_filters(env.filters)
     env.template_class = BoundedTemplate
     env.globals["__pfkit_counted"] = _counted
     env.globals["__pfkit_sized"] = _sized
