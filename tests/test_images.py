@@ -286,6 +286,11 @@ def test_batch_run_records_keep_image_data(make_flow, tmp_path, monkeypatch):
     (line,) = run.lines()
     assert line["status"] == "Completed", line["error"]
     assert line["outputs"]["same"] == {"data:image/png;base64": base64.b64encode(png()).decode()}
+    # flow_outputs/output.jsonl references the image saved beside it, as promptflow's does
+    outputs_dir = Path(os.environ["PFKIT_HOME"]) / "runs" / run.name / "flow_outputs"
+    (record,) = [json.loads(x) for x in (outputs_dir / "output.jsonl").read_text().splitlines()]
+    ((key, name),) = record["same"].items()
+    assert key == "data:image/png;path" and (outputs_dir / name).read_bytes() == png()
 
 
 def test_flow_test_saves_image_outputs_like_promptflow(make_flow):

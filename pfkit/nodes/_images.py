@@ -366,3 +366,32 @@ def contains_image_dict(value: Any, depth: int = 16) -> bool:
     if isinstance(value, list):
         return any(contains_image_dict(v, depth - 1) for v in value)
     return False
+
+
+_BASE64_KEY = re.compile(r"^data:(image/[A-Za-z0-9.+*-]+);base64$")
+
+
+def images_to_files(value: Any, folder: Path) -> Any:
+    """A record's image dicts (``{"data:image/png;base64": ...}``) saved as files in ``folder``
+    and referenced as promptflow's run outputs do: ``{"data:image/png;path": "<name>.png"}``,
+    the path relative to ``folder``. Files are named by content, so writing twice is harmless."""
+    if isinstance(value, list):
+        return [images_to_files(v, folder) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        key, data = next(iter(value.items()))
+        match = _BASE64_KEY.match(str(key))
+        if match and isinstance(data, str):
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                return value
+            mime = match.group(1)
+            ext = extension_for(mime)
+            name = hashlib.sha1(raw).hexdigest()[:16] + (f".{ext}" if ext else "")
+            target = folder / name
+            if not target.exists():
+                target.write_bytes(raw)
+            return {f"data:{mime};path": name}
+    return {k: images_to_files(v, folder) for k, v in value.items()}
