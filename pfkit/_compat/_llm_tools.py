@@ -58,12 +58,9 @@ def _compiled(template: str, trim_blocks: bool = True, keep_trailing_newline: bo
 
 @functools.lru_cache(maxsize=256)
 def _compile(template: str, trim_blocks: bool, keep_trailing_newline: bool) -> Any:
-    if trim_blocks and keep_trailing_newline:
-        return _templates.compile_template(template)
-    from jinja2.sandbox import SandboxedEnvironment
-
-    env = SandboxedEnvironment(trim_blocks=trim_blocks, keep_trailing_newline=keep_trailing_newline)
-    return env.from_string(template)
+    # the bounded sandbox (step budget, size limits) whatever the options
+    return _templates.compile_template(template, trim_blocks=trim_blocks,
+                                       keep_trailing_newline=keep_trailing_newline)
 
 
 def render_jinja_template(template_content: str, trim_blocks: bool = True,

@@ -209,7 +209,7 @@ def _guarded_filters(filters: dict[str, Any]) -> dict[str, Any]:
             for name, func in filters.items()}
 
 
-def _build_environment():
+def _build_environment(trim_blocks: bool = True, keep_trailing_newline: bool = True):
     from jinja2 import nodes
     from jinja2.environment import Template
     from jinja2.sandbox import SandboxedEnvironment
@@ -265,7 +265,8 @@ def _build_environment():
 
     # optimized=False: no constant folding at compile time, where a filter such as
     # '%9999999999s'|format('x') would run outside any render's budget.
-    env = BoundedSandbox(trim_blocks=True, keep_trailing_newline=True, optimized=False)
+    env = BoundedSandbox(trim_blocks=trim_blocks, keep_trailing_newline=keep_trailing_newline,
+                         optimized=False)
     env.filters = _guarded_filters(env.filters)
     env.template_class = BoundedTemplate
     env.globals["__pfkit_counted"] = _counted
@@ -273,17 +274,28 @@ def _build_environment():
     return env
 
 
-def environment():
+_other_envs: dict[tuple[bool, bool], Any] = {}
+
+
+def environment(trim_blocks: bool = True, keep_trailing_newline: bool = True):
+    """The bounded sandbox (promptflow's options by default; others for promptflow-tools'
+    ``render_jinja_template(trim_blocks=..., keep_trailing_newline=...)``)."""
     global _env
-    if _env is None:
-        _env = _build_environment()
-    return _env
+    if trim_blocks and keep_trailing_newline:
+        if _env is None:
+            _env = _build_environment()
+        return _env
+    key = (trim_blocks, keep_trailing_newline)
+    if key not in _other_envs:
+        _other_envs[key] = _build_environment(trim_blocks, keep_trailing_newline)
+    return _other_envs[key]
 
 
-def compile_template(text: str, *, file: str | None = None, node: str | None = None):
+def compile_template(text: str, *, file: str | None = None, node: str | None = None,
+                     trim_blocks: bool = True, keep_trailing_newline: bool = True):
     """Compile once; raises jinja2.TemplateSyntaxError for the caller to place. ``file`` and
     ``node`` are remembered, so that a failure while rendering can name them."""
-    template = environment().from_string(text)
+    template = environment(trim_blocks, keep_trailing_newline).from_string(text)
     template.pfkit_file = file
     template.pfkit_node = node
     return template
