@@ -475,3 +475,22 @@ def test_line_records_are_scrubbed_even_inside_odd_objects(capsys):
         assert printed.startswith("line 0 completed") and "odd-secret-4242" not in printed
     finally:
         _secrets._reset_for_tests()
+
+
+def test_arun_on_the_callers_loop_with_an_in_memory_store(slow_flow, tmp_path):
+    import asyncio
+
+    from pfkit.runs import InMemoryRunStore
+
+    store = InMemoryRunStore()
+
+    async def main():
+        return await pfkit.arun(slow_flow, rows(tmp_path / "d.jsonl", 3), name="mem",
+                                store=store)
+
+    run = asyncio.run(main())
+    assert run.status == "Completed" and run.path is None
+    assert [r["outputs"]["y"] for r in run.lines()] == [1000, 1001, 1002]
+    assert store.get("mem").status == "Completed"
+    with pytest.raises(pfkit.errors.RunNotFound):
+        pfkit.get_run("mem")  # nothing was written to the local store

@@ -120,6 +120,28 @@ def get_run(name: str, *, store: RunStore | None = None) -> Run:
     return Run(name, store)
 
 
+def _request(flow: str | Path, data: str | Path | None = None, *,
+             column_mapping: dict[str, Any] | None = None, variant: str | None = None,
+             run: str | Run | None = None, name: str | None = None,
+             display_name: str | None = None, concurrency: int = 16,
+             resume_from: str | Run | None = None,
+             environment_variables: dict[str, str] | None = None,
+             connections: dict[str, str] | None = None, cache: str | None = None,
+             cassette: str | None = None, line_timeout: float | None = None,
+             tags: dict[str, str] | None = None, workers: int | None = None,
+             description: str | None = None) -> RunRequest:
+    return RunRequest(
+        flow=str(flow), data=str(data) if data is not None else None,
+        column_mapping=dict(column_mapping or {}), variant=variant,
+        run=run.name if isinstance(run, Run) else run, name=name, display_name=display_name,
+        description=description, concurrency=concurrency,
+        resume_from=resume_from.name if isinstance(resume_from, Run) else resume_from,
+        environment_variables=dict(environment_variables or {}),
+        connections=dict(connections or {}), cache=cache, cassette=cassette,
+        line_timeout=line_timeout, tags=dict(tags or {}), workers=workers,
+    )
+
+
 def run(flow: str | Path, data: str | Path | None = None, *,
         column_mapping: dict[str, Any] | None = None, variant: str | None = None,
         run: str | Run | None = None, name: str | None = None, display_name: str | None = None,
@@ -128,7 +150,8 @@ def run(flow: str | Path, data: str | Path | None = None, *,
         connections: dict[str, str] | None = None, cache: str | None = None,
         line_timeout: float | None = None, tags: dict[str, str] | None = None,
         progress: bool = False, models: Any = None, workers: int | None = None,
-        store: RunStore | None = None, observers: Any = (), session: Any = None) -> Run:
+        store: RunStore | None = None, observers: Any = (), session: Any = None,
+        cassette: str | None = None, description: str | None = None) -> Run:
     """Run ``flow`` over ``data`` and return the :class:`Run` (works in Jupyter too).
 
     ``column_mapping`` maps flow inputs to ``${data.col}``, ``${run.outputs.col}`` or
@@ -137,18 +160,22 @@ def run(flow: str | Path, data: str | Path | None = None, *,
     store (e.g. ``{"*": EchoModel()}`` in tests); ``workers`` runs lines in that many worker
     processes (default: what suits the flow); ``observers`` receive the run's events;
     ``session`` (default ``pfkit.Session.default()``) provides models, cache and store."""
-    request = RunRequest(
-        flow=str(flow), data=str(data) if data is not None else None,
-        column_mapping=dict(column_mapping or {}), variant=variant,
-        run=run.name if isinstance(run, Run) else run, name=name, display_name=display_name,
-        concurrency=concurrency,
-        resume_from=resume_from.name if isinstance(resume_from, Run) else resume_from,
-        environment_variables=dict(environment_variables or {}),
-        connections=dict(connections or {}), cache=cache, line_timeout=line_timeout,
-        tags=dict(tags or {}), workers=workers,
-    )
+    request = _request(flow, data, column_mapping=column_mapping, variant=variant, run=run,
+                       name=name, display_name=display_name, concurrency=concurrency,
+                       resume_from=resume_from, environment_variables=environment_variables,
+                       connections=connections, cache=cache, cassette=cassette,
+                       line_timeout=line_timeout, tags=tags, workers=workers,
+                       description=description)
     return create_run(request, progress=progress, models=models, store=store,
                       observers=observers, session=session)
+
+
+async def arun(flow: str | Path, data: str | Path | None = None, *, progress: bool = False,
+               models: Any = None, store: RunStore | None = None, observers: Any = (),
+               session: Any = None, **options: Any) -> Run:
+    """:func:`run` for async code: ``await pfkit.arun(...)`` on the caller's event loop."""
+    return await acreate_run(_request(flow, data, **options), store=store, progress=progress,
+                             models=models, observers=observers, session=session)
 
 
 def _base_record(request: RunRequest, flow_file: Path, name: str,

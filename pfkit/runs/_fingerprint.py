@@ -63,6 +63,8 @@ def _ignored(rel: Path) -> bool:
 def flow_fingerprint(code_dir: Path, resolved_yaml: str) -> dict[str, Any]:
     files: dict[str, str] = {}
     for root, dirs, names in os.walk(code_dir):
+        if len(files) >= MAX_FLOW_FILES:
+            break
         rel_root = Path(root).relative_to(code_dir)
         dirs[:] = sorted(d for d in dirs if not _ignored(rel_root / d))
         for name in sorted(names):
