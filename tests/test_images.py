@@ -341,3 +341,32 @@ def a(imgs: list, doc: dict) -> dict:
     assert out == {"kinds": ["Image", "str"], "doc": "Image", "text": "t"}
     refused = pfkit.load_flow(flow).test(imgs=[{"data:image/png;path": "/etc/passwd"}], doc={})
     assert refused.line.status == "Failed" and "flow input 'imgs'" in refused.line.error["message"]
+
+
+def test_tool_made_image_urls_are_checked_before_reaching_the_model(make_flow):
+    folder = make_flow({"flow.dag.yaml": """
+outputs:
+  answer: {type: string, reference: "${look.output}"}
+nodes:
+- name: make
+  type: python
+  source: {type: code, path: make.py}
+- name: look
+  type: llm
+  source: {type: code, path: look.jinja2}
+  connection: echo
+  api: chat
+  inputs: {model: m, img: "${make.output}"}
+""", "make.py": """
+from promptflow.core import tool
+from promptflow.contracts.multimedia import Image
+
+
+@tool
+def make() -> Image:
+    return Image(b"", mime_type="image/png", source_url="http://169.254.169.254/latest/x.png")
+""", "look.jinja2": "# user:\n![image]({{img}})\n"})
+    echo = EchoModel()
+    result = pfkit.load_flow(folder, models={"echo": echo}).test()
+    assert result.line.status == "Failed" and not echo.requests
+    assert "169.254.169.254" in result.line.error["message"]

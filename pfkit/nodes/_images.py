@@ -102,8 +102,11 @@ class Image(PFBytes):
 
     @property
     def url(self) -> str:
-        """What the model gets: the source URL, else a ``data:`` URL of the bytes."""
-        return self._source_url or self.to_base64(with_type=True)
+        """What the model gets: the source URL (checked like an input URL: an image a tool
+        made may not point the model at a private address), else a ``data:`` URL."""
+        if self._source_url:
+            return check_image_url(self._source_url)
+        return self.to_base64(with_type=True)
 
     def to_dict(self) -> dict[str, str]:
         """The base64 form of the image (``{"data:image/png;base64": "..."}``)."""
