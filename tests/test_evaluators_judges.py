@@ -142,3 +142,28 @@ def test_a_judge_end_to_end_on_the_embedded_model(data):
         score = line["outputs"]["groundedness"]
         assert score is None or 1.0 <= score <= 5.0
         assert isinstance(line["outputs"]["raw"], str) and line["outputs"]["raw"]
+
+
+def test_embedding_similarity_through_an_embeddings_endpoint(data, server):
+    from pfkit.evaluate import cosine_similarity
+
+    server.reset()
+    ConnectionStore().create({"name": "emb_server", "type": "open_ai", "api_key": "sk-test-emb",
+                              "base_url": server.base_url})
+    run = pfkit.run(EVALUATORS / "embedding_similarity", data,
+                    column_mapping={"answer": "${data.answer}", "ground_truth": "${data.ground_truth}",
+                                    "model": "text-embedding-3-small"},
+                    connections={"embed_answer.connection": "emb_server",
+                                 "embed_truth.connection": "emb_server"})
+    assert run.status == "Completed", run.info.get("error")
+    bodies = [r.body for r in server.requests if r.path.endswith("/embeddings")]
+    assert len(bodies) == 6 and {b["model"] for b in bodies} == {"text-embedding-3-small"}
+    answers = json.loads((run.path / "node_outputs" / "embed_answer.jsonl").read_text()
+                         .splitlines()[0])["output"]
+    truths = json.loads((run.path / "node_outputs" / "embed_truth.jsonl").read_text()
+                        .splitlines()[0])["output"]
+    first = run.lines()[0]["outputs"]["embedding_similarity"]
+    assert first == pytest.approx(cosine_similarity(answers, truths))
+    assert -1.0 <= first <= 1.0
+    assert cosine_similarity([0, 0], [1, 1]) is None and cosine_similarity([1], [1, 2]) is None
+    assert cosine_similarity([1, 0], [0, 1]) == 0.0

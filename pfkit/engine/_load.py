@@ -41,6 +41,8 @@ def apply_connection_overrides(spec: FlowSpec, overrides: Mapping[str, str]) -> 
         for field in ("deployment_name", "model"):
             if field in fields:
                 inputs[field] = Literal(fields[field])
+        if "connection" in fields and "connection" in inputs:  # package and python tools
+            inputs["connection"] = Literal(fields["connection"])
         return replace(node, connection=fields.get("connection", node.connection), inputs=inputs)
 
     variants = {

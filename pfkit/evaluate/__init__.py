@@ -12,7 +12,7 @@ node calls to log each metric with its statistics (:mod:`pfkit.stats`).
 from ._classification import classification_report, exact_label_match
 from ._json import SchemaError, parse_json_answer, schema_errors
 from ._judge import judge_score
-from ._numbers import numeric_match, parse_number
+from ._numbers import cosine_similarity, numeric_match, parse_number
 from ._report import report
 from ._text import (
     bleu,
@@ -26,7 +26,8 @@ from ._text import (
     rouge,
 )
 
-__all__ = ["SchemaError", "bleu", "classification_report", "contains", "entity_match",
+__all__ = ["SchemaError", "bleu", "classification_report", "contains", "cosine_similarity",
+           "entity_match",
            "exact_label_match", "exact_match", "f1_score", "judge_score", "keyword_coverage",
            "normalize_answer",
            "numeric_match", "parse_json_answer", "parse_number", "regex_match", "report", "rouge",

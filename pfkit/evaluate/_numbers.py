@@ -54,3 +54,16 @@ def numeric_match(answer: Any, expected: Any, *, abs_tol: float = 1e-6, rel_tol:
     if a is None or b is None:
         return None
     return float(math.isclose(a, b, abs_tol=abs_tol, rel_tol=rel_tol))
+
+
+def cosine_similarity(a: Any, b: Any) -> float | None:
+    """Cosine similarity of two vectors; None when either is empty, all zeros or the lengths
+    differ (nothing to score, which is not a score of 0)."""
+    if not isinstance(a, (list, tuple)) or not isinstance(b, (list, tuple)):
+        return None
+    if not a or len(a) != len(b):
+        return None
+    dot = math.fsum(float(x) * float(y) for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(math.fsum(float(x) ** 2 for x in a)) * math.sqrt(
+        math.fsum(float(y) ** 2 for y in b))
+    return dot / norm if norm else None
