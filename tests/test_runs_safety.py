@@ -494,3 +494,47 @@ def test_arun_on_the_callers_loop_with_an_in_memory_store(slow_flow, tmp_path):
     assert store.get("mem").status == "Completed"
     with pytest.raises(pfkit.errors.RunNotFound):
         pfkit.get_run("mem")  # nothing was written to the local store
+
+
+ISOLATED_FLOW = """
+environment_variables:
+  WHO: {who}
+inputs:
+  x: {{type: int}}
+outputs:
+  y: {{type: string, reference: "${{work.output}}"}}
+nodes:
+- name: work
+  type: python
+  source: {{type: code, path: work.py}}
+  inputs: {{x: "${{inputs.x}}"}}
+"""
+ISOLATED_TOOL = """import asyncio, os
+from promptflow.core import tool
+
+@tool
+async def work(x: int):
+    await asyncio.sleep(0.01)
+    with open("mine.txt") as fh:
+        return f"{fh.read().strip()}/{os.environ['WHO']}/{x}"
+"""
+
+
+def test_two_runs_of_two_flows_at_once_in_one_process(make_flow, tmp_path):
+    import asyncio
+
+    flows = {}
+    for who in ("alpha", "beta"):
+        flows[who] = make_flow({"flow.dag.yaml": ISOLATED_FLOW.format(who=who),
+                                "work.py": ISOLATED_TOOL, "mine.txt": f"file-{who}\n"}, name=who)
+    data = rows(tmp_path / "d.jsonl", 20)
+    cwd, env_before = os.getcwd(), os.environ.get("WHO")
+
+    async def both():
+        return await asyncio.gather(*(pfkit.arun(flows[w], data, name=f"iso_{w}", workers=1)
+                                      for w in flows))
+
+    alpha, beta = asyncio.run(both())
+    assert [r["outputs"]["y"] for r in alpha.lines()] == [f"file-alpha/alpha/{i}" for i in range(20)]
+    assert [r["outputs"]["y"] for r in beta.lines()] == [f"file-beta/beta/{i}" for i in range(20)]
+    assert os.getcwd() == cwd and os.environ.get("WHO") == env_before
