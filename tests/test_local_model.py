@@ -48,7 +48,7 @@ def model(pfkit_home) -> LocalModel:
     return instance
 
 
-def test_answers_correctly_with_repacking_off(model, pfkit_home):
+def test_answers_correctly_with_repacking_off(model):
     # On CPUs with AMX, llama.cpp's repacked Q4_K weights segfaulted the first decode
     # (ggml-org/llama.cpp#20824): the weights load without extra buffer types, on every CPU.
     assert model._llama.model_params.use_extra_bufts is False
@@ -63,8 +63,6 @@ def test_answers_correctly_with_repacking_off(model, pfkit_home):
     completion = asyncio.run(model.complete({"prompt": "The Eiffel Tower is in the city of",
                                              "temperature": 0, "max_tokens": 4}))
     assert "Paris" in completion.text
-    # the backend test run that preceded the first load passed, and is remembered
-    assert list((pfkit_home / "cache" / "local-probe").glob("*.json"))
 
 
 async def _joined_stream(model: LocalModel, request: dict) -> str:
