@@ -494,6 +494,9 @@ def test_arun_on_the_callers_loop_with_an_in_memory_store(slow_flow, tmp_path):
     assert store.get("mem").status == "Completed"
     with pytest.raises(pfkit.errors.RunNotFound):
         pfkit.get_run("mem")  # nothing was written to the local store
+    # worker processes run the lines; this process writes them to the in-memory store
+    procs = pfkit.run(slow_flow, tmp_path / "d.jsonl", name="mem2", store=store, workers=2)
+    assert [r["outputs"]["y"] for r in procs.lines()] == [1000, 1001, 1002]
 
 
 ISOLATED_FLOW = """

@@ -395,6 +395,7 @@ def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | No
         raise UserError(f"--workers must be at least 1, not {workers}", code="InvalidWorkers",
                         hint="Pass --workers 1 to run lines in this process.")
     try:
+        from ..connections._store import pfkit_home
         from ._workers import WorkerFlowSpec, WorkerRunner, default_workers
     except ImportError:  # pragma: no cover - the worker runner ships with pfkit
         return InProcessRunner(flow, concurrency=request.concurrency, timeout=timeout,
@@ -402,8 +403,7 @@ def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | No
     if workers is None:
         workers = 1 if given_models else default_workers(flow, total,
                                                          concurrency=request.concurrency)
-    home = getattr(store, "home", None)
-    if workers <= 1 or home is None:
+    if workers <= 1:
         return InProcessRunner(flow, concurrency=request.concurrency, timeout=timeout,
                                observers=observers), 1
     if given_models:
@@ -411,18 +411,14 @@ def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | No
                         "this process)", code="InvalidWorkers",
                         hint="Pass workers=1, or configure connections instead of models=.")
     spec = WorkerFlowSpec(flow=str(resolve_flow_file(request.flow)),
-                          variant=request.variant if isinstance(request.variant, str) else
-                          _variant_text(request.variant),
+                          variant=request.variant,  # text, or {node: variant id}
                           connection_overrides=dict(request.connections),
                           environment=dict(request.environment_variables),
                           cache=request.cache, cassette=request.cassette,
-                          pfkit_home=str(home), line_timeout=timeout)
+                          pfkit_home=str(pfkit_home()),  # connections; the parent writes runs
+                          line_timeout=timeout)
     return WorkerRunner(spec, workers=workers, concurrency=request.concurrency,
                         timeout=timeout), workers
-
-
-def _variant_text(variant: Any) -> Any:
-    return variant  # a {node: variant id} mapping (--all-variants) is passed as it is
 
 
 def _reuse_lines(request: RunRequest, store: RunStore, writer: Any, flow: Any,
