@@ -32,6 +32,7 @@ from typing import Any
 from .._names import is_safe_name
 from .._secrets import scrub, scrub_value
 from ..connections._store import pfkit_home
+from ..nodes._images import images_to_files
 from ._owner import HEARTBEAT_EVERY, current_owner, describe, owner_gone
 from ._records import ACTIVE, CANCELED, COMPLETED, SCHEMA_VERSION, LineRecord, RunRecord
 from ._runner import FinishedLine, dumps
@@ -188,8 +189,10 @@ class LocalRunStore:
         check_run_name(record.name)
         values = self._row_values(record)
         with self._writing(record.name) as db:
+            # the heartbeat column belongs to the owner's heartbeat thread: never set back
             changed = db.execute("UPDATE runs SET status = ?, created_on = ?, archived = ?, "
-                                 "run_group = ?, record = ?, heartbeat = COALESCE(?, heartbeat), "
+                                 "run_group = ?, record = ?, "
+                                 "heartbeat = NULLIF(MAX(COALESCE(?, 0), COALESCE(heartbeat, 0)), 0), "
                                  "schema_version = ? WHERE name = ?",
                                  (*values, SCHEMA_VERSION, record.name)).rowcount
         if not changed:
@@ -471,8 +474,9 @@ class LocalRunWriter:
             with open(outputs_dir / "output.jsonl", "w", encoding="utf-8") as out, \
                     open(self.folder / "inputs.jsonl", "w", encoding="utf-8") as inputs:
                 for number, rec in LineFile(self.folder / "lines.jsonl").iter_sorted():
-                    if rec["status"] == COMPLETED:
-                        out.write(dumps({"line_number": number, **rec["outputs"]}) + "\n")
+                    if rec["status"] == COMPLETED:  # images as files beside it (promptflow)
+                        outputs = images_to_files(rec["outputs"], outputs_dir)
+                        out.write(dumps({"line_number": number, **outputs}) + "\n")
                     inputs.write(dumps({**rec["inputs"], "line_number": number}) + "\n")
             (self.folder / "metrics.json").write_text(dumps(scrub_value(metrics)),
                                                       encoding="utf-8")
