@@ -541,3 +541,21 @@ def test_two_runs_of_two_flows_at_once_in_one_process(make_flow, tmp_path):
     assert [r["outputs"]["y"] for r in alpha.lines()] == [f"file-alpha/alpha/{i}" for i in range(20)]
     assert [r["outputs"]["y"] for r in beta.lines()] == [f"file-beta/beta/{i}" for i in range(20)]
     assert os.getcwd() == cwd and os.environ.get("WHO") == env_before
+
+
+def test_a_run_owned_by_another_host_is_gone_only_when_its_heartbeat_stops(home):
+    from pfkit.runs import LocalRunStore, RunRecord
+    from pfkit.runs._owner import STALE_AFTER
+
+    store = LocalRunStore(home)
+    for name, age in (("fresh", 1.0), ("stale", STALE_AFTER + 60)):
+        store.create(RunRecord(name=name, status="Running", created_on=time.time()))
+        with store._writing() as db:  # as if another machine had written it
+            record = store.get(name)
+            record.owner = {"host": "some-other-host", "pid": 1, "started": "1"}
+            db.execute("UPDATE runs SET record = ?, heartbeat = ? WHERE name = ?",
+                       (json.dumps(record.to_dict()), time.time() - age, name))
+    assert store.get("fresh").status == "Running"
+    stale = store.get("stale")
+    assert stale.status == "Canceled" and "some-other-host" in stale.status_detail
+    store.close()
