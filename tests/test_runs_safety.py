@@ -559,3 +559,45 @@ def test_a_run_owned_by_another_host_is_gone_only_when_its_heartbeat_stops(home)
     stale = store.get("stale")
     assert stale.status == "Canceled" and "some-other-host" in stale.status_detail
     store.close()
+
+
+STREAM_FLOW = """
+inputs:
+  question: {type: string}
+outputs:
+  answer: {type: string, reference: "${ask.output}"}
+nodes:
+- name: ask
+  type: llm
+  source: {type: code, path: ask.jinja2}
+  connection: srv
+  api: chat
+  inputs:
+    model: echo
+    stream: true
+    question: ${inputs.question}
+"""
+
+
+def test_streams_cut_mid_body_fail_their_lines_and_every_line_is_recorded(make_flow, tmp_path):
+    from pfkit.connections._store import ConnectionStore
+    from pfkit.testing import TestServer
+
+    flow = make_flow({"flow.dag.yaml": STREAM_FLOW,
+                      "ask.jinja2": "# user:\n{{question}}\n"}, name="streamy")
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question": f"question number {i}"}) + "\n"
+                            for i in range(6)))
+    with TestServer() as server:
+        ConnectionStore().create({"name": "srv", "type": "open_ai", "api_key": "sk-test-1234",
+                                  "base_url": server.base_url, "max_retries": "0"})
+        server.set_faults(cut_next=2, cut_after=2)
+        run = pfkit.run(flow, data, name="streamy", concurrency=1, workers=1)
+    lines = run.lines()
+    assert [r["line_number"] for r in lines] == list(range(6))  # nothing lost
+    failed = [r for r in lines if r["status"] == "Failed"]
+    assert len(failed) == 2, [r["error"] for r in failed]
+    assert all(r["error"]["message"] for r in failed)
+    assert all("question number" in r["outputs"]["answer"] for r in lines
+               if r["status"] == "Completed")
+    assert run.info["properties"]["system_metrics"]["__pf__.lines.failed"] == 2
