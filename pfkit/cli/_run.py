@@ -36,11 +36,12 @@ def register(groups: argparse._SubParsersAction) -> None:
     create.add_argument("--stream", action="store_true", help="print each line as it finishes")
     create.add_argument("--concurrency", type=int, help="lines in flight (default 16)")
     create.add_argument("--workers", type=int, metavar="N",
-                        help="run lines in N worker processes (default: what suits the flow: "
-                             "1 for small or model-bound runs)")
+                        help="run lines in N worker processes (default: what suits the run: "
+                             "this process alone for small runs, else up to 4 workers)")
     create.add_argument("--line-timeout", type=float, help="seconds per line (default 600)")
     create.add_argument("--resume-from", metavar="RUN",
-                        help="reuse the completed lines of RUN and run the rest")
+                        help="reuse the completed lines of RUN and run the rest (same flow "
+                             "and data, else refused)")
     create.add_argument("--environment-variables", nargs="+", metavar="KEY=VALUE",
                         help="extra environment variables for the flow's tools")
     create.add_argument("--connections", nargs="+", metavar="NODE.FIELD=VALUE",
