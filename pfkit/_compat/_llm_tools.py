@@ -184,6 +184,15 @@ connection_models: contextvars.ContextVar[Callable[[str, Any], Any] | None] = \
     contextvars.ContextVar("pfkit_connection_models", default=None)
 
 
+def _call(coro: Any) -> Any:
+    """Run a coroutine from sync tool code: ``asyncio.run`` in a worker thread, a helper loop in
+    another thread when called on a running loop (pfkit._aio.run_sync). Models are safe to use
+    from any loop (per-loop clients, loop-independent limits)."""
+    from .._aio import run_sync
+
+    return run_sync(coro)
+
+
 def _model(connection: Any) -> Any:
     from ..providers._registry import model_from_connection
 
@@ -191,6 +200,10 @@ def _model(connection: Any) -> Any:
         raise _llm.LLMParameterError("the call needs a connection")
     name = str(getattr(connection, "name", None) or type(connection).__name__)
     resolver = connection_models.get()
+    if resolver is None:  # the models of the flow whose tool is calling (engine isolation gate)
+        from ..engine._isolation import GATE
+
+        resolver = GATE.current_models()
     if resolver is not None:
         model = resolver(name, connection)
         if model is not None:
@@ -211,8 +224,6 @@ def _collect(value: Any) -> Any:
 
 def _run(model: Any, api: str, prompt: Any, params: dict[str, Any], variables: dict[str, Any],
          *, vision: bool = False) -> Any:
-    from .._aio import run_sync
-
     text = _templates.preprocess_images(str(prompt)) if vision else str(prompt)
     api_style = getattr(model, "api_style", "openai")
     table = _llm.parameter_table(api_style, api)
@@ -233,7 +244,7 @@ def _run(model: Any, api: str, prompt: Any, params: dict[str, Any], variables: d
             return ("stream", await drained)
         return ("value", result)
 
-    kind, value = run_sync(go())
+    kind, value = _call(go())
     if kind == "stream":
         return iter(value)
     return value
@@ -429,14 +440,13 @@ class VisionCall:
 
 
 def _run_vision(model: Any, **kwargs: Any) -> Any:
-    from .._aio import run_sync
 
     async def go() -> Any:
         result = await vision_chat(model, **kwargs)
         drained = _collect(result)
         return ("stream", await drained) if drained is not None else ("value", result)
 
-    kind, value = run_sync(go())
+    kind, value = _call(go())
     return iter(value) if kind == "stream" else value
 
 
@@ -470,7 +480,6 @@ class AzureOpenAIVision(_ToolProviderBase):
 def embedding(connection: Any, input: str, deployment_name: str = "",  # noqa: A002
               model: Any = EmbeddingModel.TEXT_EMBEDDING_ADA_002) -> list[float]:
     """``promptflow.tools.embedding.embedding``: the vector of one text."""
-    from .._aio import run_sync
 
     ctype = getattr(connection, "TYPE", "")
     if ctype not in ("open_ai", "azure_open_ai", "serverless"):
@@ -480,5 +489,5 @@ def embedding(connection: Any, input: str, deployment_name: str = "",  # noqa: A
     name = model.value if isinstance(model, Enum) else model
     call = _llm.EmbeddingCall(model=_model(connection))
     if ctype == "azure_open_ai":
-        return run_sync(call(input=input, deployment_name=deployment_name))
-    return run_sync(call(input=input, model=name))
+        return _call(call(input=input, deployment_name=deployment_name))
+    return _call(call(input=input, model=name))
