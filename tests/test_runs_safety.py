@@ -601,3 +601,46 @@ def test_streams_cut_mid_body_fail_their_lines_and_every_line_is_recorded(make_f
     assert all("question number" in r["outputs"]["answer"] for r in lines
                if r["status"] == "Completed")
     assert run.info["properties"]["system_metrics"]["__pf__.lines.failed"] == 2
+
+
+def test_a_write_that_fails_with_enospc_stops_the_run_clearly_and_it_resumes(
+        monkeypatch, slow_flow, tmp_path, home):
+    """Without root (no tmpfs): the line file refuses writes after a few lines, as a full disk."""
+    import errno
+
+    from pfkit.runs import _local_store
+
+    real_init = _local_store.LocalRunWriter.__init__
+
+    class FullAfter:
+        def __init__(self, inner, budget: int) -> None:
+            self.inner, self.budget = inner, budget
+
+        def write(self, text: str) -> int:
+            self.budget -= 1
+            if self.budget < 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.inner.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    def init(self, store, name):
+        real_init(self, store, name)
+        if name == "full":
+            self._lines = FullAfter(self._lines, 5)
+
+    monkeypatch.setattr(_local_store.LocalRunWriter, "__init__", init)
+    data = rows(tmp_path / "d.jsonl", 30)
+    with pytest.raises(pfkit.errors.StoreWriteError) as info:
+        pfkit.run(slow_flow, data, name="full", concurrency=2, workers=1)
+    message = str(info.value)
+    assert "cannot write to the run store at" in message and str(home) in message
+    assert "no space left" in message and "--resume-from full" in message
+    record = pfkit.get_run("full")
+    assert record.status == "Failed" and record.info["error"]["code"] == "StoreWriteFailed"
+    assert "--resume-from full" in record.info["status_detail"]
+    assert len(record.lines()) == 5  # what was written is kept
+    resumed = pfkit.run(slow_flow, data, name="full_again", resume_from="full")
+    assert [r["line_number"] for r in resumed.lines()] == list(range(30))
+    assert resumed.info["properties"]["system_metrics"]["lines.reused"] == 5
