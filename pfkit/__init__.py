@@ -21,6 +21,7 @@ _LAZY = {
     "get_run": ("pfkit.runs._api", "get_run"),
     "Run": ("pfkit.runs._api", "Run"),
     "compare": ("pfkit.compare", None),  # a callable module: pfkit.compare([...])
+    "evaluate": ("pfkit.evaluate", None),  # a callable module: pfkit.evaluate(...)
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,5 +47,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["Flow", "Run", "Session", "ToolProvider", "__version__", "arun", "compare", "get_run", "load_flow",
+__all__ = ["Flow", "Run", "Session", "ToolProvider", "__version__", "arun", "compare", "evaluate", "get_run", "load_flow",
            "log_metric", "run", "tool"]
