@@ -145,3 +145,17 @@ def test_pfkit_eval_command(base, capsys):
     assert main(["eval", "--run", base.name, "--evaluator", "exact_match",
                  "--column-mapping", "ground_truth=${data.query}"]) == 0
     assert "exact_match" in capsys.readouterr().out
+
+
+def test_show_metrics_keeps_promptflow_shape_and_adds_stats_on_request(base, capsys):
+    from pfkit.cli import main
+
+    result = pfkit.evaluate(run=base, evaluators={"f1": "f1_score"})
+    name = result.runs["f1"]
+    capsys.readouterr()
+    assert main(["run", "show-metrics", "-n", name]) == 0
+    assert json.loads(capsys.readouterr().out) == {"f1_score": pytest.approx(2 / 3)}
+    assert main(["run", "show-metrics", "-n", name, "--stats"]) == 0
+    stats = json.loads(capsys.readouterr().out)["f1_score"]
+    assert stats["n"] == 3 and stats["missing"] == 0 and stats["method"] == "bootstrap"
+    assert stats["ci_low"] <= stats["value"] <= stats["ci_high"]

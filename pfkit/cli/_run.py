@@ -78,6 +78,10 @@ def register(groups: argparse._SubParsersAction) -> None:
         sub.add_argument("-n", "--name", required=True, help="the run's name")
         sub.set_defaults(handler=handler)
 
+    commands.choices["show-metrics"].add_argument(
+        "--stats", action="store_true",
+        help="each metric with n, missing and errored lines and a 95%% interval (from the line "
+             "outputs of the same name), instead of promptflow's flat {name: value}")
     details = commands.add_parser("show-details", help="inputs and outputs of each line")
     details.add_argument("-n", "--name", required=True, help="the run's name")
     details.add_argument("--json", action="store_true",
@@ -253,8 +257,14 @@ def cmd_show_metrics(args: argparse.Namespace) -> int:
     from .._secrets import scrub_value
     from ..runs import Run
 
-    sys.stdout.write(json.dumps(scrub_value(Run(args.name).metrics()), ensure_ascii=False,
-                                indent=2) + "\n")
+    run = Run(args.name)
+    if getattr(args, "stats", False):
+        from ..evaluate import run_statistics
+
+        metrics: Any = {k: s.to_dict() for k, s in run_statistics(run).items()}
+    else:
+        metrics = run.metrics()
+    sys.stdout.write(json.dumps(scrub_value(metrics), ensure_ascii=False, indent=2) + "\n")
     return 0
 
 
