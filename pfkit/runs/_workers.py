@@ -48,10 +48,33 @@ SMALL_LLM_DATASET = 500         # lines of a flow with model calls
 MAX_DEFAULT_WORKERS = 4
 
 HUNG_GRACE = 30.0          # seconds past the line timeout before a silent worker is killed
-# ``-c`` puts the current directory first on sys.path: take it off, so a file of the caller's
-# folder never shadows a module the worker imports
-_WORKER_CODE = ("import sys\nif sys.path and sys.path[0] == '':\n    del sys.path[0]\n"
-                "from pfkit.runs._worker_main import main\nmain()\n")
+# How a worker starts. ``-c`` puts the current directory first on sys.path: it is taken off,
+# so a file of the caller's folder never shadows a module the worker imports. The worker needs
+# only a few modules of ``pfkit.runs``, not what its ``__init__`` gathers for users (the store,
+# the run API): the package is registered without running ``__init__``, which runs on the first
+# use of a public name (module ``__getattr__``). That is a quarter of a worker's start-up.
+_WORKER_CODE = """\
+import sys
+if sys.path and sys.path[0] == '':
+    del sys.path[0]
+import importlib.util, os, pfkit
+folder = os.path.join(pfkit.__path__[0], 'runs')
+init = os.path.join(folder, '__init__.py')
+runs = importlib.util.module_from_spec(importlib.util.spec_from_file_location(
+    'pfkit.runs', init, submodule_search_locations=[folder]))
+def __getattr__(name, runs=runs, init=init):
+    if name.startswith('_'):  # private modules are imported as submodules, not from __init__
+        raise AttributeError(name)
+    del runs.__dict__['__getattr__']
+    with open(init, encoding='utf-8') as fh:
+        exec(compile(fh.read(), init, 'exec'), runs.__dict__)
+    return getattr(runs, name)
+runs.__getattr__ = __getattr__
+sys.modules['pfkit.runs'] = pfkit.runs = runs
+del folder, init, runs, __getattr__
+from pfkit.runs._worker_main import main
+main()
+"""
 
 
 @dataclass(frozen=True)
@@ -314,7 +337,7 @@ class WorkerRunner:
 
         def fill(worker: _Worker) -> None:
             nonlocal exhausted
-            if not worker.ready or worker.stopping:
+            if not worker.ready or worker.stopping or worker.gone:
                 return
             while not exhausted and (len(worker.inflight) + worker.batch <= worker.window
                                      or not worker.inflight):
@@ -360,6 +383,8 @@ class WorkerRunner:
                     hint="Finished lines are saved: fix the cause (see the lines' errors and "
                          "the worker output above), then resume with --resume-from, or run "
                          "with --workers 1.")
+            if exhausted:
+                return  # nothing left to give a replacement; the others finish what they hold
             fresh = _Worker(worker.slot, worker.concurrency)
             pool[pool.index(worker)] = fresh
             await self._start(fresh, events)
@@ -376,7 +401,7 @@ class WorkerRunner:
                 if not stopping and done_yet():
                     stopping = True
                     for worker in pool:
-                        if worker.ready:
+                        if worker.ready and not worker.gone:
                             worker.stopping = True
                             worker.send(("stop",))
                 if stopping and all(w.gone or w.stats is not None for w in pool):
