@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
+from .. import _secrets
 from ..errors import UserError
 from ._base import ChatModel, ChatResponse, CompletionResponse, EmbeddingResponse, Usage
 from ._cache_keys import CACHE_ENV_VAR, _check_mode, cache_key, is_nondeterministic
@@ -36,7 +37,7 @@ class ReplayMissError(UserError):
         """The error for a missing ``kind`` call with ``request`` (key ``key``)."""
         message = (f"No recorded {kind} response for model {_model_label(identity, request)} "
                    f"(cache key {key[:12]}) in replay mode; request: "
-                   f"{json.dumps(_excerpt(kind, request), ensure_ascii=False)}.")
+                   f"{json.dumps(_secrets.scrub(_excerpt(kind, request)), ensure_ascii=False)}.")
         hint = ("Record the responses first: run once with `--cache record` (or set "
                 f"{CACHE_ENV_VAR}=record), then replay. If the prompt, parameters or model "
                 "changed on purpose, record again.")
