@@ -724,13 +724,22 @@ def test_line_number_column_in_csv_and_integral_floats(tmp_path):
     assert [r.index for r in rows_of(floats)] == [1, 3]
 
 
+def test_line_numbers_far_apart_and_huge(tmp_path):
+    numbers = [0, 7, 8, 9_999_999, 2**40, 3]
+    path = jsonl(tmp_path / "data.jsonl", [{"line_number": n} for n in numbers])
+    assert [r.index for r in rows_of(path)] == numbers
+    again = jsonl(tmp_path / "again.jsonl", [{"line_number": 2**40}, {"line_number": 2**40}])
+    with pytest.raises(DataError, match="appears twice"):
+        rows_of(again)
+
+
 def test_data_without_line_number_counts_from_zero(tmp_path):
     path = jsonl(tmp_path / "data.jsonl", [{"x": 1}, {"x": 2, "line_number": 7}])
     assert [r.index for r in rows_of(path)] == [0, 1]
 
 
 @pytest.mark.parametrize("rows, message", [
-    ([{"line_number": 1}, {"line_number": 1}], "line_number 1 repeats the row at data.jsonl:1"),
+    ([{"line_number": 1}, {"line_number": 1}], "line_number 1 appears twice"),
     ([{"line_number": 1}, {"x": 1}], "this row has no 'line_number'"),
     ([{"line_number": "seven"}], "line_number 'seven' is not a non-negative integer"),
     ([{"line_number": 1.5}], "line_number 1.5 is not"),

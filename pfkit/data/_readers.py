@@ -100,7 +100,7 @@ class Dataset:
     def __iter__(self) -> Iterator[Row]:
         index = 0
         numbered: bool | None = None  # the data has a line_number column (decided on row 1)
-        seen: dict[int, str] = {}
+        seen = _NumberSet()
         for part in self._parts:
             for line, data in part.records():
                 origin = f"{part.label}:{line}"
@@ -108,7 +108,7 @@ class Dataset:
                     numbered = LINE_NUMBER_COLUMN in data
                 if numbered:
                     number = _line_number_of(data, part, line, seen)
-                    seen[number] = origin
+                    seen.add(number)
                     yield Row(number, data, origin)
                 else:
                     yield Row(index, data, origin)
@@ -130,7 +130,33 @@ class Dataset:
 LINE_NUMBER_COLUMN = "line_number"
 
 
-def _line_number_of(data: dict[str, Any], part: _Part, line: int, seen: dict[int, str]) -> int:
+class _NumberSet:
+    """The line numbers seen so far: a bitmap (an eighth of a byte a line) for the usual
+    numbers, a set for huge ones, so a million-line dataset costs well under a megabyte."""
+
+    _BITMAP_LIMIT = 1 << 27
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+        self._big: set[int] = set()
+
+    def __contains__(self, number: int) -> bool:
+        if number >= self._BITMAP_LIMIT:
+            return number in self._big
+        byte = number >> 3
+        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (number & 7)))
+
+    def add(self, number: int) -> None:
+        if number >= self._BITMAP_LIMIT:
+            self._big.add(number)
+            return
+        byte = number >> 3
+        if byte >= len(self._bits):
+            self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+        self._bits[byte] |= 1 << (number & 7)
+
+
+def _line_number_of(data: dict[str, Any], part: _Part, line: int, seen: _NumberSet) -> int:
     """A row's own line number (promptflow numbers lines from a ``line_number`` column when the
     data has one, e.g. evaluation data aligned with a base run): a non-negative integer (``3``,
     ``3.0`` or ``"3"``), present in every row, never repeated."""
@@ -153,7 +179,7 @@ def _line_number_of(data: dict[str, Any], part: _Part, line: int, seen: dict[int
                        "line_number must be a whole number such as 0, 1, 2 (the base run's "
                        "line numbers for evaluation data).")
     if number in seen:
-        raise _invalid(path, line, f"line_number {number} repeats the row at {seen[number]}",
+        raise _invalid(path, line, f"line_number {number} appears twice (again on this row)",
                        "Each row needs its own line_number (promptflow would silently keep only "
                        "the last of these rows).")
     return number
