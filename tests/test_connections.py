@@ -265,3 +265,24 @@ def use(conn: CustomConnection, text: str) -> str:
                               "secrets": {"b": "custom-secret-2"}})
     flow = make_flow({"flow.dag.yaml": TYPED_FLOW.replace("CONN", "cust"), "use.py": tool})
     assert pfkit.load_flow(flow)(text="!")["out"] == "a,b!"
+
+
+def test_a_union_annotation_accepts_each_of_its_types(make_flow):
+    tool = """
+from typing import Union
+from promptflow.core import tool
+from promptflow.connections import AzureOpenAIConnection, OpenAIConnection
+
+
+@tool
+def use(conn: Union[AzureOpenAIConnection, OpenAIConnection], text: str) -> str:
+    return type(conn).__name__ + text
+"""
+    ConnectionStore().create({"name": "oai", "type": "open_ai", "api_key": "k-123456"})
+    ConnectionStore().create({"name": "cust", "type": "custom", "secrets": {"k": "v-123456"}})
+    ok = make_flow({"flow.dag.yaml": TYPED_FLOW.replace("CONN", "oai"), "use.py": tool}, "ok")
+    assert pfkit.load_flow(ok)(text="!")["out"] == "OpenAIConnection!"
+    bad = make_flow({"flow.dag.yaml": TYPED_FLOW.replace("CONN", "cust"), "use.py": tool}, "bad")
+    with pytest.raises(UserError, match=r"of type 'CustomConnection' is not supported, valid types "
+                                        r"\['AzureOpenAIConnection', 'OpenAIConnection'\]"):
+        pfkit.load_flow(bad)
