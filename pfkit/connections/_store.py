@@ -5,7 +5,14 @@
 * A secret is best given as ``${env:VAR}``: the file then holds only the reference, resolved from
   the environment (or a ``.env`` file) each time the connection is used. A secret given
   literally is stored in a file readable only by its owner (mode 0600).
-* ``show`` and ``list`` mask secrets; error messages never contain them.
+* ``show`` and ``list`` mask secrets; error messages never contain them. Every secret value is
+  registered with :mod:`pfkit._secrets` when the connection is read, so it is masked in every
+  output and record, whatever raised it.
+* Every field is checked (``_validate``) when a connection is created and each time it is
+  loaded: a bad ``timeout``, limit, URL or key names the connection, its file and the field.
+  A secret's surrounding whitespace (a pasted key's trailing newline) is removed, with a
+  warning.
+* Types come from one registry (``_registry.CONNECTION_TYPES``).
 * ``local`` always exists and needs no configuration: the embedded model.
 """
 
@@ -26,9 +33,6 @@ from ._validate import ENV_REF, check_fields, check_secrets_mapping
 MASK = "******"
 LOCAL = "local"
 
-# pfkit's own connection options (limits, retries), accepted on every LLM connection type.
-OPTION_FIELDS = ("max_concurrency", "requests_per_minute", "tokens_per_minute", "max_retries",
-                 "timeout", "model_path", "n_ctx", "prices")
 _META_FIELDS = ("$schema", "name", "type", "module", "description")
 
 
@@ -317,7 +321,3 @@ def _mask(value: Any) -> Any:
     if isinstance(value, str) and ENV_REF.match(value):
         return value
     return MASK if value else value
-
-
-def connection_type_name(conn: Any) -> str:
-    return getattr(conn, "TYPE", type(conn).__name__)
