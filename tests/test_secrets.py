@@ -141,3 +141,14 @@ def test_connection_create_on_the_command_line_masks_a_literal_secret(tmp_path):
     assert result.returncode == 0, result.stderr
     assert KEY not in result.stdout + result.stderr
     assert json.loads(result.stdout)["api_key"] == "******"
+
+
+def test_a_key_from_a_dotenv_file_is_registered(tmp_path, monkeypatch):
+    monkeypatch.delenv("PFKIT_TEST_DOTENV_KEY", raising=False)
+    home = tmp_path / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".env").write_text(f"export PFKIT_TEST_DOTENV_KEY='{KEY}'\n", encoding="utf-8")
+    conns = store(tmp_path)
+    conns.create({"name": "dotenv", "type": "open_ai", "api_key": "${env:PFKIT_TEST_DOTENV_KEY}"})
+    assert conns.get("dotenv").api_key == KEY
+    assert _secrets.scrub(KEY) == "******"
