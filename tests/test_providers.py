@@ -545,6 +545,10 @@ def test_an_unreachable_server_fails_fast_naming_the_endpoint():
     assert f"127.0.0.1:{port}" in err.message and "connection 'down'" in err.message
     assert "after 3 attempts" in err.message  # two quick retries, not eight slow ones
     assert model.retries == 2
+    # just found down: the next calls (a batch's other lines) try once, and fail at once
+    with pytest.raises(ProviderError) as again:
+        run_async(model.chat(CHAT))
+    assert again.value.code == "ProviderConnectionError" and model.retries == 2
 
 
 class Recorder:

@@ -6,7 +6,8 @@ timeouts and connection errors, honouring ``Retry-After``; never on other 4xx. F
 one clear :class:`ProviderError` naming the connection and endpoint, with secrets scrubbed.
 
 A server that cannot be reached at all (connection refused, unknown host) is retried twice,
-quickly (0.25 s, 0.5 s), then reported; timeouts, 429 and 5xx keep the full backoff. A chat
+quickly (0.25 s, 0.5 s), then reported, and for the next few seconds calls to it are not
+retried at all; timeouts, 429 and 5xx keep the full backoff. A chat
 stream must end with a ``finish_reason``: one that ends early or breaks off is a failed call,
 retried only while nothing of it has been passed on.
 
@@ -115,6 +116,7 @@ def _unreachable(exc: BaseException) -> str | None:
 # A server that cannot be reached is retried quickly, twice, then reported (not for minutes).
 UNREACHABLE_RETRIES = 2
 UNREACHABLE_DELAY = 0.25  # seconds, doubled per retry
+UNREACHABLE_MEMORY = 5.0  # seconds after such a failure during which calls are not retried
 
 
 class _IncompleteStream(Exception):
@@ -183,6 +185,7 @@ class OpenAICompatibleModel:
         self.identity = {"provider": kind, "connection": connection}
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.retries = 0
+        self._down_until = 0.0  # monotonic time until which the server counts as unreachable
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleModel(kind={self.kind!r}, base_url={self.base_url!r}, connection={self.connection!r})"
@@ -236,7 +239,11 @@ class OpenAICompatibleModel:
                     if not isinstance(exc, openai.APIConnectionError) or \
                             isinstance(exc, openai.APITimeoutError):
                         exc = openai.APIConnectionError(message=unreachable, request=exc.request)
-                    if attempt >= min(UNREACHABLE_RETRIES, self.options.max_retries):
+                    # just found down: later calls try once, not three times (a batch against
+                    # a stopped server fails in seconds, not minutes)
+                    quick = 0 if time.monotonic() < self._down_until else UNREACHABLE_RETRIES
+                    if attempt >= min(quick, self.options.max_retries):
+                        self._down_until = time.monotonic() + UNREACHABLE_MEMORY
                         raise self._error(exc, request, attempts=attempt + 1,
                                           elapsed=time.monotonic() - started) from None
                     delay = UNREACHABLE_DELAY * 2 ** attempt
