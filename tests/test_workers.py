@@ -633,6 +633,48 @@ def test_run_create_parent_killed_leaves_no_worker_and_resume_is_exact(make_flow
     assert sorted(ran_again) == sorted(set(range(400)) - saved), "saved lines are not re-run"
 
 
+def test_ctrl_c_with_workers_cancels_the_run_stops_the_workers_and_resume_is_exact(make_flow,
+                                                                                    tmp_path):
+    folder = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SLOW})
+    home, log = tmp_path / "home", tmp_path / "calls.log"
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(400)))
+    # its own process group, so that SIGINT reaches the parent and its workers, as from a
+    # terminal's Ctrl-C
+    proc = subprocess.Popen([sys.executable, "-m", "pfkit", "run", "create", "--flow",
+                             str(folder), "--data", str(data), "-n", "interrupted", "--workers",
+                             "2", "--concurrency", "4"], cwd=ROOT, start_new_session=True,
+                            env={**os.environ, "PFKIT_HOME": str(home), "RUN_LOG": str(log)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines_file = home / "runs" / "interrupted" / "lines.jsonl"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not (
+                lines_file.is_file() and lines_file.read_text().count("\n") >= 30):
+            time.sleep(0.02)
+        workers = children_of(proc.pid)
+        assert len(workers) == 2
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "--resume-from interrupted" in err and "Traceback" not in err
+    assert not wait_gone(workers, timeout=5)
+    shown = json.loads(cli("run", "show", "-n", "interrupted", home=home).stdout)
+    assert shown["status"] == "Canceled"
+    saved = {r["line_number"] for r in run_lines(home, "interrupted")}
+    assert 30 <= len(saved) < 400
+    before = executions(log)
+    result = cli("run", "create", "--flow", str(folder), "--data", str(data), "-n", "again",
+                 "--resume-from", "interrupted", "--workers", "2", home=home,
+                 env={"RUN_LOG": str(log)})
+    assert result.returncode == 0, result.stderr
+    assert sorted(r["line_number"] for r in run_lines(home, "again")) == list(range(400))
+    assert sorted(executions(log)[len(before):]) == sorted(set(range(400)) - saved)
+
+
 # --------------------------------------------------------------------------- the default
 
 class _Node:

@@ -113,13 +113,13 @@ def default_workers(flow: Any, total_lines: int | None, *, concurrency: int,
                     cpu_count: int | None = None) -> int:
     """The number of worker processes when the run does not ask for one: what suits the flow.
 
-    One (lines run in-process) when the machine has one core, the dataset's size is unknown or
+    One (lines run in-process) on Windows, when the machine has one core, the dataset's size is unknown or
     small (a worker costs ~0.3 s to start: under 10,000 lines of a python flow, or 500 lines
     of a flow with model calls, one process finishes first), the flow uses the embedded local
     model (each worker would load its own copy), or the concurrency is 1. Otherwise
     ``min(cores, 4, concurrency)``."""
     cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-    if cores < 2 or concurrency < 2 or total_lines is None:
+    if sys.platform == "win32" or cores < 2 or concurrency < 2 or total_lines is None:
         return 1
     llm_nodes = [node for node in _nodes_of(flow) if _calls_model(node)]
     if any(_connection_of(node) == "local" for node in llm_nodes):
@@ -241,6 +241,9 @@ class WorkerRunner:
         if workers < 1:
             raise UserError(f"--workers must be at least 1, not {workers}", code="InvalidWorkers",
                             hint="Pass --workers 1 to run lines in this process.")
+        if sys.platform == "win32" and workers > 1:
+            raise UserError("worker processes are not supported on Windows yet",
+                            code="InvalidWorkers", hint="Run with --workers 1 (the default).")
         self.spec = spec
         self.concurrency = max(1, int(concurrency))
         self.workers = max(1, min(int(workers), self.concurrency))
