@@ -645,9 +645,9 @@ def test_logprobs_reach_the_llm_nodes_output_when_asked(make_flow, server):
 
 
 def test_a_later_provider_registers_its_model_factory(make_flow, server):
-    from pfkit.connections._registry import ConnectionType, register_connection_type
-    from pfkit.connections._types import OpenAIConnection
-    from pfkit.providers._registry import MODEL_FACTORIES, register_model_factory
+    from pfkit.connections import ConnectionType, OpenAIConnection, register_connection_type
+    from pfkit.providers import register_model_factory
+    from pfkit.providers._registry import MODEL_FACTORIES
     from pfkit.testing import EchoModel
 
     class MyConnection(OpenAIConnection):

@@ -5,6 +5,7 @@ OpenAIConnection`` in a tool script gets these when promptflow is not installed)
 """
 
 from ._check import check_connection_type
+from ._registry import ConnectionType, register_connection_type
 from ._types import (
     AzureContentSafetyConnection,
     AzureOpenAIConnection,
@@ -22,5 +23,5 @@ __all__ = [
     "AzureContentSafetyConnection", "AzureOpenAIConnection", "CognitiveSearchConnection",
     "CustomConnection", "CustomStrongTypeConnection", "FormRecognizerConnection",
     "LocalConnection", "OpenAIConnection", "SerpConnection", "ServerlessConnection",
-    "check_connection_type",
+    "ConnectionType", "check_connection_type", "register_connection_type",
 ]
