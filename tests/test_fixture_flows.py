@@ -59,6 +59,7 @@ PFKIT_CODE = {
     "invalid_unknown_tool_param": "NodeInputValidationError",
     "invalid_use_variants_without_node_variants": "InvalidFlowSchema",
     "invalid_variant_not_found": "InvalidVariant",
+    "invalid_vision_template_var_collides_param": "NodeInputValidationError",
     "invalid_yaml_syntax": "InvalidYaml",
 }
 
@@ -114,12 +115,12 @@ def test_valid_flow_matches_promptflow(case):
 def test_invalid_flow_is_rejected_before_running(case):
     if case.expected.get("promptflow_rejects") is False:
         # promptflow accepts this shape; pfkit must accept it too.
-        load_bound_flow(case.folder, variant=case.variant, models={"echo": EchoModel()},
+        load_bound_flow(case.folder, variant=case.variant, models={"echo": EchoModel(), "echo_azure": EchoModel("azure_openai")},
                         connections=fixture_connection)
         return
     assert case.expected["error"], "promptflow rejected this flow"
     with pytest.raises(PfkitError) as info:
-        load_bound_flow(case.folder, variant=case.variant, models={"echo": EchoModel()},
+        load_bound_flow(case.folder, variant=case.variant, models={"echo": EchoModel(), "echo_azure": EchoModel("azure_openai")},
                         connections=fixture_connection)
     err = info.value
     assert err.code == PFKIT_CODE[case.name], str(err)
