@@ -190,7 +190,6 @@ class _Reader(asyncio.Protocol):
 
 async def _serve(spec: Any, concurrency: int, timeout: float | None, proto_in: int,
                  proto_out: int) -> int:
-    from ..errors import PfkitError
     from ._runner import InProcessRunner, internal_failure
 
     try:
@@ -205,6 +204,7 @@ async def _serve(spec: Any, concurrency: int, timeout: float | None, proto_in: i
     finished: list[tuple] = []
     flush_pending = False
     stopping = False
+    low_water = [runner.concurrency, 16]
 
     def send(message: Any) -> None:
         try:
@@ -228,8 +228,11 @@ async def _serve(spec: Any, concurrency: int, timeout: float | None, proto_in: i
             return
         kind = message[0]
         if kind == "lines":
-            for item in message[1]:
+            lines = message[1]
+            for item in lines:
                 queue.put_nowait(item)
+            # flush when no more than a batch is left to run, or a batch of results is ready
+            low_water[:] = [max(runner.concurrency, len(lines)), max(16, len(lines))]
         elif kind == "stop":
             stopping = True
             for _ in range(runner.concurrency):
@@ -249,13 +252,12 @@ async def _serve(spec: Any, concurrency: int, timeout: float | None, proto_in: i
                 raise
             except Exception as exc:  # noqa: BLE001 - an internal error fails one line
                 result = internal_failure(line_number, inputs, exc)
-            try:
-                line = runner._finish(result)
-                finished.append(wire.encode_line(line))
-            except PfkitError as exc:  # pragma: no cover - _finish never raises today
-                finished.append(wire.encode_line(runner._finish(
-                    internal_failure(line_number, inputs, exc))))
-            if not flush_pending:
+            finished.append(wire.encode_line(runner._finish(result)))
+            # Results go back at once when this worker is about to need more lines (and
+            # always for slow lines, whose queue is short); quick lines go back in frames of
+            # about one batch, so that each message wakes the parent for many lines.
+            if not flush_pending and (queue.qsize() <= low_water[0]
+                                      or len(finished) >= low_water[1]):
                 flush_pending = True
                 loop.call_soon(flush)
             done += 1

@@ -40,8 +40,8 @@ from ..errors import ExecutionError, Location, PfkitError, UserError
 from . import _worker_protocol as wire
 from ._runner import FinishedLine, finished_line, input_failure
 
-BATCH_SECONDS = 0.005      # a batch is about this much of a worker's work
-MAX_BATCH = 256            # lines
+BATCH_SECONDS = 0.02       # a batch is about this much of a worker's work
+MAX_BATCH = 512            # lines
 STOP_GRACE = 10.0          # seconds a stopping worker gets to exit before it is killed
 SMALL_PYTHON_DATASET = 10_000   # lines: below this one process is faster (start-up ~0.3 s)
 SMALL_LLM_DATASET = 500         # lines of a flow with model calls
