@@ -272,3 +272,30 @@ def test_common_helpers_behave_like_promptflow_tools():
     assert common.to_bool("True") and not common.to_bool("yes")
     assert common.process_function_call(None) == "auto"
     assert str(common.convert_to_chat_list({"h": ["a", "b"]})["h"]) == "a\nb"
+
+
+def test_llm_prompt_input_with_bad_template_syntax_fails_the_node_clearly(make_flow):
+    import pfkit
+    from pfkit.testing import EchoModel
+
+    folder = make_flow({"flow.dag.yaml": """
+outputs:
+  o: {type: string, reference: "${ask.output}"}
+nodes:
+- name: build
+  type: python
+  source: {type: code, path: build.py}
+- name: ask
+  type: llm
+  source: {type: code, path: ask.jinja2}
+  connection: echo
+  api: chat
+  inputs: {model: m, prompt: "${build.output}"}
+""", "build.py": "from promptflow.core import tool\n\n@tool\ndef build() -> str:\n"
+                 "    return '# user:\\n{{ broken'\n",
+        "ask.jinja2": "# user:\nnot used\n"})
+    echo = EchoModel()
+    result = pfkit.load_flow(folder, models={"echo": echo}).test()
+    assert result.line.status == "Failed" and not echo.requests
+    assert "Failed to render jinja template: TemplateSyntaxError" in result.line.error["message"]
+    assert result.line.node_statuses()["ask"] == "Failed"
