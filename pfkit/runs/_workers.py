@@ -220,7 +220,9 @@ class _Worker:
             self.busy_since = now if self.inflight else None
         if self.busy_time > 0.05:
             rate = self.returned / self.busy_time
-            self.batch = max(self.concurrency, min(MAX_BATCH, int(rate * BATCH_SECONDS)))
+            # quick lines: big batches (few messages); slow lines (model calls): small ones,
+            # so that the last lines are spread evenly over the workers
+            self.batch = max(1, min(MAX_BATCH, int(rate * BATCH_SECONDS)))
 
     def send(self, message: Any) -> None:
         if self.transport is not None and not self.transport.is_closing():
