@@ -227,6 +227,65 @@ def test_bad_rows_are_failed_lines_and_never_reach_a_worker(make_flow):
     assert got[0].outputs == {"y": 1} and got[3].outputs == {"y": 4}
 
 
+ODD_FLOW = """inputs:
+  x: {type: int}
+outputs:
+  x: {type: int, reference: "${odd.output.x}"}
+nodes:
+- name: odd
+  type: python
+  source: {type: code, path: odd.py}
+  inputs: {x: "${inputs.x}"}
+- name: count
+  type: python
+  source: {type: code, path: count.py}
+  inputs: {items: "${odd.output}"}
+  aggregation: true
+"""
+ODD = """import threading
+from promptflow.core import tool
+
+
+class Local:  # defined in the flow's script: the parent may not import it by this name
+    def __init__(self, x):
+        self.x = x
+
+    def __repr__(self):
+        return f"Local({self.x})"
+
+
+@tool
+def odd(x: int) -> dict:
+    return {"lock": threading.Lock(), "local": Local(x), "x": x}
+"""
+COUNT = """from promptflow.core import tool, log_metric
+
+
+@tool
+def count(items: list) -> int:
+    log_metric("n", len(items))
+    log_metric("xs", sum(item["x"] for item in items))
+    return len(items)
+"""
+
+
+def test_values_that_cannot_cross_processes_arrive_as_their_records_say(make_flow):
+    """A node output that cannot be pickled (a lock) reaches the parent as the line record
+    holds it (JSON), as a resumed run's lines do; the records are the same as in-process."""
+    folder = make_flow({"flow.dag.yaml": ODD_FLOW, "odd.py": ODD, "count.py": COUNT})
+    items = [(i, {"x": i}) for i in range(5)]
+    got = asyncio.run(collect(WorkerRunner(WorkerFlowSpec(str(folder)), workers=1,
+                                           concurrency=2), items))
+    flow = load(folder)
+    expected = asyncio.run(collect(InProcessRunner(flow, concurrency=2), items))
+    assert {line.status for line in got.values()} == {"Completed"}
+    assert {n: comparable(line) for n, line in got.items()} == \
+        {n: comparable(line) for n, line in expected.items()}
+    assert got[2].outputs == {"x": 2}
+    assert got[2].aggregation_values["${odd.output}"]["local"] == "Local(2)"
+    assert asyncio.run(aggregate(flow, got))[1] == {"n": 5, "xs": 10}
+
+
 CONTEXT_FLOW = """inputs:
   x: {type: int}
 outputs:

@@ -218,7 +218,14 @@ async def _serve(spec: Any, concurrency: int, timeout: float | None, proto_in: i
         if finished:
             batch = finished[:]
             finished.clear()
-            send(("done", batch))
+            try:
+                data = wire.frame(("done", batch))
+            except Exception:  # noqa: BLE001 - one odd entry must not lose the others
+                data = wire.frame(("done", [wire.sendable(entry) for entry in batch]))
+            try:
+                wire.write_all(proto_out, data)
+            except OSError:  # the parent is gone
+                os._exit(3)
 
     def on_message(message: Any) -> None:
         nonlocal stopping

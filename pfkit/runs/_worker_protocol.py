@@ -107,6 +107,27 @@ def encode_line(line: Any) -> tuple:
             line.usage, payload)
 
 
+def sendable(entry: tuple) -> tuple:
+    """``entry`` if it pickles; otherwise the line as failed, with a record that says why (a
+    line's record can always be sent, so the parent never waits for a line that is lost)."""
+    try:
+        pickle.dumps(entry, protocol=PROTOCOL)
+        return entry
+    except Exception as exc:  # noqa: BLE001 - any value may refuse pickling
+        import json
+        import time
+
+        number = entry[0]
+        error = {"code": "UnsendableRecord", "category": "SystemError",
+                 "message": f"the records of line {number} could not be sent from its worker "
+                            f"process ({type(exc).__name__})"}
+        now = time.time()
+        record = json.dumps({"line_number": number, "status": "Failed", "inputs": {},
+                             "outputs": {}, "error": error, "start_time": now, "end_time": now,
+                             "duration": 0.0, "nodes": {}})
+        return (number, "Failed", record, {}, error, None, b"")
+
+
 def decode_line(entry: tuple, finished_line_type: Any) -> Any:
     number, status, record_json, node_json, error, usage, payload = entry
     outputs: Any = {}

@@ -280,9 +280,17 @@ class WorkerRunner:
         from .. import _secrets
 
         loop = asyncio.get_running_loop()
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env=self._environment(), close_fds=True)
+        try:
+            if not sys.executable:
+                raise OSError("this Python does not know its own interpreter (sys.executable)")
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, env=self._environment(), close_fds=True)
+        except OSError as exc:
+            raise ExecutionError(f"could not start a worker process: {exc}",
+                                 code="WorkerStartFailed",
+                                 hint="Finished lines are saved; resume the run with "
+                                      "--resume-from, with fewer --workers (or 1).") from None
         worker.proc = proc
         worker.pid = proc.pid
         self.pids.append(proc.pid)
