@@ -32,6 +32,9 @@ from ..errors import ExecutionError, Location, UserError
 VALID_ROLES = ("system", "user", "assistant", "function", "tool")
 _ROLES_ALT = "|".join(VALID_ROLES)
 ROLE_LINE = re.compile(r"(?i)^\s*#?\s*(" + _ROLES_ALT + r")\s*:\s*\n", re.MULTILINE)
+# A role marker at the very end of an untrusted value: the template's own newline after it
+# ("{{q}}\n") would complete the role line. promptflow misses these; pfkit escapes them too.
+_ROLE_AT_END = re.compile(r"(?i)^[ \t]*#?[ \t]*(" + _ROLES_ALT + r")[ \t]*:[ \t]*\Z", re.MULTILINE)
 _NAME_BLOCK = re.compile(r"\n*#{0,2}\s*name\s*:\s*\n+\s*(\S+)\s*\n*#{0,2}\s*content\s*:\s*\n?(.*)",
                          re.DOTALL)
 _TOOL_CALL_ID_BLOCK = re.compile(
@@ -440,7 +443,10 @@ def _collect_roles(value: Any, mapping: dict[str, str], deep: bool, depth: int =
     if isinstance(value, str):
         if isinstance(value, PromptResult):
             return
-        for role in ROLE_LINE.findall(value):
+        roles = ROLE_LINE.findall(value)
+        if deep:
+            roles += _ROLE_AT_END.findall(value)
+        for role in roles:
             if role not in mapping.values():
                 mapping[str(uuid.uuid4())] = role
         return
