@@ -644,3 +644,30 @@ def test_a_write_that_fails_with_enospc_stops_the_run_clearly_and_it_resumes(
     resumed = pfkit.run(slow_flow, data, name="full_again", resume_from="full")
     assert [r["line_number"] for r in resumed.lines()] == list(range(30))
     assert resumed.info["properties"]["system_metrics"]["lines.reused"] == 5
+
+
+def test_a_running_run_from_an_older_version_is_over_after_an_hour_of_silence(home):
+    from pfkit.runs import LocalRunStore
+
+    home.mkdir(parents=True)
+    db = sqlite3.connect(home / "runs.sqlite")
+    db.execute("CREATE TABLE runs (name TEXT PRIMARY KEY, schema_version INTEGER, status TEXT, "
+               "created_on REAL, archived INTEGER, record TEXT)")
+    for name in ("quiet", "busy"):
+        old = {"name": name, "status": "Running", "created_on": 1.0, "flow_path": "/f",
+               "data": "/d.jsonl", "properties": {"system_metrics": {}}}
+        db.execute("INSERT INTO runs VALUES (?, 1, 'Running', 1.0, 0, ?)", (name, json.dumps(old)))
+        folder = home / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "lines.jsonl").write_text("")
+    db.commit()
+    db.close()
+    hours_ago = time.time() - 2 * 3600
+    for path in (home / "runs" / "quiet", home / "runs" / "quiet" / "lines.jsonl"):
+        os.utime(path, (hours_ago, hours_ago))
+    store = LocalRunStore(home)
+    assert store.get("busy").status == "Running"  # written to a moment ago: maybe alive
+    quiet = store.get("quiet")
+    assert quiet.status == "Canceled"
+    assert "pfkit run create --flow /f --data /d.jsonl --resume-from quiet" in quiet.status_detail
+    store.close()

@@ -65,11 +65,24 @@ def store_write_error(path: Path, exc: BaseException, run: str | None = None) ->
                            hint=hint + ".")
 
 
-def _process_gone_detail(record: RunRecord) -> str:
-    resume = f"--resume-from {record.name}"
-    return (f"process gone: {describe(record.owner)} ended without finishing the run "
-            f"(killed, crashed, its machine stopped, or it could not write its record); the "
-            f"lines it finished are saved: resume with {resume}")
+def _resume_command(record: RunRecord) -> str:
+    parts = ["pfkit run create"]
+    if record.flow_path:
+        parts.append(f"--flow {record.flow_path}")
+    if record.data:
+        parts.append(f"--data {record.data}")
+    parts.append(f"--resume-from {record.name}")
+    return " ".join(parts)
+
+
+def _process_gone_detail(record: RunRecord, why: str | None = None) -> str:
+    why = why or (f"{describe(record.owner)} ended without finishing the run (killed, crashed, "
+                  f"its machine stopped, or it could not write its record)")
+    return (f"process gone: {why}; the lines it finished are saved: resume with  "
+            f"{_resume_command(record)}")
+
+
+OLD_RUN_SILENCE = 3600.0  # seconds: a run with no owner record and no write since is over
 
 
 class LocalRunStore:
@@ -226,11 +239,21 @@ class LocalRunStore:
 
     def _checked(self, record: RunRecord) -> RunRecord:
         """A run whose owner process is gone is not running: say so, in the store too."""
-        if record.status not in ACTIVE or not owner_gone(record.owner, record.heartbeat):
+        if record.status not in ACTIVE:
+            return record
+        why = None
+        if record.owner is None:  # written by a version that kept no owner: go by its files
+            last = self._last_write(record.name)
+            if last is None or time.time() - last < OLD_RUN_SILENCE:
+                return record
+            why = (f"nothing was written for over {int(OLD_RUN_SILENCE // 60)} minutes by the "
+                   f"process that ran it (an older pfkit that records no process)")
+            record.heartbeat = last
+        elif not owner_gone(record.owner, record.heartbeat):
             return record
         stale_status = record.status
         record.status = CANCELED
-        record.status_detail = _process_gone_detail(record)
+        record.status_detail = _process_gone_detail(record, why)
         record.end_time = record.end_time or record.heartbeat
         try:
             values = self._row_values(record)
@@ -242,6 +265,16 @@ class LocalRunStore:
         except StoreWriteError:
             pass  # a read-only store still shows the truth
         return record
+
+    def _last_write(self, name: str) -> float | None:
+        folder = self.run_dir(name)
+        times = []
+        for file in (folder, folder / "lines.jsonl", folder / "logs.txt"):
+            try:
+                times.append(file.stat().st_mtime)
+            except OSError:
+                continue
+        return max(times) if times else None
 
     def get(self, name: str) -> RunRecord:
         check_run_name(name)
