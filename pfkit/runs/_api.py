@@ -369,6 +369,11 @@ async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunR
         if flow.has_aggregation and not outcome.canceled:
             aggregation = await flow.aggregate(collected, observers=user_observers)
     except Exception as exc:  # noqa: BLE001 - recorded, then raised: never "Completed"
+        if isinstance(exc, StoreWriteError):
+            data = f" --data {record.data}" if record.data else ""
+            exc.hint = (f"Free space (or fix the permissions) where the run store lives; the "
+                        f"lines written so far are kept: finish the run with  pfkit run create "
+                        f"--flow {record.flow_path}{data} --resume-from {record.name}")
         run_error = run_error_record(exc)
         raise
     finally:
