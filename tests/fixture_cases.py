@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from dataclasses import dataclass
@@ -124,4 +123,6 @@ def run_case(case: Case, server: Any = None):
             connection_models.reset(token)
         return lines, aggregation
 
-    return flow, asyncio.run(go())
+    from pfkit._aio import run_sync  # model clients closed before the loop ends
+
+    return flow, run_sync(go())
