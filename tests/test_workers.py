@@ -214,6 +214,20 @@ def test_two_workers_split_the_lines_and_every_line_is_sunk_once(make_flow):
     assert asyncio.run(aggregate(flow, got))[1] == {"n": len(ok), "sum": sum(n * n for n in ok)}
 
 
+def test_prestarted_workers_are_used_by_the_run_or_stopped_by_close(make_flow):
+    folder = make_flow({"flow.dag.yaml": COUNT_FLOW, "square.py": SQUARE, "total.py": TOTAL})
+    runner = WorkerRunner(WorkerFlowSpec(str(folder)), workers=2, concurrency=4)
+    runner.prestart()
+    started = list(runner.pids)
+    assert len(started) == 2 and all(alive(pid) for pid in started)
+    got = asyncio.run(collect(runner, [(i, {"x": i}) for i in range(20)]))
+    assert sorted(got) == list(range(20)) and runner.pids == started
+    unused = WorkerRunner(WorkerFlowSpec(str(folder)), workers=2, concurrency=4)
+    unused.prestart()
+    unused.close()
+    assert not wait_gone(unused.pids, timeout=5)
+
+
 def test_bad_rows_are_failed_lines_and_never_reach_a_worker(make_flow):
     from pfkit.errors import InputError
 

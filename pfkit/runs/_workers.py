@@ -256,6 +256,7 @@ class WorkerRunner:
         self.cache_stats: dict[str, int] = {}
         self.cache_keys: list[str] = []
         self.pids: list[int] = []  # every worker process started, in order (for tests, logs)
+        self._pool: list[_Worker] | None = None  # prestarted, not yet running
         try:
             wire.frame(("init", spec, 0, self.timeout, 0, self.workers))
         except Exception as exc:  # noqa: BLE001 - e.g. a lambda as the models factory
@@ -276,10 +277,10 @@ class WorkerRunner:
             env["PFKIT_HOME"] = self.spec.pfkit_home
         return env
 
-    async def _start(self, worker: _Worker, events: asyncio.Queue) -> None:
+    def _spawn(self, worker: _Worker) -> None:
+        """Start the process and hand it the flow (it loads it at once, on its own)."""
         from .. import _secrets
 
-        loop = asyncio.get_running_loop()
         try:
             if not sys.executable:
                 raise OSError("this Python does not know its own interpreter (sys.executable)")
@@ -294,16 +295,51 @@ class WorkerRunner:
         worker.proc = proc
         worker.pid = proc.pid
         self.pids.append(proc.pid)
+        with _secrets._lock:
+            secrets = sorted(_secrets._secrets)
+        hello = wire.frame(("hello", {"sys_path": list(sys.path), "secrets": secrets,
+                                      "parent_pid": os.getpid()}))
+        init = wire.frame(("init", self.spec, worker.concurrency, self.timeout, worker.slot,
+                           self.workers))
+        try:  # a few kilobytes: the pipe takes them without waiting
+            proc.stdin.write(hello + init)
+            proc.stdin.flush()
+        except OSError:
+            pass  # it died at once: seen as end of file when the run reads it
+        worker.last_heard = time.monotonic()
+
+    async def _start(self, worker: _Worker, events: asyncio.Queue) -> None:
+        if worker.proc is None:
+            self._spawn(worker)
+        loop = asyncio.get_running_loop()
+        proc = worker.proc
         worker.transport, _ = await loop.connect_write_pipe(asyncio.Protocol, proc.stdin)
         worker.read_transport, _ = await loop.connect_read_pipe(
             lambda: _Reader(worker, events), proc.stdout)
-        with _secrets._lock:
-            secrets = sorted(_secrets._secrets)
-        worker.send(("hello", {"sys_path": list(sys.path), "secrets": secrets,
-                               "parent_pid": os.getpid()}))
-        worker.send(("init", self.spec, worker.concurrency, self.timeout, worker.slot,
-                     self.workers))
         worker.last_heard = time.monotonic()
+
+    def prestart(self) -> None:
+        """Start the worker processes now (they import pfkit and load the flow while the
+        caller prepares the run); :meth:`run` uses them. Call :meth:`close` if the run does
+        not happen."""
+        if self._pool is None:
+            self._pool = [_Worker(slot, self._share(slot)) for slot in range(self.workers)]
+            for worker in self._pool:
+                self._spawn(worker)
+
+    def close(self) -> None:
+        """Stop prestarted workers that no run used (a no-op after :meth:`run`)."""
+        pool, self._pool = self._pool, None
+        for worker in pool or ():
+            self._kill_now(worker)
+            if worker.proc is not None:
+                try:
+                    worker.proc.wait(5)
+                except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
+                    pass
+                for pipe in (worker.proc.stdin, worker.proc.stdout):
+                    if pipe is not None:
+                        pipe.close()
 
     async def _reap(self, worker: _Worker, *, kill: bool) -> int | None:
         """Wait for the process to end (killing it first when asked, or when it does not end
@@ -345,7 +381,8 @@ class WorkerRunner:
         events: asyncio.Queue = asyncio.Queue()
         source = iter(items)
         exhausted = False
-        pool = [_Worker(slot, self._share(slot)) for slot in range(self.workers)]
+        pool = self._pool or [_Worker(slot, self._share(slot)) for slot in range(self.workers)]
+        self._pool = None
         finished_type = FinishedLine
 
         def fill(worker: _Worker) -> None:
