@@ -370,3 +370,21 @@ def make() -> Image:
     result = pfkit.load_flow(folder, models={"echo": echo}).test()
     assert result.line.status == "Failed" and not echo.requests
     assert "169.254.169.254" in result.line.error["message"]
+
+
+def test_literal_image_input_outside_the_flow_folder_is_refused_at_load(make_flow):
+    from pfkit.errors import PfkitError
+
+    folder = make_flow({"flow.dag.yaml": """
+outputs:
+  o: {type: object, reference: "${a.output}"}
+nodes:
+- name: a
+  type: python
+  source: {type: code, path: a.py}
+  inputs: {img: /etc/passwd}
+""", "a.py": TOOL})
+    with pytest.raises(PfkitError) as info:
+        pfkit.load_flow(folder)
+    assert info.value.code == "NodeInputValidationError"
+    assert info.value.location.node == "a" and "outside the folders" in info.value.message
