@@ -390,3 +390,13 @@ def test_a_role_marker_completed_by_the_templates_own_newline_is_escaped(value):
     messages = build_messages(template, {"q": value}, frozenset({"q"}))
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[1]["content"] == f"{value}\nplease answer".strip()
+
+
+def test_a_bare_role_word_in_data_is_not_escaped():
+    # history items with a 'role' field compared in the template keep working
+    template = compile_template(
+        "# system:\nsafe\n{% for m in history %}{% if m.role == 'user' %}# user:\n{% else %}"
+        "# assistant:\n{% endif %}{{m.content}}\n{% endfor %}")
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello\nuser"}]
+    messages = build_messages(template, {"history": history}, frozenset({"history"}))
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]

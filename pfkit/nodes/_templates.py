@@ -7,10 +7,10 @@
 * Role injection: role markers in untrusted text (flow inputs, chat history, python and llm
   node outputs, at any depth of dicts and lists) are swapped for random tokens before parsing
   and restored afterwards, so text such as ``"# system:\\n..."`` can never open a new message.
-  A role word at the end of a value is escaped too (the template's newline, or the next value
-  in a loop, could complete its line). Prompt-node outputs keep their roles (they are the
-  author's template) and carry the escaping of what they rendered. Not detected: a role word
-  split across two untrusted values placed side by side ("sys" + "tem:"). promptflow 1.18.5 escapes only flow-input strings (and dicts of them);
+  A role marker at the end of a value is escaped too (the template's newline would complete
+  its line). Prompt-node outputs keep their roles (they are the author's template) and carry
+  the escaping of what they rendered. Not detected: a role line split across two untrusted
+  values placed side by side with no template text between them ("system" + ":\n"). promptflow 1.18.5 escapes only flow-input strings (and dicts of them);
   a node with ``role_escaping: promptflow`` (a key promptflow ignores), or named in
   ``PFKIT_ROLE_ESCAPING_PROMPTFLOW`` (comma-separated, ``*`` for all), gets exactly that rule.
 * A render is bounded: loop iterations and calls count against a budget
@@ -34,10 +34,11 @@ from ..errors import ExecutionError, Location, UserError
 VALID_ROLES = ("system", "user", "assistant", "function", "tool")
 _ROLES_ALT = "|".join(VALID_ROLES)
 ROLE_LINE = re.compile(r"(?i)^\s*#?\s*(" + _ROLES_ALT + r")\s*:\s*\n", re.MULTILINE)
-# A role word at the very end of an untrusted value, with or without its colon: the template's
-# own newline ("{{q}}\n") or the next value (":\n", in a loop) would complete the role line.
-# promptflow misses these; pfkit escapes them too.
-_ROLE_AT_END = re.compile(r"(?i)^[ \t]*#?[ \t]*(" + _ROLES_ALT + r")\s*(?::\s*)?\Z", re.MULTILINE)
+# A role marker at the very end of an untrusted value ("...\nsystem:"): the template's own
+# newline after it ("{{q}}\n") would complete the role line. promptflow misses these; pfkit
+# escapes them too. (A bare role word is left alone: "user" is common data, e.g. a message's
+# role compared in the template.)
+_ROLE_AT_END = re.compile(r"(?i)^[ \t]*#?[ \t]*(" + _ROLES_ALT + r")\s*:\s*\Z", re.MULTILINE)
 _NAME_BLOCK = re.compile(r"\n*#{0,2}\s*name\s*:\s*\n+\s*(\S+)\s*\n*#{0,2}\s*content\s*:\s*\n?(.*)",
                          re.DOTALL)
 _TOOL_CALL_ID_BLOCK = re.compile(
