@@ -423,3 +423,23 @@ def test_unsafe_connection_names_are_refused(make_flow):
 """)
     assert err.code == "InvalidName" and err.location.field == "connection"
     assert (err.location.node, err.location.line) == ("chat", 6) and "Connection names" in err.hint
+
+
+def test_an_environment_variables_file_outside_the_folder_is_recorded(make_flow, tmp_path):
+    import warnings
+
+    (tmp_path / "env.yaml").write_text("A: '1'\n")
+    folder = make_flow({"flow.dag.yaml": _FLOW + "environment_variables: ../env.yaml\n",
+                        "t.py": TOOL})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = load_flow_spec(folder)
+    assert spec.environment_variables == {"A": "1"}
+    assert [(p.field, p.path, p.line) for p in spec.outside_paths] == [
+        ("environment_variables", "../env.yaml", 10)]
+
+
+def test_a_missing_environment_variables_file_points_at_the_flow_file(make_flow):
+    err = reject_spec(make_flow, _FLOW + "environment_variables: nope.yaml\n")
+    assert err.code == "FileNotFound" and err.location.file.endswith("flow.dag.yaml")
+    assert err.location.line == 10 and "nope.yaml" in err.message
