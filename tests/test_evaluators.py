@@ -130,7 +130,7 @@ def test_entity_and_schema_evaluators_alone():
     flow = pfkit.load_flow(EVALUATORS / "entity_match")
     result = flow.test(entities=["Paris", "Rome"], ground_truth="paris, rome, oslo")
     assert result.outputs == {"exact_match": 0.0, "partial_match": 1.0}
-    assert result.metrics == {"exact_match_rate": 0.0, "partial_match_rate": 1.0}
+    assert result.metrics == {"exact_match": 0.0, "partial_match": 1.0}
     schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
     checker = pfkit.load_flow(EVALUATORS / "json_schema")
     assert checker(answer='{"n": 2}', schema=schema) == {"json_schema": 1.0, "errors": []}

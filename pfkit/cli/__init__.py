@@ -23,12 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND")
 
-    from . import _compare, _connection, _eval, _flow, _run, _testing
+    from . import _compare, _connection, _demo, _eval, _flow, _run, _testing
 
     _flow.register(groups)
     _run.register(groups)
     _eval.register(groups)
     _compare.register(groups)
+    _demo.register(groups)
     _connection.register(groups)
     _testing.register(groups)
     return parser

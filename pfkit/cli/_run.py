@@ -187,32 +187,13 @@ def _print_created(record: dict[str, Any]) -> None:
 
 
 def _create_all_variants(request: Any, *, progress: bool) -> int:
-    from dataclasses import replace
-    from datetime import datetime
+    from ..runs._variants import create_variant_runs
 
-    from ..graph import variant_combinations
-    from ..runs import create_run
-    from ..spec import load_flow_spec, resolve_flow_file
-
-    if request.variant:
-        raise fail("--all-variants and --variant cannot be combined")
-    flow_file = resolve_flow_file(request.flow)
-    combos = variant_combinations(load_flow_spec(flow_file))
-    if not combos or combos == [{}]:
-        raise fail("the flow has no nodes with variants", hint="Drop --all-variants.")
-    from ..runs._batch import safe_name_part
-    from ..runs._store_api import check_run_name
-
-    group = request.name or (safe_name_part(flow_file.parent.name)
-                             + f"_variants_{datetime.now():%Y%m%d_%H%M%S}")
-    check_run_name(group, "group name")
+    group, runs = create_variant_runs(request, progress=progress)
     rows = []
-    for combo in combos:
-        label = "-".join(f"{node}.{vid}" for node, vid in combo.items())
-        run = create_run(replace(request, variant=combo, name=f"{group}__{label}", group=group),
-                         progress=progress)
+    for run in runs:
         system = run.info["properties"]["system_metrics"]
-        rows.append({"run": run.name, "variants": combo, "status": run.status,
+        rows.append({"run": run.name, "variants": run.record.variant, "status": run.status,
                      "completed": system.get("__pf__.lines.completed", 0),
                      "failed": system.get("__pf__.lines.failed", 0), "metrics": run.metrics()})
     _show({"group": group, "runs": rows})
