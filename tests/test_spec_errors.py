@@ -443,3 +443,25 @@ def test_a_missing_environment_variables_file_points_at_the_flow_file(make_flow)
     err = reject_spec(make_flow, _FLOW + "environment_variables: nope.yaml\n")
     assert err.code == "FileNotFound" and err.location.file.endswith("flow.dag.yaml")
     assert err.location.line == 10 and "nope.yaml" in err.message
+
+
+def test_mermaid_ids_stay_distinct_and_labels_stay_inside_quotes(make_flow):
+    from pfkit.graph import to_mermaid
+
+    folder = make_flow({"flow.dag.yaml": """inputs:
+  "a b": {type: string}
+  a_b: {type: string}
+nodes:
+- name: n-1
+  type: python
+  source: {type: code, path: t.py}
+  inputs: {x: "${inputs.a b}"}
+- name: n_1
+  type: python
+  source: {type: code, path: t.py}
+  inputs: {x: "${inputs.a_b}", y: "${n-1.output}"}
+""", "t.py": TOOL})
+    text = to_mermaid(plan(load_flow_spec(folder)))
+    ids = [line.split("[")[0].strip() for line in text.splitlines()[1:5]]
+    assert len(set(ids)) == 4, text  # 'a b' / 'a_b' and 'n-1' / 'n_1' are not merged
+    assert f"{ids[2]} --> {ids[3]}" in text  # n-1 feeds n_1

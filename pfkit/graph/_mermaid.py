@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 
 from ..spec import FlowInputRef, NodeRef
 from ._plan import FlowGraph
@@ -11,11 +12,16 @@ _SAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
 def _id(prefix: str, name: str) -> str:
-    return f"{prefix}_{_SAFE.sub('_', name)}"
+    """A Mermaid id for a name: distinct names get distinct ids ('a-b' and 'a_b' too)."""
+    safe = _SAFE.sub("_", name)
+    if safe != name:
+        safe += f"_{zlib.crc32(name.encode('utf-8')):08x}"
+    return f"{prefix}_{safe}"
 
 
 def _label(text: str) -> str:
-    return text.replace('"', "#quot;")
+    return (text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+            .replace("\r", " ").replace("\n", " "))
 
 
 def to_mermaid(graph: FlowGraph) -> str:
