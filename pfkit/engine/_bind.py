@@ -46,7 +46,7 @@ class NodeSpeed:
         # longer than BLOCKING_THRESHOLD moves to worker threads for good (_execute._record_speed).
         self.blocking = False
         self.slow_calls = 0
-        self.quick_calls = 0  # consecutive quick calls (lines with a timeout need some first)
+        self.quick_calls = 0  # quick calls so far (lines with a timeout need some first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,9 +443,9 @@ def bind(graph: FlowGraph, *, models: ModelResolver | Mapping[str, Any] | None =
     working_dir = graph.spec.code_dir
     env = {str(k): _env_value(graph.spec, str(k), v, binder.connections)
            for k, v in graph.spec.environment_variables.items()}
-    context = FlowContext(working_dir, env)
-    before = set(sys.modules)
+    context = FlowContext(working_dir, env, _direct_models(binder.models))
     with Holding(context):  # tools import from (and open files in) their own folder
+        before = dict(sys.modules)
         nodes = tuple(binder.bind_node(n) for n in graph.nodes)
         own_modules(context, before)
     from ._execute import Schedule

@@ -20,6 +20,7 @@ import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 from .._secrets import scrub_value
@@ -45,7 +46,8 @@ from ._threads import threads
 BLOCKING_THRESHOLD = 0.002  # seconds
 BLOCKING_STRIKES = 3
 # With a line timeout, a sync tool runs in a worker thread (where the line can time out while it
-# runs) until this many calls in a row were quick; only then may it run inline on the loop.
+# runs) until this many calls were quick, and while a slow call is not lived down by a quick
+# one; only then may it run inline on the loop.
 QUICK_PROOF = 8
 DEFAULT_LINE_TIMEOUT = 600.0
 
@@ -215,14 +217,14 @@ def _interrupt(box: _ThreadCall) -> None:
 
 
 def _record_speed(node: BoundNode, elapsed: float, timed: bool) -> None:
-    """Slow calls raise the node's score and quick ones lower it; at BLOCKING_STRIKES (or at
-    once, for an inline call in a line with a timeout) the node runs in worker threads from
-    then on. Called on the event loop thread only."""
+    """Slow calls raise the node's score and quick ones lower it; at BLOCKING_STRIKES the node
+    runs in worker threads from then on. In lines with a timeout a tool runs inline only while
+    it has no slow call to live down (so one hiccup of a busy machine costs one thread hop, not
+    the inline path for good). Called on the event loop thread only."""
     speed = node.speed
     if elapsed > BLOCKING_THRESHOLD:
-        speed.quick_calls = 0
         speed.slow_calls += 1
-        if speed.slow_calls >= BLOCKING_STRIKES or timed:
+        if speed.slow_calls >= BLOCKING_STRIKES:
             speed.blocking = True
     else:
         speed.quick_calls += 1
@@ -247,10 +249,10 @@ class _Graph:
     also the only places node events are emitted."""
 
     __slots__ = ("schedule", "value_of", "runs", "outputs", "bypassed", "running", "ctx",
-                 "line_number", "obs", "timed")
+                 "line_number", "obs", "timed", "held")
 
     def __init__(self, schedule: Schedule, value_of: Callable[[Any], Any],
-                 runs: dict[str, NodeRun], outputs: dict[str, Any], *,
+                 runs: dict[str, NodeRun], outputs: dict[str, Any],
                  ctx: FlowContext | None = None, line_number: int | None = None,
                  observers: Observers | None = None, timed: bool = False) -> None:
         self.schedule = schedule
@@ -264,6 +266,9 @@ class _Graph:
         self.line_number = line_number
         self.obs = observers if observers else None
         self.timed = timed
+        # Inline sync user tools of one line run back to back without yielding: the gate is
+        # entered once for such a stretch and left before anything awaits (see run()).
+        self.held = False
 
     # ------------------------------------------------------------------ node states
 
@@ -338,13 +343,13 @@ class _Graph:
         return kwargs
 
     def _inline_ok(self, node: BoundNode) -> bool:
-        """May this node run on the loop, without a task?"""
+        """May this node run on the loop, without a task? (Inlined in :meth:`run`.)"""
         if node.is_async or node.is_async_gen:
             return True
         speed = node.speed
         if speed.blocking:
             return False
-        return not self.timed or speed.quick_calls >= QUICK_PROOF
+        return not self.timed or speed.quick_calls >= QUICK_PROOF and not speed.slow_calls
 
     async def run(self) -> None:
         """promptflow's rounds: settle every bypassable ready node (repeatedly), then start every
@@ -362,47 +367,60 @@ class _Graph:
                 if remaining[j] == 0:
                     heapq.heappush(ready, j)
 
-        while True:
-            batch: list[int] = []
-            while ready:
-                i = heapq.heappop(ready)
-                node = nodes[i]
-                if self._should_bypass(node):
-                    self._ended(node.name, None, BYPASSED)
-                    settled += 1
-                    settle(i)
-                else:
-                    batch.append(i)
-            if not batch and not running:
-                if settled < len(nodes):  # cannot happen after planning; never hang silently
-                    raise RuntimeError("some nodes can never run")
-                return
-            if len(batch) == 1 and not running:
-                i = batch[0]
-                node = nodes[i]
-                run = self._started(node)
-                if self._inline_ok(node):
-                    await self._call_inline(node, run)
-                    settled += 1
-                    settle(i)
-                    continue
-                self._spawn(i, node, run, threaded=True)
-            else:
-                threaded = len(batch) > 1
-                for i in batch:
+        try:
+            while True:
+                batch: list[int] = []
+                while ready:
+                    i = heapq.heappop(ready)
+                    node = nodes[i]
+                    if self._should_bypass(node):
+                        self._ended(node.name, None, BYPASSED)
+                        settled += 1
+                        settle(i)
+                    else:
+                        batch.append(i)
+                if not batch and not running:
+                    if settled < len(nodes):  # cannot happen after planning; never hang silently
+                        raise RuntimeError("some nodes can never run")
+                    return
+                if len(batch) == 1 and not running:
+                    i = batch[0]
                     node = nodes[i]
                     run = self._started(node)
-                    self._spawn(i, node, run, threaded=threaded or not self._inline_ok(node))
-            if running:
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for future in done:
-                    i, run, _ = running.pop(future)
-                    exc = future.exception()
-                    if exc is not None:
-                        self._fail(nodes[i], run, exc)
-                    self._ended(nodes[i].name, run, COMPLETED, future.result())
-                    settled += 1
-                    settle(i)
+                    speed = node.speed
+                    if node.is_async or node.is_async_gen or not speed.blocking and (
+                            not self.timed
+                            or speed.quick_calls >= QUICK_PROOF and not speed.slow_calls):
+                        await self._call_inline(node, run)
+                        settled += 1
+                        settle(i)
+                        continue
+                    self._spawn(i, node, run, threaded=True)
+                else:
+                    threaded = len(batch) > 1
+                    for i in batch:
+                        node = nodes[i]
+                        run = self._started(node)
+                        self._spawn(i, node, run, threaded=threaded or not self._inline_ok(node))
+                if running:
+                    if self.held:  # never hold the gate while waiting
+                        self._release_held()
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for future in done:
+                        i, run, _ = running.pop(future)
+                        exc = future.exception()
+                        if exc is not None:
+                            self._fail(nodes[i], run, exc)
+                        self._ended(nodes[i].name, run, COMPLETED, future.result())
+                        settled += 1
+                        settle(i)
+        finally:
+            if self.held:
+                self._release_held()
+
+    def _release_held(self) -> None:
+        self.held = False
+        GATE.leave_on_loop()
 
     # ------------------------------------------------------------------ calling nodes
 
@@ -415,28 +433,52 @@ class _Graph:
 
     async def _call_inline(self, node: BoundNode, run: NodeRun) -> None:
         kwargs = run.inputs or {}
-        tokens = self._context_for(node, run)
+        if self.obs is None:
+            tokens = None
+            token = current_usage.set(run.usage)
+        else:
+            tokens = self._context_for(node, run)
         ctx = self.ctx if node.user_code else None
         try:
-            if ctx is not None and not GATE.try_enter(ctx):
-                await GATE.enter(ctx)
-            try:
-                if node.is_async:
-                    output = await node.call(**kwargs)
-                elif node.is_async_gen:
-                    output = node.call(**kwargs)
-                else:
-                    t0 = time.perf_counter()
-                    output = node.call(**kwargs)
-                    _record_speed(node, time.perf_counter() - t0, self.timed)
-            finally:
-                if ctx is not None:
-                    GATE.leave(asyncio.get_running_loop())
+            if node.is_async or node.is_async_gen:
+                if self.held:
+                    self._release_held()
+                if ctx is not None and not GATE.try_enter(ctx):
+                    await GATE.enter(ctx)
+                try:
+                    output = await node.call(**kwargs) if node.is_async else node.call(**kwargs)
+                finally:
+                    if ctx is not None:
+                        GATE.leave_on_loop()
+            else:
+                if ctx is not None and not self.held:
+                    # GATE.try_enter's fast path, inlined (this runs for every line)
+                    lock = GATE._lock
+                    lock.acquire()
+                    if GATE._owner is ctx and not GATE._waiters:
+                        GATE._holders += 1
+                        lock.release()
+                    else:
+                        lock.release()
+                        if not GATE.try_enter(ctx):
+                            await GATE.enter(ctx)
+                    self.held = True  # left by run() before it awaits or ends
+                t0 = perf_counter()
+                output = node.call(**kwargs)
+                elapsed = perf_counter() - t0
+                speed = node.speed
+                if elapsed > BLOCKING_THRESHOLD or speed.slow_calls:
+                    _record_speed(node, elapsed, self.timed)
+                else:  # the common case of _record_speed, without the call
+                    speed.quick_calls += 1
         except Exception as exc:
             self._fail(node, run, exc)
         finally:
-            for var, token in reversed(tokens):
-                var.reset(token)
+            if tokens is None:
+                current_usage.reset(token)
+            else:
+                for var, value in reversed(tokens):
+                    var.reset(value)
         self._ended(node.name, run, COMPLETED, output)
 
     def _spawn(self, i: int, node: BoundNode, run: NodeRun, threaded: bool) -> None:
@@ -502,7 +544,7 @@ async def _gated(ctx: FlowContext, call: Callable[..., Any], kwargs: dict[str, A
     try:
         return await call(**kwargs)
     finally:
-        GATE.leave(asyncio.get_running_loop())
+        GATE.leave_on_loop()
 
 
 async def _threaded(node: BoundNode, kwargs: dict[str, Any], ctx: FlowContext | None,
@@ -540,7 +582,7 @@ async def _sync_on_loop(node: BoundNode, kwargs: dict[str, Any], ctx: FlowContex
         return output
     finally:
         if ctx is not None:
-            GATE.leave(asyncio.get_running_loop())
+            GATE.leave_on_loop()
 
 
 async def _value(value: Any) -> Any:
@@ -627,6 +669,9 @@ _BIG_INT_BITS = 14_000  # json refuses integers of more than 4300 digits (~14,28
 
 def _json_safe(value: Any) -> bool:
     """A fast walk for the common case; anything unusual goes to json.dumps."""
+    kind = type(value)
+    if kind is str or value is None or kind is float or kind is bool:
+        return True
     try:
         return _safe(value)
     except RecursionError:  # deep or self-containing: let json.dumps say which
@@ -760,36 +805,20 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
     obs = observers if observers else None
     if obs is not None:
         obs.on_line_start(line_number, inputs)
-    from .._compat._llm_tools import connection_models  # tool code's direct model calls
-
-    token = connection_models.set(flow.models) if flow.models is not None else None
-    try:
-        result = await _execute_line(flow, inputs, line_number, timeout, obs)
-    finally:
-        if token is not None:
-            connection_models.reset(token)
-    if obs is not None:
-        obs.on_line_end(result)
-    return result
-
-
-async def _execute_line(flow: BoundFlow, inputs: dict[str, Any], line_number: int,
-                        timeout: float | None, obs: Observers | None) -> LineResult:
     start = time.time()
     runs: dict[str, NodeRun] = {}
     try:
         resolved = resolve_inputs(flow, inputs, line_number)
-    except InputError as exc:
-        return LineResult(line_number, FAILED, dict(inputs), {}, runs, scrub_value(exc.to_dict()),
-                          start, time.time(), exc)
-    except Exception as exc:  # noqa: BLE001 - hostile data (deep nesting, huge values)
-        error = _internal_error(line_number, exc)
-        return LineResult(line_number, FAILED, dict(inputs), {}, runs, error.to_dict(), start,
-                          time.time(), error)
+    except Exception as exc:  # noqa: BLE001 - bad or hostile data (deep nesting, huge values)
+        error = exc if isinstance(exc, InputError) else _internal_error(line_number, exc)
+        result = LineResult(line_number, FAILED, dict(inputs), {}, runs,
+                            scrub_value(error.to_dict()), start, time.time(), error)
+        if obs is not None:
+            obs.on_line_end(result)
+        return result
     node_outputs: dict[str, Any] = {}
     graph = _Graph(flow.line_schedule, _line_value_of(resolved, node_outputs), runs, node_outputs,
-                   ctx=flow.context, line_number=line_number, observers=obs,
-                   timed=bool(timeout))
+                   flow.context, line_number, obs, bool(timeout))
     timer = None
     timed_out = False
     task = asyncio.current_task()
@@ -804,14 +833,17 @@ async def _execute_line(flow: BoundFlow, inputs: dict[str, Any], line_number: in
     try:
         await graph.run()
         outputs = await _flow_outputs(flow, resolved, graph)
+        result = LineResult(line_number, COMPLETED, resolved, outputs, runs, None, start,
+                            time.time())
     except _NodeFailed as failed:
         await _settle(graph)
         error, exc = _failure(failed.node, failed.cause, flow.context)
-        return LineResult(line_number, FAILED, resolved, {}, runs, error, start, time.time(), exc)
+        result = LineResult(line_number, FAILED, resolved, {}, runs, error, start, time.time(),
+                            exc)
     except PfkitError as exc:  # a flow output whose reference cannot be resolved
         await _settle(graph)
-        return LineResult(line_number, FAILED, resolved, {}, runs, scrub_value(exc.to_dict()),
-                          start, time.time(), exc)
+        result = LineResult(line_number, FAILED, resolved, {}, runs, scrub_value(exc.to_dict()),
+                            start, time.time(), exc)
     except ObserverFailed as failed:
         graph.cancel_running()
         raise failed.cause from None
@@ -823,17 +855,19 @@ async def _execute_line(flow: BoundFlow, inputs: dict[str, Any], line_number: in
             task.uncancel()
         exc = LineTimeoutError(f"Line {line_number} execution timeout for exceeding {timeout} seconds",
                                hint="Raise the line timeout or make the slow node faster.")
-        return LineResult(line_number, FAILED, resolved, {}, runs, exc.to_dict(), start,
-                          time.time(), exc)
+        result = LineResult(line_number, FAILED, resolved, {}, runs, exc.to_dict(), start,
+                            time.time(), exc)
     except Exception as exc:  # noqa: BLE001 - an internal error is a failed line, never a crash
         graph.cancel_running()
         error = _internal_error(line_number, exc)
-        return LineResult(line_number, FAILED, resolved, {}, runs, scrub_value(error.to_dict()),
-                          start, time.time(), error)
+        result = LineResult(line_number, FAILED, resolved, {}, runs,
+                            scrub_value(error.to_dict()), start, time.time(), error)
     finally:
         if timer is not None:
             timer.cancel()
-    return LineResult(line_number, COMPLETED, resolved, outputs, runs, None, start, time.time())
+    if obs is not None:
+        obs.on_line_end(result)
+    return result
 
 
 async def _settle(graph: _Graph) -> None:

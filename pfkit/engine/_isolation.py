@@ -10,8 +10,9 @@ process-wide :class:`Gate`:
 * calls of a different flow wait until the current flow's calls have finished, then the gate
   switches the process to the other flow; waiters are admitted first-in first-out, so neither
   flow starves (a flow arriving while another waits queues behind it);
-* when no flow call is left, the process state before the first call is restored (deferred to
-  the event loop's next turn, so back-to-back lines of one flow pay no ``chdir`` per line);
+* when the last public call (a line, an aggregation) ends and no tool runs, the process state
+  before the first call is restored; for raw ``execute_line`` callers the restore is deferred
+  to the event loop's next turn, so back-to-back lines of one flow pay no ``chdir`` per line;
 * modules a flow's tools imported from its own folder are put in ``sys.modules`` only while
   that flow holds the gate, so two flows may each have a ``helpers.py``.
 
@@ -26,6 +27,7 @@ import os
 import sys
 import threading
 import types
+from asyncio import get_running_loop
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,17 +38,21 @@ class FlowContext:
     """What a flow's user code expects of the process: a working directory, a ``sys.path``
     entry, environment variables and the modules imported from its folder."""
 
-    __slots__ = ("directory", "entry", "environment", "key", "modules")
+    __slots__ = ("directory", "entry", "environment", "key", "models", "modules")
 
-    def __init__(self, directory: Path, environment: Mapping[str, str] | None = None) -> None:
+    def __init__(self, directory: Path, environment: Mapping[str, str] | None = None,
+                 models: Any = None) -> None:
         self.directory = str(directory)
         self.entry = self.directory
         self.environment = dict(environment or {})
         self.key = (self.directory, tuple(sorted(self.environment.items())))
         self.modules: dict[str, types.ModuleType] = {}
+        # (connection name, connection) -> model or None: the flow's models, for
+        # promptflow-tools functions its tools call directly (pfkit._compat._llm_tools)
+        self.models = models
 
     def with_environment(self, environment: Mapping[str, str]) -> FlowContext:
-        other = FlowContext(Path(self.directory), environment)
+        other = FlowContext(Path(self.directory), environment, self.models)
         other.modules = self.modules  # the same code, another environment
         return other
 
@@ -89,6 +95,7 @@ class Gate:
         self._saved_env: dict[str, str | None] = {}
         self._added_entry: str | None = None
         self._restore_scheduled = False
+        self._restore_loop: asyncio.AbstractEventLoop | None = None
         self._calls = 0  # public calls (a line, an aggregation) in progress, of any flow
 
     # ------------------------------------------------------------------ public calls
@@ -150,6 +157,10 @@ class Gate:
         """Enter without waiting, if possible (the common case: one flow alone)."""
         lock = self._lock
         lock.acquire()
+        if self._owner is ctx and not self._waiters:  # applied already: the fast path
+            self._holders += 1
+            lock.release()
+            return True
         try:
             return self._admit(ctx)
         finally:
@@ -171,7 +182,8 @@ class Gate:
                         f"{timeout:.0f} s while loading {ctx.directory}; load flows before "
                         "starting concurrent runs on the same event loop")
 
-    def leave(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def leave(self, loop: asyncio.AbstractEventLoop | None = None, *,
+              same_thread: bool = False) -> None:
         """One call of the current flow finished. ``loop``: where to schedule the deferred
         restore (None: restore now, when nothing else holds the gate)."""
         lock = self._lock
@@ -183,18 +195,39 @@ class Gate:
             if self._waiters:
                 self._admit_waiters()
                 return
-            if self._owner is None or self._restore_scheduled:
+            if self._owner is None:
                 return
-            if loop is None:
+            if loop is None:  # a sync caller: restore now
                 self._switch(None)
                 return
+            if self._restore_scheduled and not self._restore_loop.is_closed():
+                return
             self._restore_scheduled = True
+            self._restore_loop = loop
         finally:
             lock.release()
         try:
-            loop.call_soon_threadsafe(self._restore_if_idle)
+            if same_thread:
+                loop.call_soon(self._restore_if_idle)
+            else:
+                loop.call_soon_threadsafe(self._restore_if_idle)
         except RuntimeError:  # the loop is closed: restore now
             self._restore_if_idle()
+
+    def leave_on_loop(self) -> None:
+        """:meth:`leave` from code running on an event loop (the loop is looked up only when
+        a restore is to be scheduled)."""
+        lock = self._lock
+        lock.acquire()
+        holders = self._holders - 1
+        if holders or (not self._waiters and (self._owner is None or (
+                self._restore_scheduled and self._restore_loop is get_running_loop()))):
+            self._holders = holders
+            lock.release()
+            return
+        self._holders = holders + 1  # let leave() do the rest
+        lock.release()
+        self.leave(asyncio.get_running_loop(), same_thread=True)
 
     def _admit_waiters(self) -> None:
         head = self._waiters[0]
@@ -211,6 +244,11 @@ class Gate:
             if not self._holders and not self._waiters and self._owner is not None:
                 self._switch(None)
 
+    def current_models(self) -> Any:
+        """The models of the flow whose user code runs now (None outside of one)."""
+        owner = self._owner
+        return owner.models if owner is not None and self._holders else None
+
     def restore(self) -> None:
         """Put the process state back now, if no flow call is running."""
         self._restore_if_idle()
@@ -221,6 +259,12 @@ class Gate:
         """Under the lock, with no holders: undo the current context, apply ``ctx``."""
         old = self._owner
         if old is not None:
+            try:  # the caller moved while the context stayed applied: that is its directory now
+                here = os.getcwd()
+                if here != old.directory:
+                    self._saved_cwd = here
+            except OSError:
+                pass
             for name, module in old.modules.items():
                 if sys.modules.get(name) is module:
                     del sys.modules[name]
@@ -284,14 +328,16 @@ class Holding:
         GATE.leave(None)
 
 
-def own_modules(ctx: FlowContext, before: set[str]) -> None:
-    """After binding: the modules imported from the flow folder become the flow's own (see the
-    module docstring); they leave ``sys.modules`` with the flow's context."""
+def own_modules(ctx: FlowContext, before: Mapping[str, Any]) -> None:
+    """After binding: the modules imported from the flow folder (new since ``before``, a copy of
+    ``sys.modules`` taken with the context applied) become the flow's own (see the module
+    docstring); they leave ``sys.modules`` with the flow's context."""
     root = ctx.directory.rstrip(os.sep) + os.sep
-    for name in set(sys.modules) - before:
-        module = sys.modules.get(name)
+    for name, module in list(sys.modules.items()):
+        if module is None or before.get(name) is module:
+            continue
         file = getattr(module, "__file__", None)
-        if module is not None and isinstance(file, str) and os.path.abspath(file).startswith(root):
+        if isinstance(file, str) and os.path.abspath(file).startswith(root):
             ctx.modules[name] = module
 
 
