@@ -184,8 +184,10 @@ class Session:
     def load_executable(self, path: str | Path, *, variant: str | None = None,
                         connection_overrides: Mapping[str, str] | None = None,
                         cache: str | None = None, cassette: str | Path | None = None,
-                        models: Any = None, connections: Any = None) -> Any:
-        """An :class:`~pfkit.engine.ExecutableFlow` whose models come from this session."""
+                        models: Any = None, connections: Any = None,
+                        init: Mapping[str, Any] | None = None) -> Any:
+        """An :class:`~pfkit.engine.ExecutableFlow` whose models come from this session
+        (``init``: a flex flow's class init values)."""
         from .engine import load_executable
 
         if models is None:
@@ -194,7 +196,8 @@ class Session:
             models, default_connections = self.resolvers(cache, cassette)
             connections = connections or default_connections
         return load_executable(path, variant=variant, models=models, connections=connections,
-                               connection_overrides=connection_overrides)
+                               connection_overrides=connection_overrides,
+                               **({"init": init} if init else {}))
 
     def connection(self, name: str) -> Any:
         """A connection from the connection store (secrets resolved, and registered for

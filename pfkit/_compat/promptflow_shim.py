@@ -43,6 +43,14 @@ def _tool_api() -> dict[str, Any]:
     }
 
 
+def _prompty_api() -> dict[str, Any]:
+    from .. import prompty
+
+    return {"Prompty": prompty.Prompty, "AsyncPrompty": prompty.AsyncPrompty,
+            "OpenAIModelConfiguration": prompty.OpenAIModelConfiguration,
+            "AzureOpenAIModelConfiguration": prompty.AzureOpenAIModelConfiguration}
+
+
 def _connections() -> dict[str, Any]:
     from ..connections import _types
 
@@ -137,7 +145,7 @@ _MODULES: dict[str, list[Callable[[], dict[str, Any]]]] = {
     "promptflow": [_pick(_tool_api, "tool", "ToolProvider", "log_metric", "log_flow_metric",
                          "trace", "start_trace")],
     "promptflow.core": [_pick(_tool_api, "tool", "ToolProvider", "log_metric",
-                              "log_flow_metric")],
+                              "log_flow_metric"), _prompty_api],
     "promptflow._internal": [_internal_api],
     "promptflow.tracing": [_pick(_tool_api, "trace", "start_trace")],
     "promptflow.connections": [_connections],

@@ -26,13 +26,16 @@ def register(groups: argparse._SubParsersAction) -> None:
     flow.set_defaults(handler=lambda args: flow.print_help(sys.stderr) or 2)
 
     test = commands.add_parser("test", help="run a flow (or one node) on one set of inputs")
-    test.add_argument("--flow", required=True, help="flow folder or flow.dag.yaml")
+    test.add_argument("--flow", required=True,
+                      help="flow folder, flow.dag.yaml, flow.flex.yaml or a .prompty file")
     test.add_argument("--inputs", nargs="+", metavar="KEY=VALUE", help="flow inputs")
     test.add_argument("--input", metavar="FILE", help="inputs from a .json file or a .jsonl line")
     test.add_argument("--node", help="run only this node; give its inputs with --inputs")
     test.add_argument("--variant", help="a variant to use, e.g. '${node.variant_1}'")
     test.add_argument("--connections", nargs="+", metavar="NODE.FIELD=VALUE",
                       help="override node.connection, node.deployment_name or node.model")
+    test.add_argument("--init", nargs="+", metavar="KEY=VALUE",
+                      help="init values of a flex flow's class entry")
     add_cache_options(test)
     test.add_argument("--detail", action="store_true",
                       help="print the whole line record (node runs, timings) instead of outputs")
@@ -108,8 +111,12 @@ def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) ->
     executable = load_executable(args.flow, variant=args.variant, models=session,
                                  connections=session.connection,
                                  connection_overrides=parse_key_values(args.connections,
-                                                                       option="--connections"))
+                                                                       option="--connections"),
+                                 init=parse_key_values(getattr(args, "init", None),
+                                                       option="--init") or None)
     flow = executable.bound
+    if not inputs and not args.node and getattr(executable, "sample", None):
+        inputs = dict(executable.sample)  # a flex flow's or prompty's sample inputs
     if args.node:
         line = run_sync(atest_node(flow, args.node, inputs, warn=warn))
         prefix = f"flow-{args.node}.node"
@@ -181,6 +188,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         style = "azure_openai" if getattr(conn, "TYPE", "") == "azure_open_ai" else "openai"
         return _ValidationModel(style)
 
+    from ..engine import flow_loaders, load_executable
+
+    target = Path(args.flow).expanduser()
+    kind = next(loader.kind for loader in flow_loaders() if loader.matches(target))
+    if kind != "dag":  # flex flows and prompty files: loading checks them
+        executable = load_executable(target, variant=args.variant, models=check_connection,
+                                     connections=connection)
+        print(f"{executable.file}: valid {kind} flow, inputs: "
+              f"{', '.join(executable.inputs) or 'none'}")
+        return 0
     flow = load_bound_flow(args.flow, variant=args.variant, models=check_connection,
                            connections=connection)
     spec = flow.spec

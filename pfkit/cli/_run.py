@@ -19,7 +19,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     run.set_defaults(handler=lambda args: run.print_help(sys.stderr) or 2)
 
     create = commands.add_parser("create", help="run a flow over a dataset")
-    create.add_argument("--flow", help="flow folder or flow.dag.yaml")
+    create.add_argument("--flow", help="flow folder, flow.dag.yaml, flow.flex.yaml or a "
+                                       ".prompty file")
     create.add_argument("--data", help="dataset: .jsonl .json .csv .tsv .parquet, a folder, "
                                        "a saved HF dataset or hf:NAME[:SPLIT]")
     create.add_argument("--column-mapping", nargs="+", metavar="INPUT=VALUE",
@@ -46,6 +47,8 @@ def register(groups: argparse._SubParsersAction) -> None:
                         help="extra environment variables for the flow's tools")
     create.add_argument("--connections", nargs="+", metavar="NODE.FIELD=VALUE",
                         help="override node.connection, node.deployment_name or node.model")
+    create.add_argument("--init", nargs="+", metavar="KEY=VALUE",
+                        help="init values of a flex flow's class entry (also init: in -f FILE)")
     create.add_argument("-f", "--file", help="run.yaml with any of these settings")
     create.add_argument("--cache", choices=("off", "read_write", "record", "replay"),
                         help="model response cache mode (default: $PFKIT_CACHE or off)")
@@ -147,6 +150,8 @@ def build_request(args: argparse.Namespace):
         cache=args.cache, cassette=args.cassette, line_timeout=args.line_timeout,
         stream=args.stream, workers=args.workers if args.workers is not None else
         (int(settings["workers"]) if settings.get("workers") is not None else None),
+        init={**(settings.get("init") or {}),
+              **parse_key_values(getattr(args, "init", None), option="--init")},
     )
 
 

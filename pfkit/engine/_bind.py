@@ -88,6 +88,9 @@ class BoundFlow:
     # (connection name, connection) -> model or None: the flow's models for promptflow-tools
     # functions that tool code calls directly (pfkit._compat._llm_tools.connection_models)
     models: Any = None
+    # outputs -> outputs, applied to every line's outputs (flex flows: a dict return value
+    # becomes the output columns; pfkit.flex)
+    shape_outputs: Any = None
 
     @property
     def spec(self) -> FlowSpec:

@@ -186,16 +186,51 @@ def _load_dag(path: str | Path, *, variant: str | None = None, models: Any = Non
 register_flow_loader(FlowLoader("dag", _is_dag, _load_dag), first=False)
 
 
+def _is_flex(path: Path) -> bool:
+    from ..flex._spec import find_flex_file
+
+    return find_flex_file(path) is not None
+
+
+def _load_flex(path: Path, **kwargs: Any) -> ExecutableFlow:
+    from ..flex._flow import load_flex
+
+    return load_flex(path, **kwargs)
+
+
+def _is_prompty(path: Path) -> bool:
+    return path.suffix == ".prompty"
+
+
+def _load_prompty(path: Path, **kwargs: Any) -> ExecutableFlow:
+    from ..flex._flow import load_prompty_flow
+
+    return load_prompty_flow(path, **kwargs)
+
+
+register_flow_loader(FlowLoader("flex", _is_flex, _load_flex))  # pfkit.flex
+register_flow_loader(FlowLoader("prompty", _is_prompty, _load_prompty))  # pfkit.prompty
+
+
 def load_executable(path: str | Path, *, variant: str | None = None, models: Any = None,
                     connections: Any = None,
-                    connection_overrides: Mapping[str, str] | None = None) -> ExecutableFlow:
+                    connection_overrides: Mapping[str, str] | None = None,
+                    init: Mapping[str, Any] | None = None) -> ExecutableFlow:
     """Load a flow with the loader that recognises ``path``. Without ``models``, llm nodes get
-    their models from the connection store, one instance per connection."""
+    their models from the connection store, one instance per connection. ``init``: the
+    constructor values of a flex flow's class entry (``--init k=v``)."""
     target = Path(path).expanduser()
     for loader in _LOADERS:
         if loader.matches(target):
+            extra = {"init": dict(init)} if init else {}
+            if extra and loader.kind == "dag":
+                from ..errors import UserError
+
+                raise UserError("--init values are for flex flows (flow.flex.yaml with a class "
+                                "entry); this is a DAG flow", code="InvalidInit",
+                                hint="Remove --init, or set the values as node inputs.")
             return loader.load(target, variant=variant, models=models, connections=connections,
-                               connection_overrides=connection_overrides)
+                               connection_overrides=connection_overrides, **extra)
     raise AssertionError("the DAG loader matches every path")  # pragma: no cover
 
 

@@ -608,6 +608,8 @@ async def _flow_outputs(flow: BoundFlow, inputs: dict[str, Any], graph: _Graph) 
         if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)):
             value = await _join_stream(flow, graph, ref.node, value)
         outputs[name] = value
+    if flow.shape_outputs is not None:
+        outputs = flow.shape_outputs(outputs)
     for name, value in outputs.items():
         if not _json_safe(value):
             _check_serialisable(name, value)

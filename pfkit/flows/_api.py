@@ -170,14 +170,18 @@ class Flow:
     def __init__(self, path: str | Path, *, variant: str | None = None, models: Any = None,
                  connections: Any = None, session: Any = None, cache: str | None = None,
                  cassette: str | Path | None = None,
-                 connection_overrides: Mapping[str, str] | None = None) -> None:
+                 connection_overrides: Mapping[str, str] | None = None,
+                 init: Mapping[str, Any] | None = None) -> None:
         from ..session import Session
 
         self.session = session or Session.default()
         self.executable: DagFlow = self.session.load_executable(
             path, variant=variant, models=models, connections=connections, cache=cache,
-            cassette=cassette, connection_overrides=connection_overrides)
+            cassette=cassette, connection_overrides=connection_overrides,
+            **({"init": init} if init else {}))
         self.bound = self.executable.bound
+        self.load_options = {"variant": variant, "models": models, "cache": cache,
+                             "cassette": cassette, "connections": connection_overrides}
 
     @property
     def spec(self):
@@ -222,5 +226,6 @@ def _location(error: Mapping[str, Any]) -> Location | None:
 
 
 def load_flow(path: str | Path, **kwargs: Any) -> Flow:
-    """Load a DAG flow folder (or its YAML file). See :class:`Flow`."""
+    """Load a flow: a DAG or flex flow folder (or its YAML file), or a ``.prompty`` file
+    (``init=`` gives a flex class entry its values). See :class:`Flow`."""
     return Flow(path, **kwargs)

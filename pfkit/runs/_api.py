@@ -129,7 +129,7 @@ def _request(flow: str | Path, data: str | Path | None = None, *,
              connections: dict[str, str] | None = None, cache: str | None = None,
              cassette: str | None = None, line_timeout: float | None = None,
              tags: dict[str, str] | None = None, workers: int | None = None,
-             description: str | None = None) -> RunRequest:
+             description: str | None = None, init: dict[str, Any] | None = None) -> RunRequest:
     return RunRequest(
         flow=str(flow), data=str(data) if data is not None else None,
         column_mapping=dict(column_mapping or {}), variant=variant,
@@ -139,6 +139,7 @@ def _request(flow: str | Path, data: str | Path | None = None, *,
         environment_variables=dict(environment_variables or {}),
         connections=dict(connections or {}), cache=cache, cassette=cassette,
         line_timeout=line_timeout, tags=dict(tags or {}), workers=workers,
+        init=dict(init or {}),
     )
 
 
@@ -151,7 +152,8 @@ def run(flow: str | Path, data: str | Path | None = None, *,
         line_timeout: float | None = None, tags: dict[str, str] | None = None,
         progress: bool = False, models: Any = None, workers: int | None = None,
         store: RunStore | None = None, observers: Any = (), session: Any = None,
-        cassette: str | None = None, description: str | None = None) -> Run:
+        cassette: str | None = None, description: str | None = None,
+        init: dict[str, Any] | None = None) -> Run:
     """Run ``flow`` over ``data`` and return the :class:`Run` (works in Jupyter too).
 
     ``column_mapping`` maps flow inputs to ``${data.col}``, ``${run.outputs.col}`` or
@@ -165,7 +167,7 @@ def run(flow: str | Path, data: str | Path | None = None, *,
                        resume_from=resume_from, environment_variables=environment_variables,
                        connections=connections, cache=cache, cassette=cassette,
                        line_timeout=line_timeout, tags=tags, workers=workers,
-                       description=description)
+                       description=description, init=init)
     return create_run(request, progress=progress, models=models, store=store,
                       observers=observers, session=session)
 
@@ -243,6 +245,7 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
         try:
             flow = session.load_executable(flow_file, variant=request.variant,
                                            connection_overrides=request.connections,
+                                           **({"init": request.init} if request.init else {}),
                                            models=models,
                                            connections=getattr(models, "connection", None))
         except PfkitError:
@@ -421,7 +424,7 @@ def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | No
                           environment=dict(request.environment_variables),
                           cache=request.cache, cassette=request.cassette,
                           pfkit_home=str(pfkit_home()),  # connections; the parent writes runs
-                          line_timeout=timeout)
+                          line_timeout=timeout, init=dict(request.init))
     return WorkerRunner(spec, workers=workers, concurrency=request.concurrency,
                         timeout=timeout), workers
 

@@ -47,6 +47,7 @@ class RunRequest:
     stream: bool = False
     group: str | None = None
     workers: int | None = None  # worker processes (None: what suits the flow)
+    init: dict[str, Any] = field(default_factory=dict)  # a flex flow's class init values
 
 
 def default_run_name(flow_dir: Path, variant_id: str | None) -> str:

@@ -146,7 +146,8 @@ def _load(spec: Any) -> tuple[Any, Any]:
         models, connections = layer, layer.connection
     flow = load_executable(flow_file, variant=spec.variant, models=models,
                            connections=connections,
-                           connection_overrides=dict(spec.connection_overrides))
+                           connection_overrides=dict(spec.connection_overrides),
+                           **({"init": dict(spec.init)} if getattr(spec, "init", None) else {}))
     if spec.environment:
         with_environment = getattr(flow, "with_environment", None)
         if callable(with_environment):

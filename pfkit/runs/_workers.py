@@ -98,6 +98,7 @@ class WorkerFlowSpec:
     line_timeout: float | None = None
     concurrency: int | None = None
     models: Callable[[], tuple[Any, Any]] | None = None
+    init: Mapping[str, Any] = field(default_factory=dict)  # a flex flow's class init values
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "flow", str(Path(self.flow).expanduser().absolute()))

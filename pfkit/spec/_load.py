@@ -43,16 +43,14 @@ def resolve_flow_file(path: str | Path) -> Path:
         for name in DAG_FILE_NAMES:
             if (p / name).is_file():
                 return (p / name).resolve()
-        if (p / "flow.flex.yaml").is_file():
-            raise FlowValidationError(
-                "flex flows (flow.flex.yaml) are not supported yet",
-                code="UnsupportedFlowType", location=Location(file=str(p / "flow.flex.yaml")),
-                hint="pfkit runs DAG flows (flow.dag.yaml) today.",
-            )
+        for name in ("flow.flex.yaml", "flow.flex.yml"):  # a flex flow (pfkit.flex)
+            if (p / name).is_file():
+                return (p / name).resolve()
         raise FlowValidationError(
-            "no flow.dag.yaml in this folder", code="FlowFileNotFound",
+            "no flow.dag.yaml or flow.flex.yaml in this folder", code="FlowFileNotFound",
             location=Location(file=str(p)),
-            hint="Point --flow at a folder that holds flow.dag.yaml, or at the YAML file itself.",
+            hint="Point --flow at a folder that holds flow.dag.yaml or flow.flex.yaml, or at the "
+                 "flow file itself (a .prompty file too).",
         )
     if p.is_file():
         return p.resolve()
@@ -426,8 +424,10 @@ def load_flow_spec(path: str | Path) -> FlowSpec:
     if not isinstance(data, dict):
         raise reader.error("the flow file must be a YAML mapping", code="InvalidFlowSchema", line=1)
     if "entry" in data:
-        raise reader.error("this is a flex flow (it has 'entry'); only DAG flows are supported yet",
-                           code="UnsupportedFlowType", line=data.line_of("entry"))
+        raise reader.error("this is a flex flow (it has 'entry'), not a DAG flow: it has no "
+                           "nodes to read here", code="UnsupportedFlowType",
+                           line=data.line_of("entry"),
+                           hint="flow test, run create, eval and serve run flex flows.")
     if data.get("language") == "csharp":
         raise reader.error("C# flows are not supported", code="NotSupported",
                            line=data.line_of("language"))

@@ -1,0 +1,239 @@
+"""``Prompty.load(path)(question=...)``: a prompty file as a callable, through pfkit's providers.
+
+The body is rendered with pfkit's sandboxed Jinja2; every input is untrusted text, so role
+markers in input values are escaped (they can never start a new message)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExecutionError, InputError, Location
+from ..spec import coerce_flow_input
+from ._file import PromptyFile, load_prompty_file
+from ._model import model_name, resolve_model
+
+
+class PromptyOutputError(ExecutionError):
+    default_code = "InvalidPromptyOutput"
+
+
+class _Call:
+    """Rendering and one model call, prepared once."""
+
+    def __init__(self, file: PromptyFile, model: Any) -> None:
+        from ..nodes import _llm, _templates
+
+        self.file = file
+        self.model = model
+        self.api_style = getattr(model, "api_style", "openai")
+        self.template = _templates.compile_template(
+            _templates.preprocess_images(file.body), file=str(file.path), node=file.name)
+        table = _llm.parameter_table(self.api_style, file.api)
+        params: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}
+        for key, value in file.parameters.items():
+            if key in table:
+                try:
+                    params[key] = _llm.convert_literal(table, key, value)
+                except (TypeError, ValueError):
+                    raise InputError(f"model.parameters.{key} has value {value!r}, which is not "
+                                     f"of type {table[key][0]}", code="InvalidPrompty",
+                                     location=Location(file=str(file.path))) from None
+            else:
+                self.extra[key] = value  # passed on to the API as written
+        name = model_name(file.configuration)
+        if name:
+            params["deployment_name" if self.api_style == "azure_openai" else "model"] = name
+        elif self.api_style == "azure_openai":
+            params["deployment_name"] = ""
+        self.params = params
+        self.llm = _llm.LLMCall(model=model, api=file.api, api_style=self.api_style,
+                                template=self.template, table=table,
+                                to_escape=_templates.EscapeSet(file.inputs or ()))
+
+    def inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults applied and types coerced; the sample when nothing is given."""
+        values = dict(given)
+        if not values and self.file.sample:
+            values = dict(self.file.sample)
+        for name, spec in self.file.inputs.items():
+            if name not in values:
+                if not spec.has_default:
+                    raise InputError(f"Missing required inputs: ['{name}']",
+                                     code="MissingRequiredInputs",
+                                     location=Location(file=str(self.file.path),
+                                                       field=f"inputs.{name}"),
+                                     hint=f"Pass {name}=...")
+                values[name] = spec.default
+            else:
+                values[name] = coerce_flow_input(name, spec.type, values[name])
+        return values
+
+    async def __call__(self, **given: Any) -> Any:
+        from ..nodes import _templates
+        from ..providers._usage import record_response
+
+        variables = self.inputs(given)
+        self.llm.to_escape = _templates.EscapeSet(variables)
+        params, _ = self.llm.split({**self.params})
+        if self.file.api == "chat":
+            if self.api_style == "azure_openai":
+                variables = _templates.as_chat_lists(variables)
+            messages = _templates.build_messages(self.template, variables, self.llm.to_escape)
+            request = {**self.llm.chat_request(params, messages), **self.extra}
+            if request.get("stream"):
+                from ..nodes._llm import _relay
+                from ..providers._usage import current_usage
+
+                return _relay(self.llm.model.chat_stream(request), current_usage.get(),
+                              request.get("model"))
+            response = await self.llm.model.chat(request)
+            record_response(response, request.get("model"))
+            return self.shape(response, request)
+        prompt = _templates.render(self.template, variables)
+        request = {**self.llm.completion_request(params, prompt), **self.extra}
+        response = await self.llm.model.complete(request)
+        record_response(response, request.get("model"))
+        if self.file.response == "all":
+            return {"model": response.model or request.get("model"), "object": "text_completion",
+                    "choices": [{"index": 0, "text": response.text, "finish_reason": "stop"}],
+                    "usage": response.usage.to_dict()}
+        return response.text
+
+    def shape(self, response: Any, request: dict[str, Any]) -> Any:
+        message = response.message
+        if self.file.response == "all":
+            return {"model": response.model or request.get("model"), "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                    "usage": response.usage.to_dict()}
+        if message.get("tool_calls") or message.get("function_call"):
+            return message
+        content = message.get("content") or ""
+        fmt = request.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+            try:
+                parsed = json.loads(content)
+            except ValueError as exc:
+                raise PromptyOutputError(f"the model's reply is not JSON ({exc}) although "
+                                         "response_format is json_object",
+                                         location=Location(file=str(self.file.path))) from None
+            if self.file.outputs and isinstance(parsed, dict):
+                missing = [k for k in self.file.outputs if k not in parsed]
+                if missing:
+                    raise PromptyOutputError(
+                        f"Cannot find {missing[0]} in response {list(parsed)}",
+                        location=Location(file=str(self.file.path), field="outputs"))
+                return {k: parsed[k] for k in self.file.outputs}
+            return parsed
+        return content
+
+
+def _configuration(value: Any) -> dict[str, Any]:
+    """A configuration mapping, or a model configuration object (pfkit's or promptflow's)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    to_configuration = getattr(value, "to_configuration", None)
+    if callable(to_configuration):
+        return to_configuration()
+    import dataclasses
+
+    if dataclasses.is_dataclass(value):
+        data = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+        data.setdefault("type", "azure_openai" if "azure_endpoint" in data else "openai")
+        return data
+    raise TypeError(f"model configuration must be a mapping or a model configuration object, "
+                    f"got {type(value).__name__}")
+
+
+class AsyncPrompty:
+    """``await AsyncPrompty.load(path)(question=...)``."""
+
+    def __init__(self, path: str | Path, model: Mapping[str, Any] | None = None,
+                 *, resolver: Any = None, file: PromptyFile | None = None) -> None:
+        self.file = file or load_prompty_file(path)
+        if model:  # an override of the front matter's model section
+            merged = {**self.file.configuration, **_configuration(model.get("configuration"))}
+            params = {**self.file.parameters, **(model.get("parameters") or {})}
+            from dataclasses import replace
+
+            self.file = replace(self.file, configuration=merged, parameters=params,
+                                api=model.get("api", self.file.api),
+                                response=model.get("response", self.file.response))
+        self._resolver = resolver
+        self._call: _Call | None = None
+
+    @classmethod
+    def load(cls, source: str | Path, model: Mapping[str, Any] | None = None, **kwargs: Any):
+        return cls(source, model, **kwargs)
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    def _ready(self) -> _Call:
+        if self._call is None:
+            from ..engine import GATE
+
+            resolver = self._resolver
+            current = GATE.current_models()  # inside a flow's code: that flow's models
+            if resolver is None and current is not None:
+                def resolver(name: str, node: Any = None, _models: Any = current) -> Any:
+                    model = _models(name, None)
+                    if model is None:
+                        from ..session import Session
+
+                        return Session.default().model_layer()(name, node)
+                    return model
+            model = resolve_model(self.file.configuration, resolver,
+                                  where=f"{self.file.path.name}: ")
+            self._call = _Call(self.file, model)
+        return self._call
+
+    def render(self, **inputs: Any) -> Any:
+        """The messages (chat) or prompt (completion) the model would get."""
+        from ..nodes import _templates
+
+        call = self._ready()
+        variables = call.inputs(inputs)
+        if self.file.api == "chat":
+            return _templates.build_messages(call.template, variables,
+                                             _templates.EscapeSet(variables))
+        return _templates.render(call.template, variables)
+
+    def estimate_token_count(self, **inputs: Any) -> int:
+        """Roughly (4 characters a token) the prompt's tokens plus ``max_tokens``."""
+        rendered = self.render(**inputs)
+        text = json.dumps(rendered) if not isinstance(rendered, str) else rendered
+        return len(text) // 4 + int(self.file.parameters.get("max_tokens") or 0)
+
+    async def __call__(self, *args: Any, **inputs: Any) -> Any:
+        if args:
+            raise TypeError("Prompty takes keyword arguments only (the inputs)")
+        return await self._ready()(**inputs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.file.path)!r})"
+
+
+class Prompty(AsyncPrompty):
+    """``Prompty.load(path)(question=...)``: the first choice's text, the parsed JSON
+    (``response_format: json_object``), the whole response (``response: all``) or, with
+    ``stream: true``, an iterator of text chunks."""
+
+    def __call__(self, *args: Any, **inputs: Any) -> Any:  # type: ignore[override]
+        if args:
+            raise TypeError("Prompty takes keyword arguments only (the inputs)")
+        from ..session import Session
+
+        async def once() -> Any:
+            result = await self._ready()(**inputs)
+            if hasattr(result, "__aiter__"):
+                return iter([chunk async for chunk in result])
+            return result
+
+        return Session.default().run_sync(once())
