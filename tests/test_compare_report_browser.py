@@ -41,7 +41,11 @@ def test_report_renders_in_chromium_without_network(tmp_path):
             assert page.title().startswith("pfkit comparison")
             headings = page.locator("h2").all_inner_texts()
             assert headings[:2] == ["correct", "f1"]
-            assert page.locator("table").count() == 3  # two metrics and the changed lines
+            # two metrics, the changed lines, and every line (collapsed until opened)
+            assert page.locator("table").count() == 4
+            assert not page.locator("details table").is_visible()
+            page.locator("details summary").click()
+            assert page.locator("details table tr").count() == 13  # a header and 12 lines
             assert page.locator("svg").count() == 4
             assert page.locator("svg circle").count() > 24  # every line's score is drawn
             verdicts = page.locator("td.better").all_inner_texts()

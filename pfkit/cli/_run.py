@@ -317,23 +317,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from ..runs import Run
-    from ..runs._visualize import render_runs
+    """The comparison report of ``pfkit compare`` (metrics with their statistics when the runs
+    have scores, and every line side by side)."""
+    from ..compare import compare, render_html
 
     names = [n.strip() for n in args.names.split(",") if n.strip()]
     if not names:
-        raise UserError("no run names given", hint="Pass  -n run_a,run_b.")
+        raise UserError("no run names given", hint="Pass  -n run_a,run_b  or a group name.")
     store = _store()
-    runs = []
-    for name in names:
-        if store.exists(name):
-            runs.append(Run(name, store))
-            continue
-        members = store.list(max_results=None, archived="include", group=name)
-        if not members:
-            Run(name, store)  # the run-not-found error
-        runs += [Run(r.name, store) for r in sorted(members, key=lambda r: r.created_on)]
-    path = Path(args.html_path) if args.html_path else runs[0].path / "visualize.html"
-    path.write_text(render_runs(runs), encoding="utf-8")
+    result = compare(names, store=store)
+    if args.html_path:
+        path = Path(args.html_path)
+    else:
+        folder = store.run_path(result.runs[0])
+        path = (folder if folder is not None else Path.cwd()) / "visualize.html"
+    path.write_text(render_html(result), encoding="utf-8")
     print(str(path))
     return 0

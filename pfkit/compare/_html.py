@@ -201,6 +201,30 @@ def _changed_table(result: Any) -> str:
     return "".join(rows)
 
 
+def _all_lines(result: Any) -> str:
+    """Every line's inputs and each run's outputs and status, side by side (collapsed)."""
+    runs = result.collected
+    if not runs:
+        return ""
+    numbers = sorted(set().union(*(set(r.outputs) for r in runs)))
+    base = runs[0]
+    rows = [f"<details><summary>All {len(numbers)} lines, inputs and every run's outputs"
+            "</summary><table><tr><th>line</th><th>inputs</th>"
+            + "".join(f"<th class='run'>{_e(r.name)}</th>" for r in runs) + "</tr>"]
+    for n in numbers:
+        cells = [f"<td class='num'>{n}</td><td>{_json(base.inputs.get(n, {}))}</td>"]
+        for r in runs:
+            if n not in r.outputs:
+                cells.append("<td class='muted'>—</td>")
+            elif n in r.failed:
+                cells.append("<td class='worse'>Failed</td>")
+            else:
+                cells.append(f"<td>{_json(r.outputs[n])}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    rows.append("</table></details>")
+    return "<h2>Lines</h2>" + "".join(rows)
+
+
 def render_fragment(result: Any) -> str:
     """The report's body (also what a notebook shows)."""
     a = result.alignment
@@ -222,6 +246,7 @@ def render_fragment(result: Any) -> str:
                 parts.append(difference_plot(result, metric, run, i))
         parts.append("</div>")
     parts.append(f"<h2>Lines whose scores changed most</h2>{_changed_table(result)}")
+    parts.append(_all_lines(result))
     return "".join(parts)
 
 

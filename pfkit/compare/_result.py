@@ -48,6 +48,7 @@ class CompareResult:
     changed: list[ChangedLine] = field(default_factory=list)
     scores: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    collected: list[RunScores] = field(default_factory=list, repr=False)  # every line, shown
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,7 +126,7 @@ def compare_scores(runs: Sequence[RunScores], *, baseline: str | None = None,
         comparisons[m][r] = _with_adjusted(c, p)
     changed = _changed_lines(by_name, base_name, chosen, numbers)
     return CompareResult(names, base_name, chosen, summaries, comparisons, alignment, changed,
-                         scores, {r.name: r.info for r in runs})
+                         scores, {r.name: r.info for r in runs}, list(runs))
 
 
 def _with_adjusted(c: PairedComparison, p: float | None) -> PairedComparison:
