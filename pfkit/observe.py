@@ -8,7 +8,7 @@ Events, in the order one line produces them::
 
     on_run_start ─┬─ on_line_start ── on_node_start ── on_model_call* ── on_node_end ...
                   │                   (bypassed nodes: on_node_end only)
-                  │                   on_stream_end (when a streamed output is consumed)
+                  │                   on_stream_item* on_stream_end (a streamed output consumed)
                   │  ── on_line_end
                   ├─ ... more lines, concurrently ...
                   ├─ on_aggregation_end
@@ -86,6 +86,7 @@ class ExecutionObserver(Protocol):
     def on_node_start(self, event: NodeStarted) -> None: ...
     def on_node_end(self, line_number: int | None, run: Any) -> None: ...  # engine NodeRun
     def on_model_call(self, event: ModelCall) -> None: ...
+    def on_stream_item(self, node: str, line_number: int | None, item: Any) -> None: ...
     def on_stream_end(self, event: StreamFinished) -> None: ...
     def on_line_end(self, result: Any) -> None: ...  # engine LineResult
     def on_aggregation_end(self, result: Any) -> None: ...  # engine AggregationResult
@@ -110,6 +111,9 @@ class Observer:
     def on_model_call(self, event: ModelCall) -> None:
         pass
 
+    def on_stream_item(self, node: str, line_number: int | None, item: Any) -> None:
+        pass
+
     def on_stream_end(self, event: StreamFinished) -> None:
         pass
 
@@ -124,7 +128,7 @@ class Observer:
 
 
 _METHODS = ("on_run_start", "on_line_start", "on_node_start", "on_node_end", "on_model_call",
-            "on_stream_end", "on_line_end", "on_aggregation_end", "on_run_end")
+            "on_stream_item", "on_stream_end", "on_line_end", "on_aggregation_end", "on_run_end")
 
 
 @dataclass(slots=True)
@@ -165,6 +169,9 @@ class Observers:
 
     def on_model_call(self, event: ModelCall) -> None:
         self._emit("on_model_call", event)
+
+    def on_stream_item(self, node: str, line_number: int | None, item: Any) -> None:
+        self._emit("on_stream_item", node, line_number, item)
 
     def on_stream_end(self, event: StreamFinished) -> None:
         self._emit("on_stream_end", event)

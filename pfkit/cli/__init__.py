@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     _demo.register(groups)
     _connection.register(groups)
     _testing.register(groups)
+    from . import _serve
+
+    _serve.register_gate(groups)
     return parser
 
 

@@ -54,6 +54,10 @@ def register(groups: argparse._SubParsersAction) -> None:
     graph.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     graph.set_defaults(handler=cmd_graph)
 
+    from . import _serve
+
+    _serve.register(commands)  # flow serve, flow build
+
 
 def add_cache_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", choices=("off", "read_write", "record", "replay"),

@@ -633,10 +633,17 @@ async def _join_stream(flow: BoundFlow, graph: _Graph, node: str, stream: Any) -
         if ctx is not None and not GATE.try_enter(ctx):
             await GATE.enter(ctx)
         try:
+            emit = graph.obs.on_stream_item if graph.obs is not None else None
             if isinstance(stream, types.GeneratorType):
-                parts = [str(item) for item in stream]
+                for item in stream:
+                    parts.append(str(item))
+                    if emit is not None:  # each chunk as it comes (served as server-sent events)
+                        emit(node, graph.line_number, item)
             else:
-                parts = [str(item) async for item in stream]
+                async for item in stream:
+                    parts.append(str(item))
+                    if emit is not None:
+                        emit(node, graph.line_number, item)
         finally:
             if ctx is not None:
                 GATE.leave(asyncio.get_running_loop())
