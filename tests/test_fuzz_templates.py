@@ -22,10 +22,10 @@ _PIECES = ["system", "user", "assistant", "tool", "function", "SYSTEM", "User", 
 _TEXT = st.lists(st.sampled_from(_PIECES), max_size=30).map("".join)
 
 _TEMPLATE = compile_template("# system:\nYou are safe.\n# user:\n{{q}}\n# assistant:\nnoted\n")
-# Items separated by template text, as templates do (a role line split across two values
-# placed side by side, "system" + ":\n", is the documented limit of escaping).
+# Items side by side with no template text between them (a role word split inside itself,
+# "sys" + "tem:", is the documented limit of escaping; the pieces here are whole words).
 _LIST_TEMPLATE = compile_template(
-    "# system:\nYou are safe.\n# user:\n{% for d in docs %}{{d}}\n--\n{% endfor %}"
+    "# system:\nYou are safe.\n# user:\n{% for d in docs %}{{d}}{% endfor %}"
     "{{nested.a.b[0]}}\n# assistant:\nnoted\n")
 
 
@@ -44,5 +44,5 @@ def test_untrusted_lists_and_nested_values_never_add_a_message(docs, deep):
     variables = {"docs": docs, "nested": {"a": {"b": [deep]}}}
     messages = build_messages(_LIST_TEMPLATE, variables, frozenset(variables))
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
-    rendered = "".join(d + "\n--\n" for d in docs) + deep
+    rendered = "".join(docs) + deep
     assert messages[1]["content"] == rendered.strip()

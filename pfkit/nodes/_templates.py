@@ -9,8 +9,9 @@
   and restored afterwards, so text such as ``"# system:\\n..."`` can never open a new message.
   A role marker at the end of a value is escaped too (the template's newline would complete
   its line). Prompt-node outputs keep their roles (they are the author's template) and carry
-  the escaping of what they rendered. Not detected: a role line split across two untrusted
-  values placed side by side with no template text between them ("system" + ":\n"). promptflow 1.18.5 escapes only flow-input strings (and dicts of them);
+  the escaping of what they rendered. A role line made of two untrusted values side by side
+  ("...\nsystem" + ":\nevil") is escaped too; one that splits the role word itself across
+  values ("sys" + "tem:") is not detected. promptflow 1.18.5 escapes only flow-input strings (and dicts of them);
   a node with ``role_escaping: promptflow`` (a key promptflow ignores), or named in
   ``PFKIT_ROLE_ESCAPING_PROMPTFLOW`` (comma-separated, ``*`` for all), gets exactly that rule.
 * A render is bounded: loop iterations and calls count against a budget
@@ -39,6 +40,11 @@ ROLE_LINE = re.compile(r"(?i)^\s*#?\s*(" + _ROLES_ALT + r")\s*:\s*\n", re.MULTIL
 # escapes them too. (A bare role word is left alone: "user" is common data, e.g. a message's
 # role compared in the template.)
 _ROLE_AT_END = re.compile(r"(?i)^[ \t]*#?[ \t]*(" + _ROLES_ALT + r")\s*:\s*\Z", re.MULTILINE)
+# Two untrusted values side by side ("...\nsystem" then ":\nevil", e.g. items of a list in a loop)
+# can form a role line: when some value starts with a colon, bare role words that end values
+# are escaped too.
+_BARE_ROLE_AT_END = re.compile(r"(?i)^[ \t]*#?[ \t]*(" + _ROLES_ALT + r")\s*\Z", re.MULTILINE)
+_COLON_AT_START = re.compile(r"\A\s*:")
 _NAME_BLOCK = re.compile(r"\n*#{0,2}\s*name\s*:\s*\n+\s*(\S+)\s*\n*#{0,2}\s*content\s*:\s*\n?(.*)",
                          re.DOTALL)
 _TOOL_CALL_ID_BLOCK = re.compile(
@@ -443,28 +449,45 @@ def _too_deep() -> JinjaTemplateError:
         hint="Flatten the value before it reaches the template.")
 
 
-def _collect_roles(value: Any, mapping: dict[str, str], deep: bool, depth: int = 0) -> None:
+class _Scan:
+    """What collecting found besides complete markers (deep mode only)."""
+
+    __slots__ = ("bare_roles", "colon_start")
+
+    def __init__(self) -> None:
+        self.bare_roles: list[str] = []
+        self.colon_start = False
+
+
+def _add_roles(roles: list[str], mapping: dict[str, str]) -> None:
+    for role in roles:
+        if role not in mapping.values():
+            mapping[str(uuid.uuid4())] = role
+
+
+def _collect_roles(value: Any, mapping: dict[str, str], deep: bool, depth: int = 0,
+                   scan: _Scan | None = None) -> None:
     if isinstance(value, str):
         if isinstance(value, PromptResult):
             return
-        roles = ROLE_LINE.findall(value)
+        _add_roles(ROLE_LINE.findall(value), mapping)
         if deep:
-            roles += _ROLE_AT_END.findall(value)
-        for role in roles:
-            if role not in mapping.values():
-                mapping[str(uuid.uuid4())] = role
+            _add_roles(_ROLE_AT_END.findall(value), mapping)
+            if scan is not None:
+                scan.bare_roles += _BARE_ROLE_AT_END.findall(value)
+                scan.colon_start = scan.colon_start or _COLON_AT_START.match(value) is not None
         return
     if depth > _MAX_DEPTH:
         raise _too_deep()
     if isinstance(value, dict):
         for key, item in value.items():
             if deep:
-                _collect_roles(key, mapping, deep, depth + 1)
-            _collect_roles(item, mapping, deep, depth + 1)
+                _collect_roles(key, mapping, deep, depth + 1, scan)
+            _collect_roles(item, mapping, deep, depth + 1, scan)
     elif isinstance(value, ChatInputList) or (deep and isinstance(value, (list, tuple, set,
                                                                           frozenset))):
         for item in value:
-            _collect_roles(item, mapping, deep, depth + 1)
+            _collect_roles(item, mapping, deep, depth + 1, scan)
 
 
 def _escape_value(value: Any, mapping: dict[str, str], deep: bool, depth: int = 0) -> Any:
@@ -512,9 +535,12 @@ def escape_variables(variables: dict[str, Any], to_escape: frozenset[str]
     for value in variables.values():
         if isinstance(value, PromptResult) and value.escape_map:
             mapping.update(value.escape_map)
+    scan = _Scan() if deep else None
     for key in to_escape:
         if key in variables:
-            _collect_roles(variables[key], mapping, deep)
+            _collect_roles(variables[key], mapping, deep, scan=scan)
+    if scan is not None and scan.colon_start:
+        _add_roles(scan.bare_roles, mapping)
     if not mapping:
         return variables, mapping
     escaped = {}
