@@ -54,6 +54,15 @@ def register(groups: argparse._SubParsersAction) -> None:
     graph.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     graph.set_defaults(handler=cmd_graph)
 
+    init = commands.add_parser("init", help="write a starter flow with a sample dataset")
+    init.add_argument("--flow", required=True, help="new (or empty) folder for the flow")
+    init.add_argument("--type", default="standard", choices=("standard", "chat", "evaluation"))
+    init.add_argument("--connection", default="local",
+                      help="connection of the llm node (default: local, the embedded model)")
+    init.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    init.set_defaults(handler=lambda args: __import__(
+        "pfkit.authoring._init", fromlist=["cmd_init"]).cmd_init(args))
+
     from . import _serve
 
     _serve.register(commands)  # flow serve, flow build

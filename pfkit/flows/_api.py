@@ -187,6 +187,31 @@ class Flow:
     def spec(self):
         return self.bound.spec
 
+    # notebook helpers, thin over pfkit.run / pfkit.evaluate / pfkit.compare (pfkit.authoring)
+    def run(self, data: Any, **kwargs: Any) -> Any:
+        """``pfkit.run`` of this flow over ``data`` (a file, or a list of input dicts)."""
+        from ..authoring._methods import run_flow
+
+        return run_flow(self, data, **kwargs)
+
+    def evaluate(self, run: Any = None, **kwargs: Any) -> Any:
+        """``pfkit.evaluate(run=..., evaluators={...})``; with ``data=`` and no run, runs first."""
+        from ..authoring._methods import evaluate_flow
+
+        return evaluate_flow(self, run, **kwargs)
+
+    def compare(self, runs: Any = None, **kwargs: Any) -> Any:
+        """``pfkit.compare(runs)``; with ``data=`` (and ``evaluators=``), runs every variant."""
+        from ..authoring._methods import compare_flow
+
+        return compare_flow(self, runs, **kwargs)
+
+    def graph(self) -> Any:
+        """The DAG, shown as SVG in Jupyter (``.svg``, ``.mermaid``)."""
+        from ..authoring._svg import FlowGraphView
+
+        return FlowGraphView(self.bound.graph)
+
     async def atest(self, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> TestResult:
         return await atest(self.bound, {**(inputs or {}), **kwargs},
                            observers=self.session.observers)

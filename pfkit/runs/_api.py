@@ -82,7 +82,14 @@ class Run:
         return self.store.run_path(self.name)
 
     def metrics(self) -> dict[str, Any]:
-        return self.store.metrics(self.name)
+        from ..authoring._display import Metrics  # a dict that shows as a table in Jupyter
+
+        return Metrics(self.store.metrics(self.name))
+
+    def _repr_html_(self) -> str:
+        from ..authoring._display import run_html
+
+        return run_html(self)
 
     def lines(self) -> list[dict[str, Any]]:
         """One record per line, in line order: line_number, status, inputs, outputs, error."""
