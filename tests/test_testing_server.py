@@ -1184,3 +1184,39 @@ def test_cli_reports_a_port_in_use(capsys):
 
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_server_process_keeps_answering_after_many_unparseable_requests():
+    # Each one is logged on the child's stderr; unread, 64 KiB of them would block the child.
+    with TestServerProcess() as process:
+        port = int(process.url.rsplit(":", 1)[1])
+        for _ in range(200):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                             b"sk-\x01secret-value\r\n\r\n")
+                assert re.match(rb"HTTP/1\.[01] 400 ", sock.recv(65536))
+        with openai.OpenAI(base_url=process.base_url, api_key="k", max_retries=0,
+                           timeout=5) as client:
+            assert [m.id for m in client.models.list()] == list(DEFAULT_MODELS)
+
+
+def test_cli_logs_unparseable_requests_in_one_line_without_their_bytes(capsys):
+    import logging
+
+    from pfkit.cli._testing import _OneLineErrors
+
+    class BadHttpMessage(Exception):
+        message = "Invalid header value char:\n\n  b'Authorization: Bearer sk-secret-value'\n ^"
+
+    try:
+        raise BadHttpMessage("400, message: " + BadHttpMessage.message)
+    except BadHttpMessage:
+        import sys
+
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
+                                   "Error handling request from %s", ("127.0.0.1",),
+                                   sys.exc_info())
+    line = _OneLineErrors().format(record)
+
+    assert line == ("pfkit test server: Error handling request from 127.0.0.1 "
+                    "(BadHttpMessage: Invalid header value char)")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -207,11 +208,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineErrors(logging.Formatter):
+    """aiohttp's reports of requests it cannot parse, as one line without the request's bytes
+    (they may hold a key) and without a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        text = f"pfkit test server: {record.getMessage()}"
+        if exc is not None:
+            detail = str(getattr(exc, "message", "") or "").strip().splitlines()
+            reason = detail[0].rstrip(":") if detail else ""
+            text += f" ({type(exc).__name__}{': ' + reason if reason else ''})"
+        return text
+
+
+def _log_server_errors_briefly() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineErrors())
+    for name in ("aiohttp.server", "aiohttp.web"):
+        log = logging.getLogger(name)
+        log.addHandler(handler)
+        log.propagate = False
+
+
 async def _serve(server: TestServer) -> None:
     """Start, print the base URL alone on stdout (easy to capture), hints on stderr."""
+    _log_server_errors_briefly()
     await server.astart()
     print(server.base_url, flush=True)
-    key = server.faults.expected_api_key or "any"
+    key = "<the --api-key>" if server.faults.expected_api_key else "any"
     print(f"OpenAI-compatible test server at {server.base_url}\n"
           f"  OpenAI(base_url=\"{server.base_url}\", api_key=\"{key}\")\n"
           f"  AzureOpenAI(azure_endpoint=\"{server.url}\", api_key=\"{key}\", "

@@ -36,6 +36,7 @@ class TestServerProcess:
         self.base_url = ""
         self.returncode: int | None = None
         self._process: subprocess.Popen[str] | None = None
+        self._drain: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -59,7 +60,9 @@ class TestServerProcess:
             raise RuntimeError(f"the test server process did not start: {detail.strip()}")
         self.base_url = line
         # Drain stderr so a chatty child can never block on a full pipe.
-        threading.Thread(target=self._drain_stderr, args=(self._process,), daemon=True).start()
+        self._drain = threading.Thread(target=self._drain_stderr, args=(self._process,),
+                                       daemon=True)
+        self._drain.start()
         return self
 
     @staticmethod
@@ -70,7 +73,7 @@ class TestServerProcess:
         try:
             for _ in stream:
                 pass
-        except (OSError, ValueError):
+        except (OSError, ValueError, RuntimeError):
             pass
 
     def _read_first_line(self) -> str:
@@ -97,11 +100,14 @@ class TestServerProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        drain, self._drain = self._drain, None
+        if drain is not None:
+            drain.join(2.0)  # the child is gone: its stderr ends
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 try:
                     stream.close()
-                except (OSError, ValueError):
+                except (OSError, ValueError, RuntimeError):
                     pass
         self.returncode = process.returncode
 
