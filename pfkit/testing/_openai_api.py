@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..providers._text import content_text as _text_of
 from ._echo import hash_embedding
 from ._faults import Fault, error_body, error_defaults, seconds_header
 from ._logprobs import MAX_TOP, chat_logprobs, completion_logprobs
@@ -95,9 +96,7 @@ _REQUIRED = {"chat": "messages", "completion": "prompt", "embeddings": "input"}
 def content_text(content: Any) -> str:
     """The text of a message's ``content`` (a string, or the text parts of a list): pfkit's one
     helper, :func:`pfkit.providers._text.content_text`."""
-    from ..providers._text import content_text as text_of
-
-    return text_of(content) if isinstance(content, (str, list)) else ""
+    return _text_of(content) if isinstance(content, (str, list)) else ""
 
 
 def last_user_text(body: Mapping[str, Any]) -> str:
