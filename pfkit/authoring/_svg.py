@@ -45,7 +45,7 @@ class _Edge:
     activate: str | None = None  # the value of `is`, for activate edges
 
 
-def _layout(graph: Any) -> tuple[dict[str, _Box], list[_Edge]]:
+def _layout(graph: Any) -> tuple[dict[str, _Box], list[_Edge], dict[int, list[str]]]:
     spec = graph.spec
     boxes: dict[str, _Box] = {}
     edges: list[_Edge] = []
@@ -96,9 +96,24 @@ def _layout(graph: Any) -> tuple[dict[str, _Box], list[_Edge]]:
     for box in boxes.values():
         if box.kind == "output":
             box.row = max(box.row, last + 1)
+        box.width = max(90.0, _CHAR * len(_text_of(box)) + 24)
+    # an edge that spans rows passes through a small invisible box on each row between, so
+    # that it is routed around the boxes of those rows (the layered-layout way)
+    routes: dict[int, list[str]] = {}
+    for number, edge in enumerate(edges):
+        top, bottom = boxes[edge.source].row, boxes[edge.target].row
+        chain = [edge.source]
+        for row in range(top + 1, bottom):
+            key = f"via:{number}:{row}"
+            boxes[key] = _Box(key, "", "via", row=row, width=_VIA)
+            parents[key] = [chain[-1]]
+            chain.append(key)
+        if len(chain) > 1:
+            into = parents[edge.target]
+            into[into.index(edge.source)] = chain[-1]
+        routes[number] = chain + [edge.target]
     rows: dict[int, list[_Box]] = {}
     for box in boxes.values():
-        box.width = max(90.0, _CHAR * len(box.label) + 24)
         rows.setdefault(box.row, []).append(box)
     # order each row by where its parents are (one barycenter pass keeps edges short)
     position: dict[str, float] = {}
@@ -110,9 +125,9 @@ def _layout(graph: Any) -> tuple[dict[str, _Box], list[_Edge]]:
                 return sum(xs) / len(xs) if xs else float(items.index(b))
             items.sort(key=weight)
         x = 0.0
-        for i, box in enumerate(items):
+        for box in items:
             box.x = x
-            position[box.key] = i
+            position[box.key] = x + box.width / 2
             x += box.width + _COL_GAP
     width = max(sum(b.width for b in items) + _COL_GAP * (len(items) - 1)
                 for items in rows.values())
@@ -121,17 +136,42 @@ def _layout(graph: Any) -> tuple[dict[str, _Box], list[_Edge]]:
         shift = (width - used) / 2
         for box in items:
             box.x += shift + _PAD
-    return boxes, edges
+    return boxes, edges, routes
+
+
+_VIA = 10.0
+
+
+def _text_of(box: _Box) -> str:
+    return box.label + ("  \u00b7 aggregation" if box.aggregation else "")
 
 
 def _y(row: int) -> float:
     return _PAD + row * (_BOX_H + _ROW_GAP)
 
 
+def _ports(boxes: dict[str, _Box], routes: dict[int, list[str]]) -> dict[tuple[int, str], float]:
+    """Where each edge leaves and enters a box: spread along its bottom and top edges."""
+    out: dict[str, list[tuple[float, int]]] = {}
+    into: dict[str, list[tuple[float, int]]] = {}
+    for number, chain in routes.items():
+        out.setdefault(chain[0], []).append((boxes[chain[1]].center, number))
+        into.setdefault(chain[-1], []).append((boxes[chain[-2]].center, number))
+    ports: dict[tuple[int, str], float] = {}
+    for side, table in (("out", out), ("in", into)):
+        for key, items in table.items():
+            box = boxes[key]
+            items.sort()
+            for i, (_, number) in enumerate(items):
+                ports[(number, side)] = box.x + box.width * (i + 1) / (len(items) + 1)
+    return ports
+
+
 def render_svg(graph: Any) -> str:
     """The planned flow (:class:`pfkit.graph.FlowGraph`) as SVG text."""
-    boxes, edges = _layout(graph)
-    if not boxes:
+    boxes, edges, routes = _layout(graph)
+    shown = [b for b in boxes.values() if b.kind != "via"]
+    if not shown:
         return ('<svg xmlns="http://www.w3.org/2000/svg" width="200" height="40">'
                 '<text x="10" y="24" font-family="sans-serif" font-size="12">(empty flow)</text>'
                 "</svg>")
@@ -143,20 +183,31 @@ def render_svg(graph: Any) -> str:
            '<defs><marker id="pfkit-arrow" viewBox="0 0 10 10" refX="9" refY="5" '
            'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
            '<path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>']
-    for edge in edges:
-        a, b = boxes[edge.source], boxes[edge.target]
-        x1, y1 = a.center, _y(a.row) + _BOX_H
-        x2, y2 = b.center, _y(b.row)
-        mid = (y1 + y2) / 2
+    ports = _ports(boxes, routes)
+    for number, edge in enumerate(edges):
+        chain = routes[number]
+        points = [(ports[(number, "out")], _y(boxes[chain[0]].row) + _BOX_H)]
+        for key in chain[1:-1]:  # through each row between: top and bottom of the via box
+            via = boxes[key]
+            points.append((via.center, _y(via.row)))
+            points.append((via.center, _y(via.row) + _BOX_H))
+        points.append((ports[(number, "in")], _y(boxes[chain[-1]].row) - 2))
+        d = f"M {points[0][0]:.1f} {points[0][1]:.1f}"
+        for (x1, y1), (x2, y2) in zip(points, points[1:], strict=False):
+            if x1 == x2 and y2 - y1 <= _BOX_H:
+                d += f" L {x2:.1f} {y2:.1f}"
+            else:
+                mid = (y1 + y2) / 2
+                d += f" C {x1:.1f} {mid:.1f}, {x2:.1f} {mid:.1f}, {x2:.1f} {y2:.1f}"
         dash = ' stroke-dasharray="5 4"' if edge.activate else ""
         cls = "activate" if edge.activate else "edge"
-        out.append(f'<path class="{cls}" d="M {x1:.1f} {y1:.1f} C {x1:.1f} {mid:.1f}, '
-                   f'{x2:.1f} {mid:.1f}, {x2:.1f} {y2 - 2:.1f}" fill="none" stroke="#555" '
+        out.append(f'<path class="{cls}" d="{d}" fill="none" stroke="#555" '
                    f'stroke-width="1.2"{dash} marker-end="url(#pfkit-arrow)"/>')
         if edge.activate:
-            out.append(f'<text x="{(x1 + x2) / 2 + 4:.1f}" y="{mid:.1f}" font-size="10" '
-                       f'fill="#555">activate is {escape(edge.activate)}</text>')
-    for box in boxes.values():
+            (xa, ya), (xb, yb) = points[-2], points[-1]
+            out.append(f'<text x="{xa * 0.35 + xb * 0.65 + 4:.1f}" y="{ya * 0.35 + yb * 0.65:.1f}" '
+                       f'font-size="10" fill="#555">activate is {escape(edge.activate)}</text>')
+    for box in shown:
         y = _y(box.row)
         rx = 16 if box.kind in ("llm", "custom_llm") else 4
         fill = _COLORS.get(box.kind, "#ffffff")
@@ -167,11 +218,7 @@ def render_svg(graph: Any) -> str:
             out.append(f'<rect x="{box.x + 3:.1f}" y="{y + 3:.1f}" width="{box.width - 6:.1f}" '
                        f'height="{_BOX_H - 6}" rx="{max(rx - 2, 1)}" fill="none" stroke="#333" '
                        'stroke-width="0.8"/>')
-        label = box.label + ("  \u00b7 aggregation" if box.aggregation else "")
-        if box.aggregation:
-            box_width = _CHAR * len(label) + 24
-            if box_width > box.width:
-                label = box.label
+        label = _text_of(box)
         out.append(f'<text x="{box.center:.1f}" y="{y + _BOX_H / 2 + 4:.1f}" '
                    f'text-anchor="middle">{escape(label)}</text></g>')
     out.append("</svg>")
