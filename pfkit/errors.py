@@ -196,6 +196,8 @@ _ELSEWHERE = {
     "InvalidRunName": "pfkit.runs._store_api",
     "StoreWriteError": "pfkit.runs._store_api",
     "RunCanceled": "pfkit.runs._api",
+    "PromptyOutputError": "pfkit.prompty._prompty",
+    "GateRefused": "pfkit.serve._gate",
 }
 
 

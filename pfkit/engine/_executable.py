@@ -186,30 +186,37 @@ def _load_dag(path: str | Path, *, variant: str | None = None, models: Any = Non
 register_flow_loader(FlowLoader("dag", _is_dag, _load_dag), first=False)
 
 
-def _is_flex(path: Path) -> bool:
-    from ..flex._spec import find_flex_file
+def lazy(target: str) -> Callable[..., Any]:
+    """``"package.module:function"`` as a callable that imports the module on first call: a
+    loader from another package plugs in without the engine importing it."""
+    module_name, _, attribute = target.partition(":")
+    resolved: list[Callable[..., Any]] = []
 
-    return find_flex_file(path) is not None
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not resolved:
+            import importlib
 
+            resolved.append(getattr(importlib.import_module(module_name), attribute))
+        return resolved[0](*args, **kwargs)
 
-def _load_flex(path: Path, **kwargs: Any) -> ExecutableFlow:
-    from ..flex._flow import load_flex
-
-    return load_flex(path, **kwargs)
+    call.__qualname__ = call.__name__ = f"lazy({target})"
+    return call
 
 
 def _is_prompty(path: Path) -> bool:
     return path.suffix == ".prompty"
 
 
-def _load_prompty(path: Path, **kwargs: Any) -> ExecutableFlow:
-    from ..flex._flow import load_prompty_flow
-
-    return load_prompty_flow(path, **kwargs)
+_find_flex_file = lazy("pfkit.flex._spec:find_flex_file")
 
 
-register_flow_loader(FlowLoader("flex", _is_flex, _load_flex))  # pfkit.flex
-register_flow_loader(FlowLoader("prompty", _is_prompty, _load_prompty))  # pfkit.prompty
+def _is_flex(path: Path) -> bool:
+    return _find_flex_file(path) is not None
+
+
+# Flex flows (pfkit.flex) and .prompty files (pfkit.prompty) are loaders of their own packages.
+register_flow_loader(FlowLoader("flex", _is_flex, lazy("pfkit.flex._flow:load_flex")))
+register_flow_loader(FlowLoader("prompty", _is_prompty, lazy("pfkit.flex._flow:load_prompty_flow")))
 
 
 def load_executable(path: str | Path, *, variant: str | None = None, models: Any = None,
@@ -234,5 +241,5 @@ def load_executable(path: str | Path, *, variant: str | None = None, models: Any
     raise AssertionError("the DAG loader matches every path")  # pragma: no cover
 
 
-__all__ = ["DagFlow", "ExecutableFlow", "FlowLoader", "flow_loaders", "load_executable",
+__all__ = ["DagFlow", "ExecutableFlow", "FlowLoader", "flow_loaders", "lazy", "load_executable",
            "register_flow_loader"]
