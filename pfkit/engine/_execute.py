@@ -646,7 +646,7 @@ async def _join_stream(flow: BoundFlow, graph: _Graph, node: str, stream: Any) -
                         emit(node, graph.line_number, item)
         finally:
             if ctx is not None:
-                GATE.leave(asyncio.get_running_loop())
+                GATE.leave_on_loop()
     except Exception as exc:
         error = _failure(node, exc, flow.context)[0]
         raise _NodeFailed(node, exc) from None
