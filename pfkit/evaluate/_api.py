@@ -39,17 +39,20 @@ def evaluator_path(name: str | Path) -> Path | None:
     path = Path(text).expanduser()
     if path.is_dir() and any((path / f).is_file() for f in ("flow.dag.yaml", "flow.dag.yml")):
         return path
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
+    if path.is_file() and path.suffix in (".yaml", ".yml", ".prompty"):
         return path
+    if path.is_dir() and any((path / f).is_file() for f in ("flow.flex.yaml", "flow.flex.yml")):
+        return path  # a flex flow (pfkit.flex)
     return None
 
 
-def run_statistics(run: Any) -> dict[str, MetricSummary]:
+def run_statistics(run: Any, lines: list[dict[str, Any]] | None = None
+                   ) -> dict[str, MetricSummary]:
     """Each logged metric of a run with n, missing, errors and a 95% interval, from the line
     output of the same name (a metric no line output carries keeps its value, with no
-    interval)."""
+    interval). ``lines``: the run's line records, when the caller has read them already."""
     metrics = run.metrics()
-    lines = run.lines()
+    lines = run.lines() if lines is None else lines
     failed = sum(1 for line in lines if line.get("status") != "Completed")
     stats: dict[str, MetricSummary] = {}
     for name, value in metrics.items():
@@ -153,7 +156,11 @@ def _connection_overrides(flow: Path, connection: str | None) -> dict[str, str]:
     """Point every model-using node of an evaluator flow at ``connection``."""
     if not connection:
         return {}
+    from ..flex._describe import input_defaults
     from ..spec import load_flow_spec
+
+    if input_defaults(flow) is not None:
+        return {}  # a flex flow or prompty: no nodes to point at a connection
 
     spec = load_flow_spec(flow)
     overrides = {}
@@ -164,7 +171,12 @@ def _connection_overrides(flow: Path, connection: str | None) -> dict[str, str]:
 
 
 def _flow_inputs(flow: Path) -> dict[str, bool]:
+    from ..flex._describe import input_defaults
     from ..spec import load_flow_spec
+
+    described = input_defaults(flow)  # a flex flow or prompty file
+    if described is not None:
+        return described
 
     return {name: d.has_default for name, d in load_flow_spec(flow).inputs.items()}
 
@@ -273,9 +285,10 @@ def evaluate(*, data: str | Path | None = None, run: Any = None,
                                 connections=_connection_overrides(plan.flow, judge_connection),
                                 tags={"pfkit.evaluator": plan.alias})
             runs[plan.alias] = evaluation.name
-            for name, summary in run_statistics(evaluation).items():
+            lines = evaluation.lines()
+            for name, summary in run_statistics(evaluation, lines).items():
                 statistics[f"{plan.alias}.{name}"] = summary
-            for line in evaluation.lines():
+            for line in lines:
                 row = per_line.setdefault(int(line["line_number"]), {})
                 for key, value in (line.get("outputs") or {}).items():
                     row[f"outputs.{plan.alias}.{key}"] = value
