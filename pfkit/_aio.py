@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import sys
 import threading
 from collections.abc import Coroutine
@@ -113,9 +114,11 @@ def _run_in_fresh_thread(coro: Coroutine[Any, Any, T]) -> T:
             if provider is not None:
                 await provider.close_loop_clients()
 
+    context = contextvars.copy_context()  # the caller's (e.g. the running node's usage)
+
     def target() -> None:
         try:
-            box["value"] = asyncio.run(closing())
+            box["value"] = context.run(asyncio.run, closing())
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = exc
 

@@ -159,6 +159,30 @@ def test_every_fixture_flow_gives_the_same_records_in_workers_and_in_process():
     assert not failures, json.dumps(failures, indent=1, default=str)[:6000]
 
 
+def test_in_process_lines_driven_as_the_cli_drives_them_match_the_workers():
+    """``pfkit run create`` runs in-process lines on pfkit's background loop (run_sync); a tool
+    there that calls promptflow.tools functions (which run their own loop in a helper thread)
+    must still have its model usage recorded, as in a worker process."""
+    from pfkit._aio import run_sync
+
+    folder = ROOT / "tests" / "flows" / "tools_direct_openai_calls"
+    case = next(c for c in load_cases() if c.folder == folder)
+    items = [(i, dict(inputs)) for i, inputs in enumerate(case.lines)]
+    models, connections = fixture_models()
+    flow = load(folder, models=models, connections=connections)
+
+    async def in_process():
+        fixture_models()
+        return await collect(InProcessRunner(flow, concurrency=4), items)
+
+    expected = run_sync(in_process())
+    spec = WorkerFlowSpec(str(folder), models=fixture_models)
+    got = asyncio.run(collect(WorkerRunner(spec, workers=1, concurrency=4), items))
+    assert expected[0].usage and expected[0].usage["total_tokens"] > 0
+    assert {n: comparable(line) for n, line in got.items()} == \
+        {n: comparable(line) for n, line in expected.items()}
+
+
 COUNT_FLOW = """inputs:
   x: {type: int}
 outputs:
