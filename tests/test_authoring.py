@@ -83,8 +83,9 @@ def test_saved_folder_holds_the_flow_file_scripts_and_templates(tmp_path):
     assert script.startswith("from promptflow.core import tool\nimport re\n")
     assert "def _squash(text):" in script and "@tool\ndef tidy(text: str) -> str:" in script
     assert "@pfkit.tool" not in script
-    assert (folder / "mean_words.py").read_text().startswith(
-        "from promptflow.core import tool\nimport pfkit\n")
+    mean = (folder / "mean_words.py").read_text()  # pfkit.log_metric becomes promptflow's
+    assert mean.startswith("from promptflow.core import log_metric, tool\n\n\n@tool\n")
+    assert '    log_metric("mean_words", sum(values) / len(values))' in mean and "pfkit" not in mean
     labels = tool_script(first_label)
     assert "LABELS = ('positive', 'negative')" in labels
     spec = load_flow_spec(folder)

@@ -119,6 +119,7 @@ class _Script:
         self.constants: dict[str, str] = {}
         self.helpers: list[str] = []
         self.seen: set[int] = set()
+        self.rewritten: set[str] = set()  # pfkit.X written as X (imported from promptflow.core)
 
     def add_function(self, fn: Callable, *, is_tool: bool) -> str:
         what = f"tool '{fn.__name__}'" if is_tool else (
@@ -130,13 +131,43 @@ class _Script:
                             hint="Define it at the top level of a cell or module, or pass those "
                                  "values as node inputs.")
         text, node = _function_source(fn, what)
+        text, node = self.promptflow_names(text, node, fn)
         body = _without_decorators(text, node)
         for name in _free_names(node):
             self.resolve(name, fn)
         return body
 
+    def promptflow_names(self, text: str, node: ast.FunctionDef,
+                         fn: Callable) -> tuple[str, ast.FunctionDef]:
+        """``pfkit.log_metric(...)`` -> ``log_metric(...)`` imported from promptflow.core, so
+        the script runs where only promptflow is installed."""
+        import pfkit
+
+        scope = getattr(fn, "__globals__", {})
+        spans = []
+        for item in ast.walk(node):
+            if (isinstance(item, ast.Attribute) and isinstance(item.value, ast.Name)
+                    and scope.get(item.value.id) is pfkit
+                    and item.attr in ("tool", "log_metric", "ToolProvider", "trace")
+                    and item.lineno == item.end_lineno and item not in node.decorator_list):
+                spans.append((item.lineno, item.col_offset, item.end_col_offset, item.attr))
+        if not spans:
+            return text, node
+        lines = text.splitlines(keepends=True)
+        for lineno, start, end, attr in sorted(spans, reverse=True):
+            line = lines[lineno - 1].encode("utf-8")
+            lines[lineno - 1] = (line[:start] + attr.encode() + line[end:]).decode("utf-8")
+            self.imports.add(f"from promptflow.core import {attr}")
+            self.rewritten.add(attr)
+        text = "".join(lines)
+        tree = ast.parse(text)
+        return text, next(n for n in tree.body if isinstance(n, (ast.FunctionDef,
+                                                                 ast.AsyncFunctionDef)))
+
     def resolve(self, name: str, fn: Callable) -> None:
         scope = getattr(fn, "__globals__", {})
+        if name in self.rewritten and scope.get(name) is None:
+            return
         if name not in scope:
             if hasattr(builtins, name):
                 return
@@ -188,8 +219,12 @@ class _Script:
                  "pass it as a node input.")
 
     def render(self, tool_body: str) -> str:
-        parts = [_TOOL_IMPORT]
-        imports = sorted(i for i in self.imports if i != _TOOL_IMPORT)
+        names = sorted({"tool"} | {i.rsplit(" ", 1)[1] for i in self.imports
+                                   if i.startswith("from promptflow.core import ")
+                                   and " as " not in i})
+        parts = [f"from promptflow.core import {', '.join(names)}"]
+        imports = sorted(i for i in self.imports if not (
+            i.startswith("from promptflow.core import ") and " as " not in i))
         plain = [i for i in imports if i.startswith("import ")]
         froms = [i for i in imports if i.startswith("from ")]
         parts.extend(plain + froms)
