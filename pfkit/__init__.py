@@ -11,6 +11,7 @@ from ._version import __version__
 
 _LAZY = {
     "Flow": ("pfkit.flows", "Flow"),
+    "FlowBuilder": ("pfkit.authoring", "FlowBuilder"),  # a flow written in Python
     "load_flow": ("pfkit.flows", "load_flow"),
     "Session": ("pfkit.session", "Session"),
     "tool": ("pfkit.nodes._tool", "tool"),
@@ -25,6 +26,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .authoring import FlowBuilder
     from .flows import Flow, load_flow
     from .nodes._tool import ToolProvider, log_metric, tool
     from .runs._api import Run, get_run, run
@@ -47,5 +49,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["Flow", "Run", "Session", "ToolProvider", "__version__", "arun", "compare", "evaluate", "get_run", "load_flow",
+__all__ = ["Flow", "FlowBuilder", "Run", "Session", "ToolProvider", "__version__", "arun", "compare", "evaluate", "get_run", "load_flow",
            "log_metric", "run", "tool"]

@@ -66,11 +66,18 @@ class BackgroundLoop:
             finally:
                 done.set()
 
-        future = asyncio.run_coroutine_threadsafe(runner(), loop)
+        context = contextvars.copy_context()  # the caller's (a tool calling a flow, say)
+        tasks: list[asyncio.Task] = []
+
+        def start() -> None:
+            tasks.append(context.run(loop.create_task, runner()))
+
+        loop.call_soon_threadsafe(start)
         try:
             done.wait()
         except KeyboardInterrupt:
-            future.cancel()  # cancels the task on the loop; it records what it did
+            # cancel the task on the loop; it records what it did
+            loop.call_soon_threadsafe(lambda: tasks and tasks[0].cancel())
             done.wait(CANCEL_GRACE)
             error = box.get("error")
             if error is not None and not isinstance(error, asyncio.CancelledError):

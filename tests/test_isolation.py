@@ -280,3 +280,61 @@ def test_two_overlapping_atest_calls_of_one_flow(tmp_path, events, process_state
         assert result.outputs["second"] == expected(folder, "A")
     assert [what for what, _ in events] == ["start", "start", "end", "end"]
     process_state()
+
+
+def test_a_tool_that_calls_another_flow_in_process(tmp_path, events, process_state):
+    """Flow A's tool calls flow B (sync, and async in an async tool): B's tools see B's folder
+    and environment, A's tool sees A's again afterwards, and nothing waits for itself."""
+    inner = write_flow(tmp_path / "b", "B", sync=True)
+    outer = tmp_path / "a"
+    outer.mkdir()
+    (outer / "marker.txt").write_text("marker of A\n", encoding="utf-8")
+    (outer / "call.py").write_text(textwrap.dedent(f"""
+        import os
+        import pfkit
+        from promptflow.core import tool
+
+        INNER = pfkit.load_flow({str(inner)!r})
+
+        @tool
+        def call_sync(mode: str) -> dict:
+            got = INNER(delay=0)
+            with open("marker.txt", encoding="utf-8") as fh:
+                return {{"inner": got["first"], "after": [os.getcwd(), os.environ.get("WHO"),
+                                                         fh.read().strip()]}}
+
+        @tool
+        async def call_async(mode: str) -> dict:
+            got = await INNER.arun(delay=0)
+            return {{"inner": got["first"], "after": [os.getcwd(), os.environ.get("WHO")]}}
+        """), encoding="utf-8")
+    (outer / "sync.py").write_text("from call import call_sync\n", encoding="utf-8")
+    (outer / "flow.dag.yaml").write_text(textwrap.dedent("""
+        environment_variables:
+          WHO: A
+        inputs:
+          mode: {type: string, default: x}
+        outputs:
+          o: {type: object, reference: "${n.output}"}
+        nodes:
+        - name: n
+          type: python
+          source: {type: code, path: call.py}
+          inputs: {mode: "${inputs.mode}"}
+        """), encoding="utf-8")
+    # one tool per flow file: keep call_sync, then call_async
+    text = (outer / "call.py").read_text()
+    sync_only = text.replace("@tool\nasync def call_async", "async def call_async")
+    async_only = text.replace("@tool\ndef call_sync", "def call_sync")
+    for source, timeout in ((sync_only, None), (sync_only, 30), (async_only, None)):
+        (outer / "call.py").write_text(source, encoding="utf-8")
+        flow = load_executable(outer)
+
+        async def main(flow=flow, timeout=timeout):
+            return await flow.arun({}, timeout=timeout)
+
+        line = asyncio.run(main())
+        assert line.status == "Completed", line.error
+        assert line.outputs["o"]["inner"] == expected(inner, "B")
+        assert line.outputs["o"]["after"][:2] == [str(outer), "A"]
+    process_state()

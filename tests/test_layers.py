@@ -87,7 +87,7 @@ def private_imports(path: Path) -> list[str]:
 PENDING = {
     "pfkit/cli/_run.py", "pfkit/cli/_connection.py", "pfkit/cli/_testing.py",
     "bench/batch.py", "bench/llm.py", "bench/_llm_worker.py", "bench/_batch_worker.py",
-    "bench/footprint.py", "bench/profile_batch.py", "pfkit/cli/_serve.py",
+    "bench/footprint.py", "bench/profile_batch.py", "pfkit/cli/_serve.py", "bench/serve.py",
 }
 
 

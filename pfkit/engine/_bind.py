@@ -102,6 +102,8 @@ class BoundFlow:
             return self
         env = {**self.environment, **{str(k): str(v) for k, v in extra.items()}}
         ctx = self.context.with_environment(env) if self.context is not None else None
+        if ctx is not None:
+            GATE.register(ctx)
         return replace(self, environment=env, context=ctx)
 
 
@@ -447,6 +449,7 @@ def bind(graph: FlowGraph, *, models: ModelResolver | Mapping[str, Any] | None =
     env = {str(k): _env_value(graph.spec, str(k), v, binder.connections)
            for k, v in graph.spec.environment_variables.items()}
     context = FlowContext(working_dir, env, _direct_models(binder.models))
+    GATE.register(context)
     with Holding(context):  # tools import from (and open files in) their own folder
         before = dict(sys.modules)
         nodes = tuple(binder.bind_node(n) for n in graph.nodes)

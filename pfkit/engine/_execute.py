@@ -39,7 +39,7 @@ from ..observe import NodeStarted, Observers, StreamFinished, current_node, curr
 from ..providers._usage import UsageRecorder, current_usage
 from ..spec import MISSING, FlowInputRef, Literal, NodeRef, coerce_flow_input
 from ._bind import BoundFlow, BoundNode
-from ._isolation import GATE, FlowContext
+from ._isolation import GATE, FlowContext, calling_flows
 from ._results import BYPASSED, CANCELED, COMPLETED, FAILED, AggregationResult, LineResult, NodeRun
 from ._threads import threads
 
@@ -828,6 +828,9 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
     node_outputs: dict[str, Any] = {}
     graph = _Graph(flow.line_schedule, _line_value_of(resolved, node_outputs), runs, node_outputs,
                    flow.context, line_number, obs, bool(timeout))
+    calling = None
+    if GATE.many and flow.context is not None:  # tools of this line may call another flow
+        calling = calling_flows.set((*calling_flows.get(), flow.context))
     timer = None
     timed_out = False
     task = asyncio.current_task()
@@ -874,6 +877,8 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
     finally:
         if timer is not None:
             timer.cancel()
+        if calling is not None:
+            calling_flows.reset(calling)
     if obs is not None:
         obs.on_line_end(result)
     return result

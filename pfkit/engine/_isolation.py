@@ -23,6 +23,7 @@ the process state, so a flow's model calls overlap with another flow's tools.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import sys
 import threading
@@ -58,6 +59,13 @@ class FlowContext:
 
     def __repr__(self) -> str:
         return f"FlowContext({self.directory!r}, {len(self.environment)} variables)"
+
+
+# The flows whose user code the running code was called from, innermost last (set per line once
+# the process has seen more than one flow): a tool of flow A that calls flow B in-process lends
+# the gate to B instead of waiting for itself.
+calling_flows: contextvars.ContextVar[tuple[FlowContext, ...]] = contextvars.ContextVar(
+    "pfkit_calling_flows", default=())
 
 
 class _Waiter:
@@ -97,6 +105,16 @@ class Gate:
         self._restore_scheduled = False
         self._restore_loop: asyncio.AbstractEventLoop | None = None
         self._calls = 0  # public calls (a line, an aggregation) in progress, of any flow
+        self._keys: set[tuple[Any, ...]] = set()
+        self.many = False  # more than one flow context seen: nested calls must be tracked
+        self._lent: list[tuple[FlowContext, int]] = []  # (lender, its holders) while lent
+
+    def register(self, ctx: FlowContext) -> None:
+        """A flow context exists (binding): from the second one on, lines track their callers."""
+        with self._lock:
+            self._keys.add(ctx.key)
+            if len(self._keys) > 1:
+                self.many = True
 
     # ------------------------------------------------------------------ public calls
 
@@ -118,9 +136,16 @@ class Gate:
 
     def _admit(self, ctx: FlowContext) -> bool:
         """Under the lock: let ``ctx`` in now if fairness allows."""
+        owner = self._owner
+        if self._holders and owner is not None and owner.key != ctx.key and self.many:
+            callers = calling_flows.get()
+            if any(c.key == owner.key for c in callers):  # called from the holder's own tool
+                self._lent.append((owner, self._holders))
+                self._switch(ctx)
+                self._holders = 1
+                return True
         if self._waiters:
             return False
-        owner = self._owner
         if self._holders:
             if owner is ctx or owner.key == ctx.key:
                 self._holders += 1
@@ -192,6 +217,11 @@ class Gate:
             self._holders -= 1
             if self._holders:
                 return
+            if self._lent:  # a nested flow's calls are done: back to the flow that called it
+                lender, holders = self._lent.pop()
+                self._switch(lender)
+                self._holders = holders
+                return
             if self._waiters:
                 self._admit_waiters()
                 return
@@ -220,7 +250,7 @@ class Gate:
         lock = self._lock
         lock.acquire()
         holders = self._holders - 1
-        if holders or (not self._waiters and (self._owner is None or (
+        if holders or (not self._waiters and not self._lent and (self._owner is None or (
                 self._restore_scheduled and self._restore_loop is get_running_loop()))):
             self._holders = holders
             lock.release()
@@ -315,16 +345,20 @@ class Holding:
     """``with holding(ctx):`` for sync code (binding): the context applied for the block, the
     process state restored when nothing else holds the gate."""
 
-    __slots__ = ("ctx",)
+    __slots__ = ("ctx", "token")
 
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
+        self.token: Any = None
 
     def __enter__(self) -> FlowContext:
         GATE.enter_blocking(self.ctx)
+        # code run now (a tool script importing, which may load another flow) is this flow's
+        self.token = calling_flows.set((*calling_flows.get(), self.ctx))
         return self.ctx
 
     def __exit__(self, *exc: Any) -> None:
+        calling_flows.reset(self.token)
         GATE.leave(None)
 
 
