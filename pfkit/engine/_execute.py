@@ -990,6 +990,9 @@ async def _execute_aggregation(flow: BoundFlow, lines: list[LineResult] | Aggreg
                    ctx=flow.context, observers=obs)
     token = metric_sink.set(metrics)
     unhook = _hook_promptflow_metrics()
+    calling = None
+    if GATE.many and flow.context is not None:  # its tools may call another flow
+        calling = calling_flows.set((*calling_flows.get(), flow.context))
     try:
         await graph.run()
     except _NodeFailed as failed:
@@ -1009,6 +1012,8 @@ async def _execute_aggregation(flow: BoundFlow, lines: list[LineResult] | Aggreg
     finally:
         metric_sink.reset(token)
         unhook()
+        if calling is not None:
+            calling_flows.reset(calling)
     return AggregationResult(COMPLETED, metrics, runs)
 
 
