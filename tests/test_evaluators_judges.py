@@ -11,6 +11,7 @@ import pytest
 
 import pfkit
 from pfkit.connections._store import ConnectionStore
+from pfkit.errors import UserError
 from pfkit.evaluate import judge_score
 from pfkit.testing import Fault, TestServer
 
@@ -167,3 +168,47 @@ def test_embedding_similarity_through_an_embeddings_endpoint(data, server):
     assert -1.0 <= first <= 1.0
     assert cosine_similarity([0, 0], [1, 1]) is None and cosine_similarity([1], [1, 2]) is None
     assert cosine_similarity([1, 0], [0, 1]) == 0.0
+
+
+BUDGET_BASE = """
+inputs:
+  question: {type: string}
+outputs:
+  answer: {type: string, reference: "${chat.output}"}
+nodes:
+- name: chat
+  type: llm
+  source: {type: code, path: chat.jinja2}
+  connection: judge_server
+  api: chat
+  inputs: {model: gpt-4o-mini, question: "${inputs.question}"}
+"""
+
+
+def test_budgets_read_latency_and_tokens_from_the_base_run(data, server, make_flow):
+    server.reset()
+    server.responder = lambda kind, body: "a reasonably short answer" * (
+        3 if "Everest" in json.dumps(body) else 1)
+    ConnectionStore().create({"name": "judge_server", "type": "open_ai", "api_key": "sk-test-b",
+                              "base_url": server.base_url})
+    folder = make_flow({"flow.dag.yaml": BUDGET_BASE,
+                        "chat.jinja2": "user:\n{{question}}\n"}, name="budget_base")
+    base = pfkit.run(folder, data)
+    assert base.status == "Completed"
+    records = {line["line_number"]: line for line in base.lines()}
+    tokens = [records[n]["usage"]["total_tokens"] for n in sorted(records)]
+    limit = sorted(tokens)[1]  # two of three lines within the token budget
+    result = pfkit.evaluate(run=base, evaluators={"budgets": "budgets"}, evaluator_config={
+        "default": {"column_mapping": {"max_tokens": limit, "max_latency": 60}}})
+    metrics = result["metrics"]
+    assert metrics["budgets.within_tokens"] == pytest.approx(2 / 3)
+    assert metrics["budgets.within_latency"] == 1.0
+    assert metrics["budgets.total_tokens"] == pytest.approx(sum(tokens) / 3)
+    durations = [records[n]["duration"] for n in sorted(records)]
+    assert metrics["budgets.latency"] == pytest.approx(sum(durations) / 3)
+    assert metrics["budgets.latency_p95"] <= max(durations)
+    evaluation = pfkit.get_run(result.runs["budgets"])
+    assert evaluation.record.column_mapping["latency"] == "${run.line.duration}"
+    with pytest.raises(UserError, match="base run"):
+        pfkit.run(EVALUATORS / "budgets", data, column_mapping={
+            "latency": "${run.line.duration}", "total_tokens": "${run.line.total_tokens}"})

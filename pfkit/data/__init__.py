@@ -10,11 +10,14 @@ from __future__ import annotations
 from ._errors import DataError, LineInputError
 from ._mapping import (
     DATA,
+    LINE_FIELDS,
     RUN_INPUTS,
+    RUN_LINE,
     RUN_OUTPUTS,
     ColumnMapping,
     ColumnRef,
     MappingEntry,
+    line_fields,
     pair_with_base,
     parse_mapping_value,
 )
@@ -30,7 +33,9 @@ from ._readers import (
 
 __all__ = [
     "DATA",
+    "LINE_FIELDS",
     "RUN_INPUTS",
+    "RUN_LINE",
     "RUN_OUTPUTS",
     "SUPPORTED_EXTENSIONS",
     "ColumnMapping",
@@ -42,6 +47,7 @@ __all__ = [
     "Row",
     "header_names",
     "is_hf_disk_folder",
+    "line_fields",
     "open_dataset",
     "pair_with_base",
     "parse_mapping_value",

@@ -3,7 +3,9 @@
 Rules (promptflow 1.18.5, with per-line errors instead of a failed batch):
 
 * Values: ``${data.COL}``, ``${run.outputs.COL}``, ``${run.inputs.COL}`` or a literal (any
-  non-string, or a string that is not exactly ``${...}``). ``COL`` is a column name taken
+  non-string, or a string that is not exactly ``${...}``). pfkit adds ``${run.line.FIELD}``: a
+  field of the base run's line record (``duration``, ``prompt_tokens``, ``completion_tokens``,
+  ``total_tokens``, ``model_calls``), for evaluators of latency and token budgets. ``COL`` is a column name taken
   literally: ``${data.a.b}`` reads the column named ``a.b``.
 * A ``line_number`` key is ignored (reserved). Keys that are not flow inputs are passed through.
 * Flow inputs without a YAML default that are not mapped get ``${data.<input>}`` implicitly;
@@ -30,12 +32,13 @@ if TYPE_CHECKING:  # pragma: no cover - only for annotations; keeps the import l
 DATA = "data"
 RUN_OUTPUTS = "run.outputs"
 RUN_INPUTS = "run.inputs"
-SOURCES: tuple[str, ...] = (DATA, RUN_OUTPUTS, RUN_INPUTS)
+RUN_LINE = "run.line"  # pfkit: the base run's line record (duration, token counts)
+SOURCES: tuple[str, ...] = (DATA, RUN_OUTPUTS, RUN_INPUTS, RUN_LINE)
 LINE_NUMBER = "line_number"
 
 _REFERENCE = re.compile(r"^\$\{([^{}]+)\}$")
 _SOURCE_NAMES = {DATA: "the data", RUN_OUTPUTS: "the base run's outputs",
-                 RUN_INPUTS: "the base run's inputs"}
+                 RUN_INPUTS: "the base run's inputs", RUN_LINE: "the base run's line records"}
 _NO_VALUE: Any = object()
 
 
@@ -85,7 +88,8 @@ def parse_mapping_value(name: str, value: Any) -> ColumnRef | None:
     raise DataError(
         f"column mapping '{name}={value}' does not name a column of data or of a base run",
         code="InvalidColumnMapping", location=Location(field=f"column_mapping.{name}"),
-        hint="Use ${data.COLUMN}, ${run.outputs.COLUMN}, ${run.inputs.COLUMN} or a literal value.")
+        hint="Use ${data.COLUMN}, ${run.outputs.COLUMN}, ${run.inputs.COLUMN}, "
+             "${run.line.duration|total_tokens|...} or a literal value.")
 
 
 def _default_of(definition: InputDef | None) -> Any:
@@ -140,6 +144,9 @@ class ColumnMapping:
 
     # ---------------------------------------------------------------- inspecting
 
+    def uses_source(self, source: str) -> bool:
+        return any(e.ref is not None and e.ref.source == source for e in self.entries)
+
     @property
     def uses_base_run(self) -> bool:
         """Whether any entry reads ``${run.outputs.*}`` or ``${run.inputs.*}``."""
@@ -153,11 +160,12 @@ class ColumnMapping:
                 if e.ref is not None and not e.explicit and e.ref.column not in present]
 
     def check(self, data_columns: list[str] | None, run_output_columns: list[str] | None = None,
-              run_input_columns: list[str] | None = None) -> None:
+              run_input_columns: list[str] | None = None,
+              run_line_columns: list[str] | None = None) -> None:
         """Before the run: every explicit mapping must name an existing column of an existing
         source. ``None`` means the source is absent (no ``--data`` / no ``--run``)."""
         available = {DATA: data_columns, RUN_OUTPUTS: run_output_columns,
-                     RUN_INPUTS: run_input_columns}
+                     RUN_INPUTS: run_input_columns, RUN_LINE: run_line_columns}
         for entry in self.entries:
             if entry.ref is None or not entry.explicit:
                 continue
@@ -172,12 +180,14 @@ class ColumnMapping:
     def resolve(self, row: Mapping[str, Any], *, line_number: int,
                 run_outputs: Mapping[str, Any] | None = None,
                 run_inputs: Mapping[str, Any] | None = None,
-                origin: str | None = None) -> dict[str, Any]:
+                origin: str | None = None,
+                run_line: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The flow inputs for one line (defaults included, ``line_number`` not).
 
         ``origin`` (``data.jsonl:5``) is only used to say where a failing line came from.
         """
-        tables = {DATA: row, RUN_OUTPUTS: run_outputs, RUN_INPUTS: run_inputs}
+        tables = {DATA: row, RUN_OUTPUTS: run_outputs, RUN_INPUTS: run_inputs,
+                  RUN_LINE: run_line}
         inputs: dict[str, Any] = {}
         for entry in self.entries:
             if entry.ref is None:
@@ -242,6 +252,17 @@ def _line_input_missing(entry: MappingEntry, line_number: int, origin: str | Non
     return LineInputError(message, code="InputNotFound", location=location,
                           hint=f"Add '{entry.ref.column}' to this row, map '{entry.name}' to "
                                "another column, or give the input a default in flow.dag.yaml.")
+
+
+LINE_FIELDS = ("duration", "prompt_tokens", "completion_tokens", "total_tokens", "model_calls")
+
+
+def line_fields(duration: float, usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What ``${run.line.FIELD}`` reads from one base-run line record."""
+    usage = usage or {}
+    return {"duration": duration, "prompt_tokens": usage.get("prompt_tokens", 0),
+            "completion_tokens": usage.get("completion_tokens", 0),
+            "total_tokens": usage.get("total_tokens", 0), "model_calls": usage.get("calls", 0)}
 
 
 def pair_with_base(rows: Iterable[Row], base_outputs: Mapping[int, dict],

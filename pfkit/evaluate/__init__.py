@@ -25,7 +25,7 @@ from ._classification import classification_report, exact_label_match
 from ._json import SchemaError, parse_json_answer, schema_errors
 from ._judge import judge_score
 from ._numbers import cosine_similarity, numeric_match, parse_number
-from ._report import report
+from ._report import percentile_of, report
 from ._text import (
     bleu,
     contains,
@@ -38,13 +38,12 @@ from ._text import (
     rouge,
 )
 
-__all__ = ["EvaluationResult", "SchemaError", "builtin_evaluators", "evaluate", "evaluator_path",
-           "render_statistics", "run_statistics", "bleu", "classification_report", "contains", "cosine_similarity",
-           "entity_match",
-           "exact_label_match", "exact_match", "f1_score", "judge_score", "keyword_coverage",
-           "normalize_answer",
-           "numeric_match", "parse_json_answer", "parse_number", "regex_match", "report", "rouge",
-           "schema_errors"]
+__all__ = ["EvaluationResult", "SchemaError", "bleu", "builtin_evaluators",
+           "classification_report", "contains", "cosine_similarity", "entity_match", "evaluate",
+           "evaluator_path", "exact_label_match", "exact_match", "f1_score", "judge_score",
+           "keyword_coverage", "normalize_answer", "numeric_match", "parse_json_answer",
+           "parse_number", "percentile_of", "regex_match", "render_statistics", "report", "rouge",
+           "run_statistics", "schema_errors"]
 
 
 class _CallableModule(__import__("types").ModuleType):

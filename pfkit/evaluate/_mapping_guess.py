@@ -29,8 +29,15 @@ SYNONYMS["groundtruth"] = SYNONYMS["ground_truth"]
 SYNONYMS["label"] = SYNONYMS["ground_truth"]
 
 
+# inputs a base run's line records answer (pfkit's ${run.line.FIELD} mapping source)
+LINE_INPUTS = {"latency": "duration", "duration": "duration", "total_tokens": "total_tokens",
+               "prompt_tokens": "prompt_tokens", "completion_tokens": "completion_tokens"}
+
+
 def _candidates(name: str, outputs: Sequence[str], columns: Sequence[str]) -> list[str]:
     judged = name in ANSWER_LIKE  # read from the run being evaluated first
+    if name in LINE_INPUTS and outputs and name not in outputs and name not in columns:
+        return [f"${{run.line.{LINE_INPUTS[name]}}}"]
     names = SYNONYMS.get(name, (name,))
     exact_out = [f"${{run.outputs.{name}}}"] if name in outputs else []
     exact_data = [f"${{data.{name}}}"] if name in columns else []

@@ -21,3 +21,12 @@ def report(scores: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, Any]]:
             log_metric(name, summary.value)
         summaries[name] = summary.to_dict()
     return summaries
+
+
+def percentile_of(values: Sequence[Any], q: float) -> float | None:
+    """The q-th percentile (0-100, linear interpolation) of the numeric values; None if none."""
+    from ..stats import as_score
+    from ..stats._intervals import percentile
+
+    numbers = sorted(v for v in (as_score(x) for x in values) if v is not None)
+    return percentile(numbers, q / 100) if numbers else None

@@ -219,10 +219,20 @@ def rows_for_run(flow: Any, request: RunRequest, store: RunStore, skip: Mapping[
                  ) -> tuple[Iterator[tuple[int, Any]], int | None, list[str]]:
     """The lines to run, lazily: ``(line_number, inputs)`` or ``(line_number, error)``; the total
     when known; warnings about the mapping."""
-    from ..data import ColumnMapping, open_dataset, pair_with_base
+    from ..data import (
+        LINE_FIELDS,
+        RUN_LINE,
+        ColumnMapping,
+        line_fields,
+        open_dataset,
+        pair_with_base,
+    )
 
+    mapping = ColumnMapping.build(flow.inputs, request.column_mapping)
     base_outputs: dict[int, dict] | None = None
     base_inputs: dict[int, dict] | None = None
+    base_lines: dict[int, dict] = {}
+    wants_lines = mapping.uses_source(RUN_LINE)
     if request.run:
         base = store.get(request.run)
         if base.status != COMPLETED:
@@ -233,6 +243,8 @@ def rows_for_run(flow: Any, request: RunRequest, store: RunStore, skip: Mapping[
         for line in store.lines(request.run):
             if line.status == COMPLETED:
                 base_outputs[line.line_number] = line.outputs
+                if wants_lines:
+                    base_lines[line.line_number] = line_fields(line.duration, line.usage)
             base_inputs[line.line_number] = line.inputs
     if request.data:
         dataset = open_dataset(request.data)
@@ -241,12 +253,12 @@ def rows_for_run(flow: Any, request: RunRequest, store: RunStore, skip: Mapping[
     else:
         raise UserError("a run needs --data (or --run for an evaluation run)", code="NoData",
                         hint="Pass  --data path/to/data.jsonl.")
-    mapping = ColumnMapping.build(flow.inputs, request.column_mapping)
     columns = dataset.columns()
     warnings = mapping_warnings(flow, request, mapping, columns) if not request.run else []
     mapping.check(columns,
                   sorted({k for o in (base_outputs or {}).values() for k in o}) if request.run else None,
-                  sorted({k for i in (base_inputs or {}).values() for k in i}) if request.run else None)
+                  sorted({k for i in (base_inputs or {}).values() for k in i}) if request.run else None,
+                  list(LINE_FIELDS) if request.run else None)
     total = dataset.count()
 
     def generate() -> Iterator[tuple[int, Any]]:
@@ -276,7 +288,8 @@ def rows_for_run(flow: Any, request: RunRequest, store: RunStore, skip: Mapping[
                 continue
             try:
                 yield row.index, mapping.resolve(row.data, line_number=row.index,
-                                                 run_outputs=outputs, run_inputs=inputs)
+                                                 run_outputs=outputs, run_inputs=inputs,
+                                                 run_line=base_lines.get(row.index))
             except PfkitError as exc:
                 yield row.index, exc
             except Exception as exc:  # noqa: BLE001 - an internal error is this line's error
