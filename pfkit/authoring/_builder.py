@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -475,6 +476,8 @@ class FlowBuilder:
             site = self._sites.get(("output", field.split(".")[1]))
         label = f"flow '{self.name}' built in Python" if self.name else "flow built in Python"
         file, line = (site if site else (f"<{label}>", None))
+        if re.search(r"ipykernel_\d+[/\\]\d+\.py$", file):
+            file = "notebook cell"  # the cell's code has a temporary file name; its line counts
         new = type(exc)(exc.message, code=exc.code, hint=exc.hint,
                         location=Location(file=file, line=line, node=where.node, field=where.field))
         return new
