@@ -19,6 +19,12 @@ parent's writer writes every record, workers never touch the run folder, so resu
   exits at once. The run cancelled (Ctrl-C): workers are killed; lines not sunk are not
   recorded.
 
+What a flow sees in a worker, compared with lines run in-process: its tools run in another
+process (module-level state is per worker; prints go to stderr, stdin is empty); a connection's
+``max_concurrency``, ``requests_per_minute`` and ``tokens_per_minute`` are split over the
+workers, so the run keeps one budget per connection; an output or aggregation value that cannot
+be pickled reaches the parent as its JSON record holds it (as the lines of a resumed run do).
+
 See :func:`default_workers` for the number of workers a run gets when none is asked for.
 """
 
