@@ -63,6 +63,12 @@ class PromptyFlow(FlexFlow):
 
     kind: ClassVar[str] = "prompty"
 
+    async def arun(self, inputs: Mapping[str, Any], *, line_number: int = 0,
+                   timeout: float | None = None, observers: Any = None) -> Any:
+        # promptflow runs a prompty's lines on their inputs alone (the sample is for a test)
+        return await DagFlow.arun(self, inputs, line_number=line_number, timeout=timeout,
+                                  observers=observers)
+
     @property
     def name(self) -> str:
         return self.file.stem
@@ -274,9 +280,9 @@ def load_prompty_flow(path: str | Path, *, variant: str | None = None, models: A
     models, connections = _resolvers(models, connections)
     model = resolve_model(file.configuration, models, where=f"{file.path.name}: ")
     call = _Call(file, model)
-    inputs = {n: InputDef(n, i.type if i.type != "chat_history" else "list",
-                          i.default if i.has_default else MISSING)
-              for n, i in file.inputs.items()}
+    types = {n: i.type for n, i in file.inputs.items()}
+    inputs = {n: InputDef(n, types.get(n, "object"), default if has_default else MISSING)
+              for n, (has_default, default) in call.signature().items()}
     file_spec = FlowSpec(path=file.path, code_dir=file.path.parent, inputs={}, outputs={},
                          nodes=(), name=file.name, raw={})
 

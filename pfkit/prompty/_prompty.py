@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutionError, InputError, Location
-from ..spec import coerce_flow_input
 from ._file import PromptyFile, load_prompty_file
 from ._model import model_name, resolve_model
 
@@ -21,114 +20,120 @@ class PromptyOutputError(ExecutionError):
 
 
 class _Call:
-    """Rendering and one model call, prepared once."""
+    """Rendering and one model call, prepared once. The request is promptflow's: the file's
+    ``parameters`` as written, ``model`` (the deployment on Azure), and the messages (chat) or
+    prompt (completion)."""
 
     def __init__(self, file: PromptyFile, model: Any) -> None:
-        from ..nodes import _llm, _templates
+        from ..nodes import _templates
 
         self.file = file
         self.model = model
         self.api_style = getattr(model, "api_style", "openai")
         self.template = _templates.compile_template(
             _templates.preprocess_images(file.body), file=str(file.path), node=file.name)
-        table = _llm.parameter_table(self.api_style, file.api)
-        params: dict[str, Any] = {}
-        self.extra: dict[str, Any] = {}
-        for key, value in file.parameters.items():
-            if key in table:
-                try:
-                    params[key] = _llm.convert_literal(table, key, value)
-                except (TypeError, ValueError):
-                    raise InputError(f"model.parameters.{key} has value {value!r}, which is not "
-                                     f"of type {table[key][0]}", code="InvalidPrompty",
-                                     location=Location(file=str(file.path))) from None
-            else:
-                self.extra[key] = value  # passed on to the API as written
-        name = model_name(file.configuration)
-        if name:
-            params["deployment_name" if self.api_style == "azure_openai" else "model"] = name
-        elif self.api_style == "azure_openai":
-            params["deployment_name"] = ""
-        self.params = params
-        self.llm = _llm.LLMCall(model=model, api=file.api, api_style=self.api_style,
-                                template=self.template, table=table,
-                                to_escape=_templates.EscapeSet(file.inputs or ()))
+        self.model_name = model_name(file.configuration)
+
+    def signature(self) -> dict[str, Any]:
+        """The inputs: declared ones, else the sample's keys (promptflow's rule)."""
+        if self.file.inputs:
+            return {n: (i.has_default, i.default) for n, i in self.file.inputs.items()}
+        return {n: (False, None) for n in self.file.sample}
 
     def inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults applied and types coerced; the sample when nothing is given."""
+        """The sample when nothing is given; declared defaults for missing inputs; inputs the
+        file does not declare are left out."""
         values = dict(given)
         if not values and self.file.sample:
             values = dict(self.file.sample)
-        for name, spec in self.file.inputs.items():
-            if name not in values:
-                if not spec.has_default:
-                    raise InputError(f"Missing required inputs: ['{name}']",
-                                     code="MissingRequiredInputs",
-                                     location=Location(file=str(self.file.path),
-                                                       field=f"inputs.{name}"),
-                                     hint=f"Pass {name}=...")
-                values[name] = spec.default
+        resolved: dict[str, Any] = {}
+        missing = []
+        for name, (has_default, default) in self.signature().items():
+            if name in values:
+                resolved[name] = values[name]
+            elif has_default:
+                resolved[name] = default
             else:
-                values[name] = coerce_flow_input(name, spec.type, values[name])
-        return values
+                missing.append(name)
+        if missing:
+            raise InputError(f"Missing required inputs: {missing}", code="MissingRequiredInputs",
+                             location=Location(file=str(self.file.path),
+                                               field=f"inputs.{missing[0]}"),
+                             hint="Pass " + ", ".join(f"{m}=..." for m in missing) + ".")
+        return resolved
 
-    async def __call__(self, **given: Any) -> Any:
+    def request(self, variables: dict[str, Any]) -> dict[str, Any]:
         from ..nodes import _templates
-        from ..providers._usage import record_response
 
-        variables = self.inputs(given)
-        self.llm.to_escape = _templates.EscapeSet(variables)
-        params, _ = self.llm.split({**self.params})
+        request: dict[str, Any] = dict(self.file.parameters)
+        if self.model_name:
+            request["model"] = self.model_name
         if self.file.api == "chat":
             if self.api_style == "azure_openai":
                 variables = _templates.as_chat_lists(variables)
-            messages = _templates.build_messages(self.template, variables, self.llm.to_escape)
-            request = {**self.llm.chat_request(params, messages), **self.extra}
-            if request.get("stream"):
+            request["messages"] = _templates.build_messages(
+                self.template, variables, _templates.EscapeSet(variables))
+        else:
+            request["prompt"] = _templates.render(self.template, variables)
+        return request
+
+    async def __call__(self, **given: Any) -> Any:
+        from ..providers._usage import record_response
+
+        request = self.request(self.inputs(given))
+        fmt = request.get("response_format")
+        is_json = isinstance(fmt, dict) and fmt.get("type") == "json_object"
+        first = self.file.response != "all"
+        if self.file.api == "chat":
+            if request.get("stream") and first:
                 from ..nodes._llm import _relay
                 from ..providers._usage import current_usage
 
-                return _relay(self.llm.model.chat_stream(request), current_usage.get(),
-                              request.get("model"))
-            response = await self.llm.model.chat(request)
+                stream = _relay(self.model.chat_stream(request), current_usage.get(),
+                                request.get("model"))
+                if not is_json:
+                    return stream
+                return self.parse_json("".join([chunk async for chunk in stream]))
+            if not first:
+                request.pop("stream", None)  # the whole response, not a stream
+            response = await self.model.chat(request)
             record_response(response, request.get("model"))
-            return self.shape(response, request)
-        prompt = _templates.render(self.template, variables)
-        request = {**self.llm.completion_request(params, prompt), **self.extra}
-        response = await self.llm.model.complete(request)
+            message = response.message
+            if not first:
+                return {"model": response.model or request.get("model"),
+                        "object": "chat.completion",
+                        "choices": [{"index": 0, "message": message,
+                                     "finish_reason": "tool_calls" if message.get("tool_calls")
+                                     else "stop"}],
+                        "usage": response.usage.to_dict()}
+            if message.get("tool_calls") or message.get("function_call"):
+                return message
+            content = message.get("content") or ""
+            return self.parse_json(content) if is_json else content
+        request.pop("stream", None)
+        response = await self.model.complete(request)
         record_response(response, request.get("model"))
-        if self.file.response == "all":
+        if not first:
             return {"model": response.model or request.get("model"), "object": "text_completion",
                     "choices": [{"index": 0, "text": response.text, "finish_reason": "stop"}],
                     "usage": response.usage.to_dict()}
-        return response.text
+        return self.parse_json(response.text) if is_json else response.text
 
-    def shape(self, response: Any, request: dict[str, Any]) -> Any:
-        message = response.message
-        if self.file.response == "all":
-            return {"model": response.model or request.get("model"), "object": "chat.completion",
-                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                    "usage": response.usage.to_dict()}
-        if message.get("tool_calls") or message.get("function_call"):
-            return message
-        content = message.get("content") or ""
-        fmt = request.get("response_format")
-        if isinstance(fmt, dict) and fmt.get("type") == "json_object":
-            try:
-                parsed = json.loads(content)
-            except ValueError as exc:
-                raise PromptyOutputError(f"the model's reply is not JSON ({exc}) although "
-                                         "response_format is json_object",
-                                         location=Location(file=str(self.file.path))) from None
-            if self.file.outputs and isinstance(parsed, dict):
-                missing = [k for k in self.file.outputs if k not in parsed]
-                if missing:
-                    raise PromptyOutputError(
-                        f"Cannot find {missing[0]} in response {list(parsed)}",
-                        location=Location(file=str(self.file.path), field="outputs"))
-                return {k: parsed[k] for k in self.file.outputs}
+    def parse_json(self, content: str) -> Any:
+        try:
+            parsed = json.loads(content)
+        except ValueError as exc:
+            raise PromptyOutputError(f"the model's reply is not JSON ({exc}) although "
+                                     "response_format is json_object",
+                                     location=Location(file=str(self.file.path))) from None
+        if not self.file.outputs:
             return parsed
-        return content
+        missing = [k for k in self.file.outputs if not isinstance(parsed, dict) or k not in parsed]
+        if missing:
+            keys = list(parsed) if isinstance(parsed, dict) else []
+            raise PromptyOutputError(f"Cannot find {missing[0]} in response {keys}",
+                                     location=Location(file=str(self.file.path), field="outputs"))
+        return {k: parsed[k] for k in self.file.outputs}
 
 
 def _configuration(value: Any) -> dict[str, Any]:
@@ -196,14 +201,10 @@ class AsyncPrompty:
 
     def render(self, **inputs: Any) -> Any:
         """The messages (chat) or prompt (completion) the model would get."""
-        from ..nodes import _templates
 
         call = self._ready()
-        variables = call.inputs(inputs)
-        if self.file.api == "chat":
-            return _templates.build_messages(call.template, variables,
-                                             _templates.EscapeSet(variables))
-        return _templates.render(call.template, variables)
+        request = call.request(call.inputs(inputs))
+        return request["messages"] if self.file.api == "chat" else request["prompt"]
 
     def estimate_token_count(self, **inputs: Any) -> int:
         """Roughly (4 characters a token) the prompt's tokens plus ``max_tokens``."""

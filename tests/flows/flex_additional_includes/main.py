@@ -1,0 +1,4 @@
+from helper_lib import decorate
+
+def run(text: str) -> str:
+    return decorate(text)

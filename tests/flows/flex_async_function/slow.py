@@ -1,0 +1,5 @@
+import asyncio
+
+async def double(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2

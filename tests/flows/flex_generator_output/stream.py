@@ -1,0 +1,3 @@
+def count(n: int):
+    for i in range(n):
+        yield f"{i},"

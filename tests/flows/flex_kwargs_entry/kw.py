@@ -1,0 +1,2 @@
+def collect(x: int, **kwargs) -> dict:
+    return {"x": x, "extra": sorted(kwargs)}

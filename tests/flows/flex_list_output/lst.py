@@ -1,0 +1,2 @@
+def letters(word: str) -> list:
+    return list(word)

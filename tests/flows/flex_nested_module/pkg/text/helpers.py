@@ -1,0 +1,2 @@
+def bang(text: str) -> str:
+    return text + "!"

@@ -1,0 +1,2 @@
+def repeat(text: str) -> str:
+    return "<" + text + ">"
