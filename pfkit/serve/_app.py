@@ -98,6 +98,33 @@ def load_served_flow(path: str | Path, *, session: Any, variant: str | None = No
     return flow
 
 
+def _parse_json(body: bytes, what: str) -> Any:
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        where = (f" (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+                 if isinstance(exc, json.JSONDecodeError) else "")
+        raise ApiError(400, "InvalidJson", f"the {what} is not valid JSON{where}") from None
+
+
+def _may_call_models(flow: Any) -> bool:
+    """Whether a line of the flow can call a model (so token usage is worth observing)."""
+    bound = getattr(flow, "bound", None)
+    nodes = getattr(bound, "nodes", None)
+    if nodes is None:
+        return True  # not a DAG flow: its code may call models anywhere
+    for node in nodes:
+        spec = node.spec
+        source = getattr(spec, "source", None)
+        if (spec.type in ("llm", "custom_llm") or spec.connection
+                or (source is not None and source.type != "code")
+                or "connection" in node.literal_kwargs):
+            return True
+    return False
+
+
 def _media_types(accept: str | None) -> set[str]:
     if not accept or not accept.strip():
         return {"*/*"}
@@ -139,7 +166,9 @@ class FlowServer:
         self.required = [name for name, d in flow.inputs.items()
                          if not getattr(d, "has_default", False)]
         self.metrics = ServeMetrics(flow.name)
-        self.observers = Observers((self.metrics.observer,))
+        # the token counter listens only where a model can be called: observing costs time
+        self.observers = (Observers((self.metrics.observer,)) if _may_call_models(flow)
+                          else None)
         self.openapi = build_openapi(flow, auth=bool(options.api_keys))
         self._openapi_bytes = json_bytes(self.openapi)
         self._docs_bytes = render_docs(self.openapi).encode("utf-8")
@@ -250,6 +279,8 @@ class FlowServer:
                 raise ApiError(413, "RequestTooLarge",
                                f"the request body ({int(length)} bytes) is larger than the "
                                f"limit of {limit} bytes")
+        if length is not None:  # the HTTP parser delivers exactly that many bytes
+            return _parse_json(await request.body(), what)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -258,16 +289,7 @@ class FlowServer:
                 raise ApiError(413, "RequestTooLarge",
                                f"the request body is larger than the limit of {limit} bytes")
             chunks.append(chunk)
-        body = b"".join(chunks)
-        if not body.strip():
-            return None
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            where = (f" (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-                     if isinstance(exc, json.JSONDecodeError) else "")
-            raise ApiError(400, "InvalidJson",
-                           f"the {what} is not valid JSON{where}") from None
+        return _parse_json(b"".join(chunks), what)
 
     # ------------------------------------------------------------------ /score
 
@@ -336,7 +358,7 @@ class FlowServer:
         tap = _StreamTap()
         task = asyncio.ensure_future(self.flow.arun(
             data, line_number=line_number, timeout=self.options.timeout,
-            observers=self.observers.with_(tap)))
+            observers=Observers((self.metrics.observer, tap))))
         task.add_done_callback(lambda _t: tap.queue.put_nowait(("done",)))
         try:
             first = await tap.queue.get()
