@@ -537,6 +537,12 @@ class FlowBuilder:
     def run(self, data: Any, **kwargs: Any) -> Any:
         return self.build().run(data, **kwargs)
 
+    def evaluate(self, run: Any = None, **kwargs: Any) -> Any:
+        return self.build().evaluate(run, **kwargs)
+
+    def compare(self, runs: Any = None, **kwargs: Any) -> Any:
+        return self.build().compare(runs, **kwargs)
+
     def graph(self) -> Any:
         from ._svg import FlowGraphView
 
