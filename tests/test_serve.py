@@ -570,3 +570,30 @@ def test_pfkit_flow_serve_reports_a_broken_flow_without_a_traceback(make_flow, t
         env={**os.environ, "PFKIT_HOME": str(tmp_path / "home")})
     assert result.returncode == 1
     assert "missing.py" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_llm_stream_is_relayed_chunk_by_chunk(make_flow):
+    from pfkit.connections._store import ConnectionStore
+    from pfkit.testing import TestServer
+
+    flow = LLM_FLOW.replace("    model: gpt-4o-mini\n", "    model: gpt-4o-mini\n    stream: true\n")
+    folder = make_flow({"flow.dag.yaml": flow, "chat.jinja2": "# user:\n{{question}}\n"},
+                       name="streamer_llm")
+    with TestServer(stream_chunk_chars=4) as llm:
+        ConnectionStore().create({"name": "served_llm", "type": "open_ai",
+                                  "api_key": "sk-served-llm-key-0123456789",
+                                  "base_url": llm.base_url})
+        with Running(app(folder)) as server:
+            status, _, data = server.request("POST", "/score",
+                                             {"question": "tell me a long story"})
+            joined = json.loads(data)["answer"]
+            assert status == 200 and "tell me a long story" in joined
+            status, headers, data = server.request("POST", "/score",
+                                                   {"question": "tell me a long story"},
+                                                   headers={"Accept": "text/event-stream"})
+            assert status == 200 and headers["content-type"].startswith("text/event-stream")
+            events = sse_events(data)
+            assert len(events) > 3 and all(set(e) == {"answer"} for e in events)
+            assert all(len(e["answer"]) <= 4 for e in events)  # the model's own chunks
+            assert "".join(e["answer"] for e in events) == joined
+            assert server.healthy()
