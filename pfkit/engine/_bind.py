@@ -210,6 +210,10 @@ class _Binder:
         except UnicodeDecodeError:
             raise self.error(node, f"template '{node.source.path}' is not UTF-8 text",
                              "InvalidSource", "source.path") from None
+        if path.suffix == ".prompty":  # a prompty file as the template: its body (pfkit.prompty)
+            from ..prompty._file import split_front_matter
+
+            text = split_front_matter(text, path)[1]
         if node.type == "llm":
             text = _templates.preprocess_images(text)
         try:

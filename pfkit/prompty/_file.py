@@ -35,14 +35,14 @@ class PromptyFile:
     name: str
     description: str
     api: str                          # chat | completion
-    configuration: dict[str, Any]     # ${env:...} resolved
-    parameters: dict[str, Any]
-    response: str                     # first | all
-    inputs: dict[str, PromptyInput]
-    outputs: dict[str, Any]
-    sample: dict[str, Any]
-    body: str
-    body_line: int                    # the file line the body starts on
+    configuration: dict[str, Any] = field(repr=False)  # ${env:...} resolved: may hold keys
+    parameters: dict[str, Any] = field(default_factory=dict)
+    response: str = "first"          # first | all
+    inputs: dict[str, PromptyInput] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    sample: dict[str, Any] = field(default_factory=dict)
+    body: str = ""
+    body_line: int = 1                # the file line the body starts on
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
