@@ -368,7 +368,7 @@ def test_api_keys_are_required_and_never_echoed(py_flow, tmp_path, monkeypatch):
             status, _, data = server.request("POST", "/score", {"text": "a"},
                                              headers={"Authorization": f"Bearer {good}"})
             assert status == 200
-        for path in ("/metrics", "/swagger.json"):
+        for path in ("/metrics", "/swagger.json", "/docs"):
             assert server.request("GET", path)[0] == 401
         status, _, data = server.request("POST", "/feedback", {"good": True})
         assert status == 401

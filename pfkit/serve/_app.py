@@ -61,6 +61,7 @@ def app(flow: Any, *, session: Any = None, variant: str | None = None,
     string) and ``$PFKIT_API_KEYS`` / ``api_keys_file`` turn on bearer authentication."""
     from ..session import Session
 
+    _require_serve_extra()
     own_session = session is None
     session = session if session is not None else Session()
     if isinstance(flow, (str, Path)):
@@ -74,6 +75,18 @@ def app(flow: Any, *, session: Any = None, variant: str | None = None,
                            feedback_file=Path(feedback_file) if feedback_file else None,
                            build_info=os.environ.get("BUILD_INFO"))
     return FlowServer(flow, session, options, own_session=own_session).asgi()
+
+
+def _require_serve_extra() -> None:
+    import importlib.util
+
+    missing = [name for name in ("starlette", "prometheus_client")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        from ..errors import UserError
+
+        raise UserError(f"serving needs the serve extra ({', '.join(missing)} missing)",
+                        code="MissingDependency", hint="pip install 'pfkit[serve]'")
 
 
 def load_served_flow(path: str | Path, *, session: Any, variant: str | None = None,
@@ -200,8 +213,8 @@ class FlowServer:
                   methods=["GET"]),
             Route("/swagger.json", self.endpoint("swagger", self.swagger, auth=True),
                   methods=["GET"]),
-            Route("/docs", self.endpoint("docs", self.docs, auth=False), methods=["GET"]),
-            Route("/", self.endpoint("docs", self.docs, auth=False), methods=["GET"]),
+            Route("/docs", self.endpoint("docs", self.docs, auth=True), methods=["GET"]),
+            Route("/", self.endpoint("docs", self.docs, auth=True), methods=["GET"]),
             Route("/feedback", self.endpoint("feedback", self.feedback, auth=True),
                   methods=["POST"]),
             Route("/metrics", self.endpoint("metrics", self.prometheus, auth=True),
