@@ -772,6 +772,44 @@ def test_ctrl_c_with_workers_cancels_the_run_stops_the_workers_and_resume_is_exa
     assert sorted(executions(log)[len(before):]) == sorted(set(range(400)) - saved)
 
 
+# --------------------------------------------------------------------------- the wire
+
+def test_frames_split_anywhere_arrive_whole_and_in_order():
+    from pfkit.runs import _worker_protocol as wire
+
+    messages = [("lines", [(i, {"x": "é" * i})]) for i in range(50)]
+    data = b"".join(wire.frame(m) for m in messages)
+    buffer, got = wire.FrameBuffer(), []
+    for i in range(0, len(data), 7):  # 7-byte pieces cut headers and payloads
+        got.extend(buffer.feed(data[i:i + 7]))
+    assert got == messages
+    assert wire.FrameBuffer().feed(data) == messages
+
+
+def test_a_value_the_parent_cannot_unpickle_is_read_back_from_the_record():
+    import pickle
+
+    from pfkit.runs import _worker_protocol as wire
+
+    record = json.dumps({"line_number": 4, "status": "Completed", "outputs": {"y": "Gone()"},
+                         "aggregation_inputs": {"${a.output}": "Gone()"}})
+    import types
+
+    module = types.ModuleType("pfkit_vanished_module")  # a tool's module the parent lacks
+    exec("class Gone:\n    pass\n", module.__dict__)
+    module.Gone.__module__ = module.__name__
+    sys.modules[module.__name__] = module
+    try:
+        broken = pickle.dumps(({"y": module.Gone()}, None))
+    finally:
+        del sys.modules[module.__name__]
+    line = wire.decode_line((4, "Completed", record, {}, None, None, broken), FinishedLine)
+    assert line.outputs == {"y": "Gone()"}
+    assert line.aggregation_values == {"${a.output}": "Gone()"}
+    empty = wire.decode_line((5, "Failed", "{}", {}, {"code": "X"}, None, b""), FinishedLine)
+    assert empty.outputs == {} and empty.aggregation_values is None and empty.error == {"code": "X"}
+
+
 # --------------------------------------------------------------------------- the default
 
 class _Node:
