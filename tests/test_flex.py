@@ -385,3 +385,28 @@ user:
     assert isinstance(reply, str) and reply.strip()
     as_flow = pfkit.load_flow(Path(folder) / "local.prompty")(word="apple")
     assert as_flow == {"output": reply}  # temperature 0, same seed: the same reply
+
+
+def test_flow_serve_scores_a_flex_flow_and_streams_its_generator(make_flow, home, prompty_env):
+    pytest.importorskip("uvicorn")
+    from test_serve import Running, sse_events
+
+    from pfkit.serve import app
+
+    folder = make_flow({"flow.flex.yaml": "entry: words:split\n", "words.py": textwrap.dedent("""
+        def split(text: str):
+            for word in text.split():
+                yield word + " "
+    """)}, name="words")
+    with Running(app(folder)) as server:
+        status, _, data = server.request("POST", "/score", {"text": "a b"})
+        assert status == 200 and json.loads(data) == {"output": "a b "}
+        status, headers, data = server.request("POST", "/score", {"text": "a b"},
+                                               headers={"Accept": "text/event-stream"})
+        assert status == 200 and sse_events(data) == [{"output": "a "}, {"output": "b "}]
+    prompty = make_flow({"ask.prompty": PROMPTY}, name="p") / "ask.prompty"
+    with Running(app(prompty)) as server:
+        status, _, data = server.request("POST", "/score", {"question": "served?"})
+        assert status == 200, data
+        reply = json.loads(json.loads(data)["output"])
+        assert reply["messages"][-1] == {"role": "user", "content": "served?"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -92,18 +93,27 @@ register_node_kind(AGGREGATE_KIND, _bind_aggregate)
 
 
 def _entry_call(entry: Entry) -> Any:
+    """The entry, its return value shaped: a returned generator stays one (the engine joins it
+    for lines and tests, and ``flow serve`` streams it) unless ``__aggregate__`` needs the text;
+    generators inside a dict or dataclass are joined here."""
     func = entry.func
+    keep_stream = entry.aggregate is None
+
+    def streams(value: Any) -> bool:
+        return keep_stream and isinstance(value, (types.GeneratorType, types.AsyncGeneratorType))
+
     if entry.is_async:
         async def call_async(**kwargs: Any) -> Any:
             value = func(**kwargs)
             if inspect.isawaitable(value):
                 value = await value
-            return await ajoin(value)
+            return value if streams(value) else await ajoin(value)
 
         return call_async
 
     def call(**kwargs: Any) -> Any:
-        return join_iterators(func(**kwargs))
+        value = func(**kwargs)
+        return value if streams(value) else join_iterators(value)
 
     return call
 
