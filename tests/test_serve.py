@@ -255,8 +255,9 @@ def test_unknown_paths_and_methods_get_json_errors(py_flow):
 def test_a_node_failure_is_500_without_stack_trace_or_secret(py_flow):
     _secrets.register("sk-serve-test-secret-0123456789")
     with Running(app(py_flow)) as server:
-        status, _, data = server.request("POST", "/score", {"text": "fail"})
-        assert status == 500
+        status, headers, data = server.request("POST", "/score", {"text": "fail"},
+                                               headers={"x-request-id": "req-42"})
+        assert status == 500 and headers["x-request-id"] == "req-42"
         error = error_of(data)
         assert "cannot shout" in error["message"] and "shout" in error["message"]
         assert "sk-serve-test-secret" not in data.decode()
@@ -597,3 +598,40 @@ def test_an_llm_stream_is_relayed_chunk_by_chunk(make_flow):
             assert all(len(e["answer"]) <= 4 for e in events)  # the model's own chunks
             assert "".join(e["answer"] for e in events) == joined
             assert server.healthy()
+
+
+SYNC_SLOW_TOOL = """
+import threading, time
+from promptflow.core import tool
+
+LOCK = threading.Lock()
+STATE = {"inside": 0, "peak": 0}
+
+@tool
+def slow(i: int, wait: float, expect: int) -> int:
+    with LOCK:
+        STATE["inside"] += 1
+        STATE["peak"] = max(STATE["peak"], STATE["inside"])
+    try:
+        end = time.monotonic() + wait
+        while STATE["peak"] < expect and time.monotonic() < end:
+            time.sleep(0.01)
+        return STATE["peak"]
+    finally:
+        with LOCK:
+            STATE["inside"] -= 1
+"""
+
+
+def test_many_slow_sync_tool_requests_run_at_once(make_flow):
+    """A blocking (sync) tool runs in threads: requests still overlap."""
+    folder = make_flow({"flow.dag.yaml": SLOW_FLOW, "slow.py": SYNC_SLOW_TOOL}, name="sleeper")
+    n = 12
+    with Running(app(folder)) as server:
+        with ThreadPoolExecutor(n) as pool:
+            answers = list(pool.map(
+                lambda i: server.request("POST", "/score", {"i": i, "wait": 20, "expect": n}),
+                range(n)))
+        assert [status for status, _, _ in answers] == [200] * n
+        assert [json.loads(data)["seen"] for _, _, data in answers] == [n] * n
+        assert server.healthy()

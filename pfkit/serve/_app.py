@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._secrets import scrub
 from .._version import __version__
 from ..errors import InputError, LineTimeoutError
 from ..observe import Observer, Observers
 from ._auth import ApiKeys
-from ._errors import ApiError, error_body, json_bytes
+from ._errors import MAX_MESSAGE, ApiError, error_body, json_bytes
 from ._metrics import ServeMetrics
 from ._openapi import build_openapi, public_outputs, render_docs
 
@@ -33,6 +34,7 @@ feedback_log = logging.getLogger("pfkit.serve.feedback")
 
 DEFAULT_TIMEOUT = 300.0  # seconds per /score request
 DEFAULT_MAX_BODY = 10 * 1024 * 1024  # bytes
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 ACCEPT_EVENT_STREAM = "text/event-stream"
 ACCEPT_JSON = frozenset({"application/json", "application/*", "*/*"})
 JSON_TYPE = "application/json"
@@ -263,6 +265,9 @@ class FlowServer:
                 response = await handler(request)
             except ApiError as exc:
                 metrics.error(exc.code)
+                if exc.status >= 500:  # the operator's record of it (scrubbed, no traceback)
+                    log.warning("%s %s: %d %s: %s", request.method, request.url.path,
+                                exc.status, exc.code, scrub(exc.message)[:MAX_MESSAGE])
                 response = Response(error_body(exc.code, exc.message), exc.status,
                                     headers=exc.headers, media_type=JSON_TYPE)
             except Exception as exc:  # noqa: BLE001 - never a stack trace to the client
@@ -272,6 +277,10 @@ class FlowServer:
                                     500, media_type=JSON_TYPE)
             finally:
                 metrics.in_flight.dec()
+            request_id = request.headers.get("x-request-id")
+            if request_id and _REQUEST_ID.fullmatch(request_id):  # echoed for correlation
+                target = response.response if isinstance(response, _Streamed) else response
+                target.headers["x-request-id"] = request_id
             if isinstance(response, _Streamed):  # observed when the stream ends
                 response.on_end = lambda: metrics.observe(name, 200, time.perf_counter() - start)
             else:
