@@ -635,3 +635,32 @@ def test_many_slow_sync_tool_requests_run_at_once(make_flow):
         assert [status for status, _, _ in answers] == [200] * n
         assert [json.loads(data)["seen"] for _, _, data in answers] == [n] * n
         assert server.healthy()
+
+
+FIXTURES = ROOT / "tests" / "flows"
+
+
+def test_flex_flows_and_prompty_files_are_served_too():
+    from pfkit.testing import TestServer
+
+    folder = FIXTURES / "flex_function_basic"
+    expected = json.loads((folder / "expected.json").read_text())["lines"]
+    lines = json.loads((folder / "fixture.json").read_text())["lines"]
+    with Running(app(folder)) as server:
+        for inputs, want in zip(lines, expected, strict=True):
+            status, _, data = server.request("POST", "/score", inputs)
+            assert status == 200 and json.loads(data) == want["output"]  # promptflow's answer
+        swagger = json.loads(server.request("GET", "/swagger.json")[2])
+        schema = swagger["paths"]["/score"]["post"]["requestBody"]["content"]
+        assert "name" in schema["application/json"]["schema"]["properties"]
+        assert server.healthy()
+    prompty = FIXTURES / "prompty_basic_chat" / "chat.prompty"
+    with TestServer() as llm, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ECHO_BASE_URL", llm.base_url)
+        patch.setenv("ECHO_API_KEY", "sk-prompty-serve-0123456789")
+        with Running(app(prompty)) as server:
+            status, _, data = server.request("POST", "/score", {"question": "Hi from HTTP?"})
+            assert status == 200 and "Hi from HTTP?" in json.dumps(json.loads(data))
+            status, _, data = server.request("POST", "/score", {})
+            assert status == 400 and "question" in error_of(data)["message"]
+            assert server.healthy()
