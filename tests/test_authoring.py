@@ -321,3 +321,41 @@ def test_graph_of_a_built_flow_is_svg():
     view = sample_flow().graph()
     assert view.svg.startswith("<svg") and "flowchart TD" in view.mermaid
     assert view._repr_svg_() == view.svg
+
+
+OPENAI_API_KEY = "not-a-real-key-but-named-like-one"
+SETTINGS_TABLE = {"region": "eu", "token": "abc"}
+EXAMPLE_KEY = "sk-abcdefghijklmnopqrstuvwxyz0123"
+
+
+def uses_key(x: str) -> str:
+    return OPENAI_API_KEY + x
+
+
+def uses_openai_style(x: str) -> str:
+    return EXAMPLE_KEY + x
+
+
+def uses_registered(x: str) -> str:
+    return SETTINGS_TABLE["region"] + x
+
+
+def test_secrets_are_never_written_into_a_tool_script():
+    from pfkit import _secrets
+
+    flow = FlowBuilder("secrets")
+    for tool in (uses_key, uses_openai_style):
+        with pytest.raises(UserError) as caught:
+            flow.python(tool, x="a")
+        assert caught.value.code == "SecretInToolScript"
+        assert "not-a-real-key" not in str(caught.value) and "sk-abc" not in str(caught.value)
+    assert "region" in tool_script(uses_registered)  # an ordinary dict is written as it is
+    _secrets.register("eu-secret-value-123")
+    try:
+        global SETTINGS_TABLE
+        SETTINGS_TABLE = {"region": "eu-secret-value-123"}
+        with pytest.raises(UserError) as caught:
+            tool_script(uses_registered)
+        assert caught.value.code == "SecretInToolScript"
+    finally:
+        SETTINGS_TABLE = {"region": "eu", "token": "abc"}

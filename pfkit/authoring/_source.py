@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import builtins
 import inspect
+import re
 import textwrap
 import types
 from collections.abc import Callable
@@ -29,6 +30,30 @@ def _is_literal(value: Any, depth: int = 0) -> bool:
         return len(value) <= 1000 and all(_is_literal(k, depth + 1) and _is_literal(v, depth + 1)
                                           for k, v in value.items())
     return False
+
+
+_SECRET_NAME = re.compile(r"(API_?KEY|ACCESS_?KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)",
+                          re.IGNORECASE)
+
+
+def _looks_secret(name: str, value: Any) -> bool:
+    """A constant a script must not carry: a value registered as a connection secret, or text
+    under a name like API_KEY / TOKEN / PASSWORD, or an OpenAI-style key."""
+    from .. import _secrets
+
+    texts = [value] if isinstance(value, str) else [v for v in _flatten(value) if isinstance(v, str)]
+    for text in texts:
+        if _secrets.scrub(text) != text or text.startswith(("sk-", "sk_")) and len(text) > 20:
+            return True
+    return bool(_SECRET_NAME.search(name)) and any(t.strip() for t in texts)
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in (*_flatten(k), *_flatten(v))]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [x for v in value for x in _flatten(v)]
+    return [value]
 
 
 def _function_source(fn: Callable, what: str) -> tuple[str, ast.FunctionDef]:
@@ -202,6 +227,13 @@ class _Script:
             self.imports.add(f"from {module} import {real}" + (f" as {name}" if name != real else ""))
             return
         if _is_literal(value):
+            if _looks_secret(name, value):
+                raise UserError(
+                    f"tool '{self.tool.__name__}' uses '{name}', which looks like a secret; it "
+                    "would be written into the tool's script", code="SecretInToolScript",
+                    hint="Keep secrets out of flow folders: put it in a connection "
+                         "(pfkit connection create) and pass the connection as an input, or "
+                         "read it from an environment variable inside the function.")
             text = repr(value)
             try:
                 if ast.literal_eval(text) != value:
