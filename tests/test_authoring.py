@@ -359,3 +359,26 @@ def test_secrets_are_never_written_into_a_tool_script():
         assert caught.value.code == "SecretInToolScript"
     finally:
         SETTINGS_TABLE = {"region": "eu", "token": "abc"}
+
+
+def test_pfkit_run_draws_a_tqdm_bar_inside_a_jupyter_kernel(tmp_path, session, capsys,
+                                                           monkeypatch):
+    pytest.importorskip("tqdm")
+    import types
+
+    from pfkit.authoring._display import in_notebook
+
+    folder = sample_flow().save(tmp_path / "sample")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}"}) + "\n" for i in range(3)))
+    assert not in_notebook()
+    pfkit.run(folder, data, progress=True, session=session)
+    terminal = capsys.readouterr().err
+    assert "lines 3/3" in terminal and "it/s" not in terminal and "line/s]" not in terminal
+
+    kernel = types.SimpleNamespace(config={"IPKernelApp": {}})
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel))
+    assert in_notebook()
+    pfkit.run(folder, data, progress=True, session=session)
+    bar = capsys.readouterr().err
+    assert "3/3 [" in bar and "line/s]" in bar  # tqdm's bar, redrawn in place

@@ -139,3 +139,9 @@ def progress_observer(label: str | None = None) -> Any | None:
     except ImportError:
         return None
     return TqdmProgress(label=label)
+
+
+def notebook_progress(label: str | None = None) -> Any | None:
+    """Inside a Jupyter kernel, a tqdm bar (None elsewhere, or without tqdm): what
+    ``pfkit.run(..., progress=True)`` draws there instead of its terminal line."""
+    return progress_observer(label) if in_notebook() else None

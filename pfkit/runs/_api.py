@@ -349,7 +349,11 @@ async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunR
             writer.log(f"warning: {note}")
             if show_progress:
                 print(f"pfkit: warning: {note}", file=sys.stderr)
-        progress = Progress(total, label=f"{record.name}: ", enabled=show_progress)
+        progress: Any = Progress(total, label=f"{record.name}: ", enabled=show_progress)
+        if show_progress:  # in Jupyter, a tqdm bar redrawn in place (when tqdm is installed)
+            from ..authoring._display import notebook_progress
+
+            progress = notebook_progress(record.name) or progress
         members: list[Any] = [LineWriter(writer), outcome, progress]
         if request.stream:
             members.append(StreamPrinter())
