@@ -92,3 +92,17 @@ def test_graph_saves_svg_or_mermaid(tmp_path, make_flow):
     view = FlowGraphView.of(make_flow({"flow.dag.yaml": FLOW, "t.py": TOOL}))
     assert view.save(tmp_path / "g.svg").read_text().startswith("<svg")
     assert view.save(tmp_path / "g.mmd").read_text().startswith("flowchart TD")
+
+
+def test_cli_prints_the_svg(make_flow):
+    import subprocess
+    import sys
+
+    folder = make_flow({"flow.dag.yaml": FLOW, "t.py": TOOL})
+    done = subprocess.run([sys.executable, "-m", "pfkit", "flow", "graph", "--flow", str(folder),
+                           "--format", "svg"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert _parse(done.stdout).tag == "{http://www.w3.org/2000/svg}svg"
+    mermaid = subprocess.run([sys.executable, "-m", "pfkit", "flow", "graph", "--flow",
+                              str(folder)], capture_output=True, text=True, timeout=60)
+    assert mermaid.stdout.startswith("flowchart TD")

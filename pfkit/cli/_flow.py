@@ -51,6 +51,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     graph = commands.add_parser("graph", help="print the flow's DAG as a Mermaid diagram")
     graph.add_argument("--flow", required=True, help="flow folder or flow.dag.yaml")
     graph.add_argument("--variant", help="draw with this variant selected")
+    graph.add_argument("--format", choices=("mermaid", "svg"), default="mermaid",
+                       help="mermaid (default) or svg (drawn by pfkit, no script)")
     graph.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     graph.set_defaults(handler=cmd_graph)
 
@@ -225,7 +227,13 @@ def cmd_graph(args: argparse.Namespace) -> int:
     from ..graph import plan, to_mermaid
     from ..spec import load_flow_spec
 
-    sys.stdout.write(to_mermaid(plan(load_flow_spec(args.flow), args.variant)))
+    graph = plan(load_flow_spec(args.flow), args.variant)
+    if getattr(args, "format", "mermaid") == "svg":
+        from ..authoring._svg import render_svg
+
+        sys.stdout.write(render_svg(graph))
+        return 0
+    sys.stdout.write(to_mermaid(graph))
     return 0
 
 
