@@ -600,7 +600,8 @@ async def _flow_outputs(flow: BoundFlow, inputs: dict[str, Any], graph: _Graph) 
         elif isinstance(ref, FlowInputRef):
             value = inputs.get(ref.name)
         elif ref.node in graph.bypassed:
-            value = None
+            # None, as promptflow; a property of a bypassed node's None fails the line, as there
+            value = resolve_path(None, ref) if ref.path else None
         elif ref.node in graph.outputs:
             value = resolve_path(graph.outputs[ref.node], ref)
         else:
@@ -614,6 +615,16 @@ async def _flow_outputs(flow: BoundFlow, inputs: dict[str, Any], graph: _Graph) 
         if not _json_safe(value):
             _check_serialisable(name, value)
     return outputs
+
+
+def _check_aggregation_paths(flow: BoundFlow, graph: _Graph) -> None:
+    """An aggregation input ``${node.output.<path>}`` must resolve on every completed line (a
+    bypassed node's None has no path): otherwise the line fails, as in promptflow."""
+    for node in flow.aggregation_nodes:
+        for _, ref in node.ref_inputs:
+            if isinstance(ref, NodeRef) and ref.path and (ref.node in graph.bypassed
+                                                          or ref.node in graph.outputs):
+                resolve_path(None if ref.node in graph.bypassed else graph.outputs[ref.node], ref)
 
 
 async def _join_stream(flow: BoundFlow, graph: _Graph, node: str, stream: Any) -> str:
@@ -845,6 +856,7 @@ async def execute_line(flow: BoundFlow, inputs: dict[str, Any], *, line_number: 
     try:
         await graph.run()
         outputs = await _flow_outputs(flow, resolved, graph)
+        _check_aggregation_paths(flow, graph)
         result = LineResult(line_number, COMPLETED, resolved, outputs, runs, None, start,
                             time.time())
     except _NodeFailed as failed:

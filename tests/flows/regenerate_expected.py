@@ -462,8 +462,14 @@ def main(argv=None) -> int:
     parser.add_argument("-j", "--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--pfeval", action="store_true",
+                        help="the pfeval_* evaluation-run cases instead (see pfeval_expected.py)")
     args = parser.parse_args(argv)
 
+    if args.pfeval:
+        import pfeval_expected
+
+        return pfeval_expected.main(args.cases)
     if args.child:
         return child_main(args.child, args.base_url)
 
