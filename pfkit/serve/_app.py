@@ -246,7 +246,7 @@ class FlowServer:
                          exception_handlers={HTTPException: http_error,
                                              Exception: internal_error})
         asgi.state.pfkit = self
-        return asgi
+        return ServedApp(self, asgi)
 
     def endpoint(self, name: str, handler: Any, *, auth: bool) -> Any:
         from starlette.responses import Response
@@ -315,16 +315,18 @@ class FlowServer:
 
     # ------------------------------------------------------------------ /score
 
-    async def score(self, request: Any) -> Any:
-        accept = _media_types(request.headers.get("accept"))
+    def _check_accept(self, header: str | None) -> tuple[bool, bool]:
+        accept = _media_types(header)
         wants_stream = ACCEPT_EVENT_STREAM in accept
-        wants_json = bool(ACCEPT_JSON & accept) or "application/json" in accept
+        wants_json = bool(ACCEPT_JSON & accept)
         if not wants_stream and not wants_json:
-            shown = request.headers.get("accept", "")[:200]
             raise ApiError(406, "UserError",
-                           f"Media type {shown} in Accept header is not acceptable. Supported "
-                           "media type(s): application/json, text/event-stream")
-        data = await self.read_json(request, what="request body")
+                           f"Media type {(header or '')[:200]} in Accept header is not "
+                           "acceptable. Supported media type(s): application/json, "
+                           "text/event-stream")
+        return wants_stream, wants_json
+
+    def _inputs_of(self, data: Any) -> dict[str, Any]:
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -338,8 +340,18 @@ class FlowServer:
             raise ApiError(400, "UserError",
                            f"Required input fields {missing} are missing in request data; "
                            f"the flow's inputs: {', '.join(self.flow.inputs)}")
+        return data
+
+    def _next_line(self) -> int:
         self._lines += 1
-        line_number = self._lines
+        return self._lines
+
+    async def score(self, request: Any) -> Any:
+        """/score through Starlette: streamed answers (the JSON answers take the direct path,
+        :meth:`score_direct`, and come here only when the app is mounted in another one)."""
+        wants_stream, wants_json = self._check_accept(request.headers.get("accept"))
+        data = self._inputs_of(await self.read_json(request, what="request body"))
+        line_number = self._next_line()
         if wants_stream:
             return await self._score_stream(data, line_number, wants_json)
         result = await self.flow.arun(data, line_number=line_number,
@@ -347,6 +359,82 @@ class FlowServer:
         if not result.ok:
             raise self._line_error(result)
         return self._json_response(result.outputs)
+
+    async def score_direct(self, scope: Any, headers: dict[bytes, bytes], receive: Any,
+                           send: Any) -> None:
+        """POST /score answered in JSON straight on ASGI: the hot path, without the framework's
+        request and response objects. Same checks, answers and metrics as :meth:`score`."""
+        metrics = self.metrics
+        start = time.perf_counter()
+        metrics.in_flight.inc()
+        extra: dict[str, str] = {}
+        try:
+            keys = self.options.api_keys
+            if keys and not keys.accepts(_text(headers.get(b"authorization"))):
+                raise ApiError(401, "Unauthorized",
+                               "a valid API key is required: send Authorization: Bearer KEY",
+                               {"WWW-Authenticate": "Bearer"})
+            self._check_accept(_text(headers.get(b"accept")))
+            raw = await self._receive_body(headers, receive)
+            if raw is None:
+                return  # the client went away
+            data = self._inputs_of(_parse_json(raw, "request body"))
+            result = await self.flow.arun(data, line_number=self._next_line(),
+                                          timeout=self.options.timeout,
+                                          observers=self.observers)
+            if not result.ok:
+                raise self._line_error(result)
+            status = 200
+            outputs = result.outputs
+            body = json_bytes({name: outputs[name] for name in self.outputs if name in outputs})
+        except ApiError as exc:
+            metrics.error(exc.code)
+            if exc.status >= 500:
+                log.warning("POST /score: %d %s: %s", exc.status, exc.code,
+                            scrub(exc.message)[:MAX_MESSAGE])
+            status, body, extra = exc.status, error_body(exc.code, exc.message), exc.headers
+        except Exception as exc:  # noqa: BLE001 - never a stack trace to the client
+            log.error("internal error in score: %s", type(exc).__name__)
+            metrics.error("InternalError")
+            status, body = 500, error_body("InternalError", "the server failed to answer")
+        finally:
+            metrics.in_flight.dec()
+        response_headers = [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]
+        response_headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                             for k, v in extra.items()]
+        request_id = _text(headers.get(b"x-request-id"))
+        if request_id and _REQUEST_ID.fullmatch(request_id):
+            response_headers.append((b"x-request-id", request_id.encode()))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})
+        metrics.observe("score", status, time.perf_counter() - start)
+
+    async def _receive_body(self, headers: dict[bytes, bytes], receive: Any) -> bytes | None:
+        limit = self.options.max_body_bytes
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.strip().isdigit():
+                raise ApiError(400, "InvalidRequest", "Content-Length is not a number")
+            if int(length) > limit:
+                raise ApiError(413, "RequestTooLarge",
+                               f"the request body ({int(length)} bytes) is larger than the "
+                               f"limit of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "RequestTooLarge",
+                               f"the request body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
     def _json_response(self, outputs: Mapping[str, Any]) -> Any:
         from starlette.responses import Response
@@ -522,6 +610,30 @@ class FlowServer:
         return Response(body, 200, headers={"Content-Type": content_type})
 
 
+class ServedApp:
+    """The ASGI app of a served flow: ``POST /score`` answered in JSON directly (the hot path);
+    streamed answers, the other endpoints and the lifespan through Starlette (:attr:`starlette`).
+    ``app.state.pfkit`` is the :class:`FlowServer`."""
+
+    def __init__(self, server: FlowServer, starlette: Any) -> None:
+        self.server = server
+        self.starlette = starlette
+        self.state = starlette.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (scope["type"] == "http" and scope["path"] == "/score"
+                and scope["method"] == "POST"):
+            headers = dict(scope["headers"])
+            if ACCEPT_EVENT_STREAM.encode() not in headers.get(b"accept", b""):
+                await self.server.score_direct(scope, headers, receive, send)
+                return
+        await self.starlette(scope, receive, send)
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
 class _Streamed:
     """A streaming response whose end is observed (its latency lasts until the last event)."""
 
@@ -544,5 +656,5 @@ def _append_line(path: Path, line: str) -> None:
         handle.write(line + "\n")
 
 
-__all__ = ["DEFAULT_MAX_BODY", "DEFAULT_TIMEOUT", "FlowServer", "ServeOptions", "app",
+__all__ = ["DEFAULT_MAX_BODY", "DEFAULT_TIMEOUT", "FlowServer", "ServeOptions", "ServedApp", "app",
            "format_event", "load_served_flow"]
