@@ -9,12 +9,19 @@
 starlette, uvicorn and prometheus-client (the ``serve`` extra) are imported only when used.
 """
 
-from ._app import DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, FlowServer, app, format_event
+from ._app import DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, FlowServer, ServedApp, app, format_event
 from ._auth import ApiKeys
 from ._build import build
-from ._gate import GateRefused, GateReport, Threshold, check_gate, parse_threshold
+from ._gate import (
+    GateRefused,
+    GateReport,
+    Threshold,
+    check_gate,
+    enforce_gate,
+    parse_threshold,
+)
 from ._server import serve
 
 __all__ = ["ApiKeys", "DEFAULT_MAX_BODY", "DEFAULT_TIMEOUT", "FlowServer", "GateRefused",
-           "GateReport", "Threshold", "app", "build", "check_gate", "format_event",
-           "parse_threshold", "serve"]
+           "GateReport", "ServedApp", "Threshold", "app", "build", "check_gate", "enforce_gate",
+           "format_event", "parse_threshold", "serve"]

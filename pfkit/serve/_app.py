@@ -57,7 +57,8 @@ def app(flow: Any, *, session: Any = None, variant: str | None = None,
         api_keys: Any = None, api_keys_file: str | Path | None = None,
         timeout: float = DEFAULT_TIMEOUT, max_body_bytes: int = DEFAULT_MAX_BODY,
         feedback_file: str | Path | None = None, allow_outside_paths: bool = False) -> Any:
-    """The ASGI app (Starlette) serving ``flow``: a flow folder or file, or an
+    """The ASGI app serving ``flow`` (a :class:`ServedApp`: Starlette around a direct
+    ``POST /score``): a flow folder or file, or an
     :class:`~pfkit.engine.ExecutableFlow`. Without ``session`` the app opens its own
     :class:`pfkit.Session` and closes it at shutdown. ``api_keys`` (a list or a comma-separated
     string) and ``$PFKIT_API_KEYS`` / ``api_keys_file`` turn on bearer authentication."""
