@@ -222,3 +222,27 @@ def test_the_built_folder_installs_and_serves_through_its_entrypoint(flow, tmp_p
         err = process.stderr.read().decode()
         assert "with 2 workers" in err
         assert SECRET not in err and SECRET not in process.stdout.read().decode()
+
+
+def test_overrides_and_environment_references_reach_the_folder(flow, tmp_path, make_flow,
+                                                               monkeypatch):
+    import yaml
+
+    connect("http://127.0.0.1:9/v1")
+    out = tmp_path / "out"
+    assert main(["flow", "build", "--source", str(flow), "--output", str(out),
+                 "--connections", "chat.model=gpt-4o"]) == 0
+    resolved = yaml.safe_load((out / "flow" / "flow.dag.yaml").read_text())
+    chat = next(n for n in resolved["nodes"] if n["name"] == "chat")
+    assert chat["inputs"]["model"] == "gpt-4o" and chat["source"]["path"] == "plain.jinja2"
+    prompty = Path(__file__).resolve().parent / "flows" / "prompty_basic_chat" / "chat.prompty"
+    folder = make_flow({"chat.prompty": prompty.read_text()}, name="prompty_flow")
+    out2 = tmp_path / "out2"
+    monkeypatch.setenv("ECHO_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("ECHO_API_KEY", "sk-unused-0123456789")
+    assert main(["flow", "build", "--source", str(folder / "chat.prompty"), "--output",
+                 str(out2)]) == 0
+    assert json.loads((out2 / "settings.json").read_text()) == {"ECHO_BASE_URL": "",
+                                                                 "ECHO_API_KEY": ""}
+    assert (out2 / "flow" / "chat.prompty").is_file()
+    assert '--source "$HERE/flow/chat.prompty"' in (out2 / "start.sh").read_text()

@@ -106,6 +106,21 @@ def _export_connection(name: str, store: Any, variables: dict[str, str]) -> dict
     return record
 
 
+_ENV_IN_TEXT = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+_TEXT_SUFFIXES = {".yaml", ".yml", ".prompty", ".json", ".jinja2", ".txt", ".md"}
+
+
+def _env_references(folder: Path) -> list[str]:
+    """``${env:NAME}`` references in the flow's own text files (flow, prompty, configs)."""
+    names: list[str] = []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in _TEXT_SUFFIXES and path.is_file() and path.stat().st_size < 1_000_000:
+            for name in _ENV_IN_TEXT.findall(path.read_text(encoding="utf-8", errors="ignore")):
+                if name not in names:
+                    names.append(name)
+    return names
+
+
 def build(source: str | Path, output: str | Path, *, format: str = "docker",
           variant: str | None = None, connections: Mapping[str, str] | None = None,
           allow_outside_paths: bool = False, workers: int = DEFAULT_WORKERS,
@@ -157,6 +172,8 @@ def build(source: str | Path, output: str | Path, *, format: str = "docker",
                 variables.setdefault(match.group(1), "")
     else:
         (out / "home" / "connections").mkdir(parents=True, exist_ok=True)
+    for name in _env_references(flow_dir):  # e.g. a prompty's ${env:...} configuration
+        variables.setdefault(name, "")
     build_wheel(out / "wheels")
     requirements = flow_dir / "requirements.txt"
     has_requirements = requirements.is_file()
@@ -167,7 +184,8 @@ def build(source: str | Path, output: str | Path, *, format: str = "docker",
     (out / "Dockerfile").write_text(_dockerfile(image, has_requirements, workers),
                                     encoding="utf-8")
     start = out / "start.sh"
-    start.write_text(START_SH.format(workers=workers), encoding="utf-8")
+    start.write_text(START_SH.format(workers=workers, flow_file=flow.file.name),
+                     encoding="utf-8")
     start.chmod(0o755)
     (out / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n", encoding="utf-8")
     (out / "README.md").write_text(_readme(flow.name, used, variables, workers, image),
@@ -181,7 +199,7 @@ START_SH = """#!/bin/sh
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 export PFKIT_HOME="${{PFKIT_HOME:-$HERE/home}}"
-exec pfkit flow serve --source "$HERE/flow" --host "${{HOST:-0.0.0.0}}" \\
+exec pfkit flow serve --source "$HERE/flow/{flow_file}" --host "${{HOST:-0.0.0.0}}" \\
     --port "${{PORT:-8080}}" --workers "${{PFKIT_WORKERS:-{workers}}}" \\
     --timeout "${{PFKIT_TIMEOUT:-300}}"
 """
