@@ -410,3 +410,51 @@ def test_flow_serve_scores_a_flex_flow_and_streams_its_generator(make_flow, home
         assert status == 200, data
         reply = json.loads(json.loads(data)["output"])
         assert reply["messages"][-1] == {"role": "user", "content": "served?"}
+
+
+def test_prompty_azure_configuration_and_a_named_connection(make_flow, server, monkeypatch,
+                                                            home):
+    from pfkit.prompty import Prompty
+
+    monkeypatch.setenv("H10_AZURE_ENDPOINT", server.url)
+    monkeypatch.setenv("H10_AZURE_KEY", "azure-secret-h10-777")
+    folder = make_flow({"az.prompty": """---
+name: az
+model:
+  api: chat
+  configuration:
+    type: azure_openai
+    azure_endpoint: ${env:H10_AZURE_ENDPOINT}
+    api_key: ${env:H10_AZURE_KEY}
+    api_version: 2024-02-01
+    azure_deployment: my-deployment
+inputs:
+  q: {type: string}
+---
+user:
+{{q}}
+""", "named.prompty": """---
+name: named
+model:
+  api: chat
+  configuration:
+    connection: echo_conn
+    model: named-model
+inputs:
+  q: {type: string}
+---
+user:
+{{q}}
+"""}, name="az")
+    reply = json.loads(Prompty.load(folder / "az.prompty")(q="hello azure"))
+    assert reply["messages"] == [{"role": "user", "content": "hello azure"}]
+    assert reply["params"]["model"] == "my-deployment"
+    assert server.requests[-1].path.startswith("/openai/deployments/my-deployment/")
+    # a pfkit connection by name (here: one created in the connection store)
+    conn = home / "conn.yaml"
+    home.mkdir(parents=True, exist_ok=True)
+    conn.write_text(f"name: echo_conn\ntype: open_ai\napi_key: sk-named-h10\nbase_url: {server.base_url}\n")
+    created = cli("connection", "create", "--file", str(conn))
+    assert created.returncode == 0, created.stderr
+    named = json.loads(pfkit.load_flow(folder / "named.prompty")(q="by name")["output"])
+    assert named["params"]["model"] == "named-model"
