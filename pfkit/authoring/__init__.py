@@ -17,7 +17,7 @@ _LAZY = {
     "FlowBuilder": "_builder", "Inputs": "_builder", "Node": "_builder",
     "Metrics": "_display", "TqdmProgress": "_display", "html_table": "_display",
     "run_html": "_display",
-    "FLOW_TYPES": "_init", "init_flow": "_init",
+    "FLOW_TYPES": "_init", "init_flow": "_init", "init_command": "_init",
     "InputRef": "_refs", "OutputRef": "_refs", "Ref": "_refs",
     "tool_script": "_source",
     "FlowGraphView": "_svg", "render_svg": "_svg",
@@ -26,7 +26,7 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from ._builder import FlowBuilder, Inputs, Node
     from ._display import Metrics, TqdmProgress, html_table, run_html
-    from ._init import FLOW_TYPES, init_flow
+    from ._init import FLOW_TYPES, init_command, init_flow
     from ._refs import InputRef, OutputRef, Ref
     from ._source import tool_script
     from ._svg import FlowGraphView, render_svg
@@ -44,5 +44,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["FLOW_TYPES", "FlowBuilder", "FlowGraphView", "InputRef", "Inputs", "Metrics", "Node",
-           "OutputRef", "Ref", "TqdmProgress", "html_table", "init_flow", "render_svg",
+           "OutputRef", "Ref", "TqdmProgress", "html_table", "init_command", "init_flow", "render_svg",
            "run_html", "tool_script"]

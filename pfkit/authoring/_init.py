@@ -317,7 +317,7 @@ def next_steps(folder: Path, kind: str) -> str:
     return (f"{example}\npfkit run create --flow {flow} --data {Path(flow) / 'data.jsonl'}")
 
 
-def cmd_init(args: object) -> int:
+def init_command(args: object) -> int:
     """``pfkit flow init --flow DIR [--type T] [--connection NAME]``."""
     import sys
 

@@ -62,8 +62,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     init.add_argument("--connection", default="local",
                       help="connection of the llm node (default: local, the embedded model)")
     init.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    init.set_defaults(handler=lambda args: __import__(
-        "pfkit.authoring._init", fromlist=["cmd_init"]).cmd_init(args))
+    init.set_defaults(handler=cmd_init)
 
     from . import _serve
 
@@ -223,13 +222,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from ..authoring import init_command  # pfkit flow init
+
+    return init_command(args)
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from ..graph import plan, to_mermaid
     from ..spec import load_flow_spec
 
     graph = plan(load_flow_spec(args.flow), args.variant)
     if getattr(args, "format", "mermaid") == "svg":
-        from ..authoring._svg import render_svg
+        from ..authoring import render_svg
 
         sys.stdout.write(render_svg(graph))
         return 0
