@@ -458,3 +458,48 @@ user:
     assert created.returncode == 0, created.stderr
     named = json.loads(pfkit.load_flow(folder / "named.prompty")(q="by name")["output"])
     assert named["params"]["model"] == "named-model"
+
+
+def test_init_connection_and_model_configuration_by_connection_name(make_flow, server, home):
+    home.mkdir(parents=True, exist_ok=True)
+    conn = home / "c.yaml"
+    conn.write_text(f"name: h10_conn\ntype: open_ai\napi_key: sk-h10-init-conn-99\n"
+                    f"base_url: {server.base_url}\n")
+    assert cli("connection", "create", "--file", str(conn)).returncode == 0
+    folder = make_flow({"flow.flex.yaml": "entry: app:App\n", "ask.prompty": """---
+name: ask
+model:
+  api: chat
+  configuration:
+    type: openai
+    model: m
+inputs:
+  q: {type: string}
+---
+user:
+{{q}}
+""", "app.py": textwrap.dedent("""
+        from pathlib import Path
+
+        from promptflow.connections import OpenAIConnection
+        from promptflow.core import OpenAIModelConfiguration, Prompty
+
+        class App:
+            def __init__(self, conn: OpenAIConnection, config: OpenAIModelConfiguration):
+                self.conn = conn
+                self.config = config
+                self.prompty = Prompty.load(Path(__file__).parent / "ask.prompty",
+                                            model={"configuration": config})
+
+            def __call__(self, q: str) -> dict:
+                return {"conn_type": type(self.conn).__name__,
+                        "config_base": self.config.base_url, "reply": self.prompty(q=q)}
+    """)})
+    flow = pfkit.load_flow(folder, init={"conn": "h10_conn",
+                                         "config": '{"connection": "h10_conn", "model": "m2"}'})
+    out = flow(q="through the connection")
+    assert out["conn_type"] == "OpenAIConnection"
+    assert out["config_base"] == server.base_url
+    reply = json.loads(out["reply"])
+    assert reply["messages"] == [{"role": "user", "content": "through the connection"}]
+    assert reply["params"]["model"] == "m2"

@@ -178,7 +178,7 @@ def create_instance(spec: FlexSpec, cls: type, init: Mapping[str, Any], connecti
         type_name = (declared.type if declared is not None and declared.type else None)
         if anno_name in MODEL_CONFIGS or type_name in MODEL_CONFIGS:
             resolved[key] = model_config(anno_name if anno_name in MODEL_CONFIGS else type_name,
-                                         value, spec, key)
+                                         value, spec, key, connections)
             continue
         value_type = type_name or value_type_of(annotation, param.default if param else
                                                 inspect.Parameter.empty)
@@ -213,7 +213,8 @@ def create_instance(spec: FlexSpec, cls: type, init: Mapping[str, Any], connecti
             hint=f"The error was raised here:\n{_frames(exc)}") from exc
 
 
-def model_config(class_name: str, value: Any, spec: FlexSpec, key: str) -> Any:
+def model_config(class_name: str, value: Any, spec: FlexSpec, key: str,
+                 connections: Any = None) -> Any:
     from ..prompty import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
 
     cls = OpenAIModelConfiguration if class_name == "OpenAIModelConfiguration" \
@@ -236,6 +237,18 @@ def model_config(class_name: str, value: Any, spec: FlexSpec, key: str) -> Any:
         raise UserError(f"Model config value is not an instance of {class_name}, got "
                         f"{type(value).__name__}", code="InvalidModelConfigValueType",
                         location=_where(spec, f"init.{key}"))
+    if value.connection and connections is not None:  # promptflow: filled from the connection
+        try:
+            conn = connections(value.connection)
+        except UserError as exc:
+            raise type(exc)(f"init value '{key}': {exc.message}", code=exc.code, hint=exc.hint,
+                            location=_where(spec, f"init.{key}")) from None
+        if isinstance(value, OpenAIModelConfiguration):
+            filled = cls.from_connection(conn, model=value.model)
+        else:
+            filled = cls.from_connection(conn, azure_deployment=value.azure_deployment)
+        filled.connection = value.connection  # prompty calls go through that connection's model
+        value = filled
     return value
 
 
