@@ -503,3 +503,22 @@ user:
     reply = json.loads(out["reply"])
     assert reply["messages"] == [{"role": "user", "content": "through the connection"}]
     assert reply["params"]["model"] == "m2"
+
+
+def test_prompty_batch_run_in_worker_processes(make_flow, prompty_env, home, tmp_path):
+    folder = make_flow({"ask.prompty": PROMPTY}, name="p")
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}"}) + "\n" for i in range(4)))
+    run = pfkit.run(folder / "ask.prompty", data, workers=2, name="prompty_workers")
+    assert run.status == "Completed"
+    lines = sorted(run.lines(), key=lambda line: line["line_number"])
+    asked = [json.loads(line["outputs"]["output"])["messages"][-1]["content"] for line in lines]
+    assert asked == ["q0", "q1", "q2", "q3"]
+
+
+def test_a_syntax_error_in_the_entry_module_names_the_file_and_line(make_flow, home):
+    folder = make_flow({"flow.flex.yaml": "name: broken\nentry: bad:run\n",
+                        "bad.py": "def run(x):\n    return (x\n"})
+    result = cli("flow", "test", "--flow", str(folder), "--inputs", "x=1")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "flow.flex.yaml:2" in result.stderr and "bad.py" in result.stderr
