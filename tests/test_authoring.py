@@ -382,3 +382,18 @@ def test_pfkit_run_draws_a_tqdm_bar_inside_a_jupyter_kernel(tmp_path, session, c
     pfkit.run(folder, data, progress=True, session=session)
     bar = capsys.readouterr().err
     assert "3/3 [" in bar and "line/s]" in bar  # tqdm's bar, redrawn in place
+
+
+def test_mistakes_in_python_arguments_are_explained():
+    flow = FlowBuilder("args")
+    with pytest.raises(TypeError, match="has no flow input type"):
+        flow.input("x", list[str])
+    assert flow.input("n", float).expr == "${inputs.n}"
+    assert flow.to_dict()["inputs"]["n"] == {"type": "double"}
+    with pytest.raises(UserError) as caught:
+        flow.prompt("p", "prompt.jinja2")
+    assert caught.value.code == "InvalidTemplate" and "Path('prompt.jinja2')" in caught.value.hint
+    with pytest.raises(KeyError, match="not defined"):
+        flow.inputs.missing  # noqa: B018
+    answer = flow.prompt("q", "{{x}}", x=flow.inputs.n)
+    assert answer["a b"].expr == "${q.output['a b']}" and answer[0]["k"].expr == "${q.output[0].k}"

@@ -188,8 +188,13 @@ class FlowBuilder:
               is_chat_input: bool = False, is_chat_history: bool = False) -> InputRef:
         """Declare a flow input (types: string, int, double, bool, list, object, image);
         returns its reference."""
-        spec: dict[str, Any] = {"type": _INPUT_TYPES.get(type, type) if not isinstance(type, str)
-                                else type}
+        if not isinstance(type, str):
+            if type not in _INPUT_TYPES:
+                raise TypeError(f"flow input '{name}': type {type!r} has no flow input type; use "
+                                "str, int, float, bool, list or dict, or a flow input type name "
+                                "(string, int, double, bool, list, object, image)")
+            type = _INPUT_TYPES[type]  # noqa: A001
+        spec: dict[str, Any] = {"type": type}
         if default is not ...:
             spec["default"] = to_yaml_value(default, where=f"flow input '{name}'")
         if description:
@@ -320,6 +325,12 @@ class FlowBuilder:
         if not isinstance(template, str):
             raise TypeError(f"node '{name}': the template is text or a pathlib.Path, not "
                             f"{type(template).__name__}")
+        if "\n" not in template and "{" not in template and template.strip().endswith(
+                (".jinja2", ".jinja", ".j2")):
+            raise UserError(f"node '{name}': the template {template!r} looks like a file name",
+                            code="InvalidTemplate", location=Location(node=name),
+                            hint=f"Pass Path({template!r}) to use the file, or give the "
+                                 "template's text itself.")
         return self._add_file(f"{stem}.jinja2", template.encode(),
                               what=f"the template of node '{name}'")
 
