@@ -33,6 +33,7 @@ def _add_gate_options(parser: argparse.ArgumentParser, *, required: bool = False
                        help="with --baseline-run: a significant drop up to M is allowed "
                             "(default 0)")
     group.add_argument("--metric", action="append", dest="gate_metrics", default=[],
+                       metavar="METRIC",
                        help="with --baseline-run: compare only these metrics (default: the "
                             "gated ones, else every common score)")
 
