@@ -307,6 +307,11 @@ def test_run_evaluate_and_compare_from_the_flow(tmp_path, session):
         "default": {"column_mapping": {"clean": "${run.outputs.clean}"}}}, progress=False)
     assert "<svg" in comparison._repr_html_() or "<table" in comparison._repr_html_()
     assert len(comparison.runs) == 2
+    again = flow.compare(comparison.runs)
+    assert again.runs == comparison.runs
+    fresh = flow.evaluate(data=data, evaluators={"len": length}, evaluator_config={
+        "default": {"column_mapping": {"clean": "${run.outputs.clean}"}}}, progress=False)
+    assert [row["outputs.len.length"] for row in fresh["rows"]] == [8, 3, 13]
 
 
 def test_progress_bar_updates_per_line(tmp_path, session, capsys):
