@@ -230,3 +230,46 @@ def test_aggregation_input_with_a_path_into_a_bypassed_node_fails_the_line(tmp_p
     assert second["status"] == "Failed"
     assert "Invalid property 'key' when accessing the node 'pick'" in second["error"]["message"]
     assert dict(run.metrics()) == {"lines": 1}
+
+
+NUMPY_AGG = """
+import numpy as np
+from promptflow.core import log_metric, tool
+
+
+@tool
+def agg(picked: list, kept: list) -> int:
+    values = np.array([len(k) for k in kept])
+    log_metric("total", values.sum())           # numpy int64
+    log_metric("mean", np.float32(values.mean()))
+    log_metric("all_short", np.all(values < 9))  # numpy bool
+    log_metric("nan", np.float64("nan"))
+    return int(values.sum())
+"""
+
+
+def test_numpy_scalar_metrics_are_recorded_as_numbers(tmp_path, home):
+    """Evaluation flows log numpy values (np.mean, a sum): metrics.json and show-metrics hold the
+    numbers (promptflow 1.18.5 crashes its run on np.int64 / np.float32; np.float64, a float
+    subclass, it writes as a number)."""
+    dag = AGGREGATION_FLOW.replace("${pick.output.key}", "${always.output}")
+    run = pfkit.run(_flow(tmp_path, dag, **{"agg.py": NUMPY_AGG}), _data(tmp_path))
+    metrics = dict(run.metrics())
+    assert {k: v for k, v in metrics.items() if k != "nan"} == {"total": 9, "mean": 4.5, "all_short": True}
+    assert type(metrics["total"]) is int and type(metrics["all_short"]) is bool
+    assert math.isnan(metrics["nan"])
+    on_disk = (run.path / "metrics.json").read_text(encoding="utf-8")
+    assert "np." not in on_disk and "NaN" in on_disk
+
+
+def test_run_store_inside_the_flow_folder_is_not_copied_into_the_snapshot(tmp_path, monkeypatch):
+    """PFKIT_HOME inside the flow folder (a project keeping its runs beside its flow): the run's
+    snapshot holds the flow, not the store (before: endless recursion, run Failed with an
+    internal RecursionError; and the store's connections copied into every snapshot)."""
+    folder = _flow(tmp_path, AGGREGATION_FLOW.replace("${pick.output.key}", "${always.output}"),
+                   **{"agg.py": AGG})
+    monkeypatch.setenv("PFKIT_HOME", str(folder / ".runs_home"))
+    run = pfkit.run(folder, _data(tmp_path))
+    assert run.status == "Completed"
+    assert sorted(p.name for p in (run.path / "snapshot").iterdir()) == ["agg.py", "flow.dag.yaml",
+                                                                         "tools.py"]

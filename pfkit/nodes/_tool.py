@@ -79,7 +79,9 @@ def log_metric(key: str, value: Any, variant_id: str | None = None) -> None:
     """Record a run metric from an aggregation node; the last value logged for a key wins."""
     sink = metric_sink.get()
     if sink is not None:
-        sink[key] = value
+        # a numpy scalar (np.mean's float64, a sum's int64) is recorded as the plain number
+        numpy_scalar = type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0
+        sink[key] = value.item() if numpy_scalar else value
 
 
 def trace(func: Callable | None = None, **_: Any) -> Callable:

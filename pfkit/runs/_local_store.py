@@ -534,8 +534,19 @@ class LocalRunWriter:
 def copy_snapshot(source_dir: Path, destination: Path, resolved_yaml: str) -> None:
     """The flow as it ran: its folder (without caches and virtualenvs) and the flow YAML with
     the chosen variants written into ``nodes``."""
-    ignore = shutil.ignore_patterns("__pycache__", ".promptflow", ".git", ".venv", "*.pyc",
-                                    "pfkit.cassette.jsonl")
+    patterns = shutil.ignore_patterns("__pycache__", ".promptflow", ".git", ".venv", "*.pyc",
+                                      "pfkit.cassette.jsonl")
+    inside = destination.resolve()
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        # a run store (PFKIT_HOME) inside the flow folder: never copied into itself
+        skipped = set(patterns(folder, names))
+        for name in names:
+            path = Path(folder, name).resolve()
+            if path == inside or path in inside.parents:
+                skipped.add(name)
+        return skipped
+
     shutil.copytree(source_dir, destination, ignore=ignore, dirs_exist_ok=True)
     (destination / "flow.dag.yaml").write_text(resolved_yaml, encoding="utf-8")
     os.utime(destination)

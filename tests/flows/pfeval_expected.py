@@ -20,9 +20,9 @@ What it does, exactly as a user would:
    ``base_url`` is the server, then ``pf run create --flow base --data data.jsonl
    --column-mapping ...`` and ``pf run create --flow eval --run <base> --data data.jsonl
    --column-mapping ...``.
-3. Records per run: the run status, every line's status (``flow_artifacts``), inputs
-   (``inputs.jsonl``) and outputs (``flow_outputs/output.jsonl``, completed lines only), and
-   ``metrics.json`` (NaN kept as NaN).
+3. Records per run: the run status and error message (``pf run show``), every line's status
+   and error message (``flow_artifacts``), inputs (``inputs.jsonl``) and outputs
+   (``flow_outputs/output.jsonl``, completed lines only), and ``metrics.json`` (NaN kept).
 """
 
 from __future__ import annotations
@@ -101,15 +101,18 @@ def read_run(home: Path, name: str, env: dict, cwd: Path) -> dict:
     run_dir = Path(shown["properties"]["output_path"])
     outputs = {row.pop("line_number"): row for row in _jsonl(run_dir / "flow_outputs" / "output.jsonl")}
     inputs = {row.pop("line_number"): row for row in _jsonl(run_dir / "inputs.jsonl")}
-    statuses = {}
+    statuses, errors = {}, {}
     for artifact in sorted((run_dir / "flow_artifacts").glob("*.jsonl")):
         for row in _jsonl(artifact):
             statuses[row["line_number"]] = row["run_info"]["status"]
+            errors[row["line_number"]] = (row["run_info"].get("error") or {}).get("message")
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
-    lines = [{"line_number": n, "status": statuses[n], "inputs": inputs.get(n), "output": outputs.get(n)}
-             for n in sorted(statuses)]
-    return {"status": shown["status"], "lines": lines, "metrics": metrics}
+    lines = [{"line_number": n, "status": statuses[n], "inputs": inputs.get(n), "output": outputs.get(n),
+              "error": errors.get(n)} for n in sorted(statuses)]
+    run_error = shown.get("error") if isinstance(shown.get("error"), dict) else None
+    return {"status": shown["status"], "lines": lines, "metrics": metrics,
+            "error": run_error.get("message") if run_error else None}
 
 
 def run_case(name: str, base_url: str) -> dict:
