@@ -48,6 +48,7 @@ def server():
 @pytest.fixture
 def echo_env(server, monkeypatch):
     monkeypatch.setenv("ECHO_BASE_URL", server.base_url)
+    monkeypatch.setenv("ECHO_AZURE_ENDPOINT", server.url)
     monkeypatch.setenv("ECHO_API_KEY", "sk-echo-test-key")
     return server
 

@@ -20,7 +20,8 @@ Per case, in a fresh subprocess (``PF_DISABLE_TRACING=true``):
    AttrDict])`` as ``BatchEngine._get_aggregation_inputs`` does for flex flows -> metrics.
 4. ``"call": true`` (prompty): also ``Prompty.load(file)(**line)`` per line -> ``calls``.
 
-Prompty cases read ``${env:ECHO_BASE_URL}`` and ``${env:ECHO_API_KEY}``: the parent serves the
+Prompty cases read ``${env:ECHO_BASE_URL}``, ``${env:ECHO_AZURE_ENDPOINT}`` and
+``${env:ECHO_API_KEY}``: the parent serves the
 DAG generator's echo server (``regenerate_expected.start_echo_server``) there.
 """
 
@@ -178,7 +179,8 @@ def main(argv: list[str]) -> int:
     cases = argv or discover_cases()
     server, base_url = dag.start_echo_server()
     env = dict(os.environ, PF_DISABLE_TRACING="true", PYTHONDONTWRITEBYTECODE="1",
-               ECHO_BASE_URL=base_url, ECHO_API_KEY=ECHO_API_KEY)
+               ECHO_BASE_URL=base_url, ECHO_API_KEY=ECHO_API_KEY,
+               ECHO_AZURE_ENDPOINT=base_url.removesuffix("/v1"))
     failures = 0
     for case in cases:
         proc = subprocess.run([sys.executable, __file__, "--child", case], env=env,
