@@ -522,3 +522,13 @@ def test_a_syntax_error_in_the_entry_module_names_the_file_and_line(make_flow, h
     result = cli("flow", "test", "--flow", str(folder), "--inputs", "x=1")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "flow.flex.yaml:2" in result.stderr and "bad.py" in result.stderr
+
+
+def test_a_flex_runs_snapshot_folder_loads_as_the_flex_flow(make_flow, home, tmp_path):
+    folder = make_flow(FLEX)
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"x": 1}\n')
+    pfkit.run(folder, data, init={"factor": 4}, name="snap_run")
+    snapshot = home / "runs" / "snap_run" / "snapshot"
+    assert (snapshot / "flow.flex.yaml").is_file()
+    assert pfkit.load_flow(snapshot, init={"factor": 4})(x=2) == {"value": 8, "unit": "cm"}

@@ -51,8 +51,8 @@ def is_flex_file(path: Path) -> bool:
     """A YAML file with a top-level ``entry:`` key (cheap: no YAML parse)."""
     if path.name in FLEX_FILE_NAMES:
         return True
-    if path.suffix not in (".yaml", ".yml") or path.name.startswith("flow.dag."):
-        return False
+    if path.suffix not in (".yaml", ".yml"):
+        return False  # (a flow.dag.yaml with 'entry:' is a flex flow too: a run's snapshot)
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             head = fh.read(65536)
@@ -66,8 +66,10 @@ def find_flex_file(path: Path) -> Path | None:
     holds a flow.dag.yaml is a DAG flow, as in promptflow)."""
     try:
         if path.is_dir():
-            if any((path / n).is_file() for n in ("flow.dag.yaml", "flow.dag.yml")):
-                return None
+            for name in ("flow.dag.yaml", "flow.dag.yml"):
+                if (path / name).is_file():
+                    # a run snapshot of a flex flow holds its YAML as flow.dag.yaml
+                    return path / name if is_flex_file(path / name) else None
             for name in FLEX_FILE_NAMES:
                 if (path / name).is_file():
                     return path / name
