@@ -532,3 +532,11 @@ def test_a_flex_runs_snapshot_folder_loads_as_the_flex_flow(make_flow, home, tmp
     snapshot = home / "runs" / "snap_run" / "snapshot"
     assert (snapshot / "flow.flex.yaml").is_file()
     assert pfkit.load_flow(snapshot, init={"factor": 4})(x=2) == {"value": 8, "unit": "cm"}
+
+
+def test_flow_validate_checks_a_flex_flow_with_its_init_values(make_flow, home):
+    folder = make_flow(FLEX)
+    ok = cli("flow", "validate", "--flow", str(folder), "--init", "factor=2")
+    assert ok.returncode == 0 and "valid flex flow, inputs: x" in ok.stdout
+    missing = cli("flow", "validate", "--flow", str(folder))
+    assert missing.returncode != 0 and "factor" in missing.stderr

@@ -45,6 +45,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     validate = commands.add_parser("validate", help="check a flow without running it")
     validate.add_argument("--flow", required=True, help="flow folder or flow.dag.yaml")
     validate.add_argument("--variant", help="check with this variant selected")
+    validate.add_argument("--init", nargs="+", metavar="KEY=VALUE",
+                          help="init values of a flex flow's class entry")
     validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     validate.set_defaults(handler=cmd_validate)
 
@@ -208,7 +210,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     kind = next(loader.kind for loader in flow_loaders() if loader.matches(target))
     if kind != "dag":  # flex flows and prompty files: loading checks them
         executable = load_executable(target, variant=args.variant, models=check_connection,
-                                     connections=connection)
+                                     connections=connection,
+                                     init=parse_key_values(args.init, option="--init") or None)
         print(f"{executable.file}: valid {kind} flow, inputs: "
               f"{', '.join(executable.inputs) or 'none'}")
         return 0
