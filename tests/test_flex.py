@@ -540,3 +540,48 @@ def test_flow_validate_checks_a_flex_flow_with_its_init_values(make_flow, home):
     assert ok.returncode == 0 and "valid flex flow, inputs: x" in ok.stdout
     missing = cli("flow", "validate", "--flow", str(folder))
     assert missing.returncode != 0 and "factor" in missing.stderr
+
+
+def test_prompty_calls_are_recorded_and_replayed_through_the_cache(make_flow, home):
+    folder = make_flow({"ask.prompty": PROMPTY}, name="p")
+    with TestServer() as srv:
+        env = {"H10_TEST_BASE": srv.base_url, "H10_TEST_KEY": "sk-h10-cache-key-1"}
+        recorded = cli("flow", "test", "--flow", str(folder / "ask.prompty"), "--inputs",
+                       "question=cached?", "--cache", "record", env=env)
+        assert recorded.returncode == 0, recorded.stderr
+        assert len(srv.requests) == 1
+    assert (folder / "pfkit.cassette.jsonl").is_file()
+    assert "sk-h10-cache-key-1" not in (folder / "pfkit.cassette.jsonl").read_text()
+    # the server is gone: the answer comes from the cassette
+    replayed = cli("flow", "test", "--flow", str(folder / "ask.prompty"), "--inputs",
+                   "question=cached?", "--cache", "replay", env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout) == json.loads(recorded.stdout)
+
+
+def test_prompty_model_calls_reach_observers(make_flow, prompty_env):
+    from pfkit._aio import run_sync
+    from pfkit.engine import load_executable
+
+    calls = []
+
+    class Recorder(Observer):
+        def on_model_call(self, event):
+            calls.append(event)
+
+    flow = load_executable(make_flow({"ask.prompty": PROMPTY}, name="p") / "ask.prompty")
+    result = run_sync(flow.arun({"question": "seen?"}, observers=Observers((Recorder(),))))
+    assert result.status == "Completed"
+    assert len(calls) == 1 and calls[0].node == "ask"
+
+
+def test_prompty_render_estimate_and_keyword_only_calls(make_flow, prompty_env):
+    from pfkit.errors import UserError
+    from pfkit.prompty import Prompty
+
+    prompty = Prompty.load(make_flow({"ask.prompty": PROMPTY}, name="p") / "ask.prompty")
+    assert prompty.render(question="x") == [{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": "x"}]
+    assert prompty.estimate_token_count(question="x") > 16  # the prompt plus max_tokens
+    with pytest.raises(UserError, match="keyword arguments"):
+        prompty("positional")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExecutionError, InputError, Location
+from ..errors import ExecutionError, InputError, Location, UserError
 from ._file import PromptyFile, load_prompty_file
 from ._model import model_name, resolve_model
 
@@ -214,7 +214,8 @@ class AsyncPrompty:
 
     async def __call__(self, *args: Any, **inputs: Any) -> Any:
         if args:
-            raise TypeError("Prompty takes keyword arguments only (the inputs)")
+            raise UserError("Prompty can only be called with keyword arguments.",
+                            code="InvalidPromptyCall", hint="Pass the inputs by name: p(question=...).")
         return await self._ready()(**inputs)
 
     def __repr__(self) -> str:
@@ -228,7 +229,8 @@ class Prompty(AsyncPrompty):
 
     def __call__(self, *args: Any, **inputs: Any) -> Any:  # type: ignore[override]
         if args:
-            raise TypeError("Prompty takes keyword arguments only (the inputs)")
+            raise UserError("Prompty can only be called with keyword arguments.",
+                            code="InvalidPromptyCall", hint="Pass the inputs by name: p(question=...).")
         from ..session import Session
 
         async def once() -> Any:
