@@ -87,12 +87,35 @@ def check_run(run: pfkit.Run, want: dict, what: str) -> None:
         if expected["output"] is not None:
             assert same(as_json(got["outputs"]), expected["output"]), (where, got["outputs"],
                                                                        expected["output"])
+        if expected.get("error"):
+            assert_same_error((got.get("error") or {}).get("message"), expected["error"], where)
     assert same(as_json(dict(run.metrics())), want["metrics"]), (what, run.metrics(), want["metrics"])
+    if "error" in want:
+        got_error = (run.info.get("error") or {}).get("message")
+        assert (got_error is None) == (want["error"] is None), (what, got_error, want["error"])
+        if want["error"]:
+            assert_same_error(got_error, want["error"], what)
+
+
+def assert_same_error(got: str | None, want: str, where: str) -> None:
+    """Tool and reference errors read exactly as promptflow's. A model's refusal is the one known
+    difference: promptflow says "OpenAI API hits BadRequestError: <server message> [Error
+    reference: <openai docs URL>]", pfkit names the connection and endpoint and keeps the
+    server's message (tests/test_providers.py checks its wording)."""
+    assert got, where
+    prefix = "OpenAI API hits BadRequestError: "
+    if prefix in want:
+        server_message = want.split(prefix, 1)[1].split(" [Error reference:", 1)[0]
+        lead = want.split(prefix, 1)[0]  # "Failed to run 1/6 lines. First error message is: "
+        assert got.startswith(f"{lead}connection '{pfeval_expected.CONNECTION}' "), (where, got)
+        assert server_message in got, (where, got)
+    else:
+        assert got == want, (where, got, want)
 
 
 def test_every_published_shape_has_a_fixture():
-    assert CASES == ["pfeval_classification_accuracy", "pfeval_entity_match_rate", "pfeval_groundedness",
-                     "pfeval_multi_turn_metrics", "pfeval_qna_non_rag"]
+    assert CASES == ["pfeval_accuracy_maths", "pfeval_classification_accuracy", "pfeval_entity_match_rate", "pfeval_groundedness",
+                     "pfeval_multi_turn_metrics", "pfeval_qna_non_rag", "pfeval_summarization"]
     for name in CASES:
         expected = json.loads((FLOWS / name / "expected.json").read_text(encoding="utf-8"))
         statuses = [line["status"] for line in expected["base"]["lines"]]
