@@ -114,7 +114,7 @@ def assert_same_error(got: str | None, want: str, where: str) -> None:
 
 
 def test_every_published_shape_has_a_fixture():
-    assert CASES == ["pfeval_accuracy_maths", "pfeval_classification_accuracy", "pfeval_entity_match_rate", "pfeval_groundedness",
+    assert CASES == ["pfeval_accuracy_maths", "pfeval_basic", "pfeval_classification_accuracy", "pfeval_entity_match_rate", "pfeval_groundedness",
                      "pfeval_multi_turn_metrics", "pfeval_qna_non_rag", "pfeval_summarization"]
     for name in CASES:
         expected = json.loads((FLOWS / name / "expected.json").read_text(encoding="utf-8"))
@@ -132,7 +132,8 @@ def test_evaluation_run_matches_promptflow(name, server, tmp_path):
     data = work / "data.jsonl"
     base = pfkit.run(work / "base", data, column_mapping=meta.get("base_column_mapping"))
     check_run(base, expected["base"], f"{name} base run")
-    evaluation = pfkit.run(work / "eval", data, run=base, column_mapping=meta.get("eval_column_mapping"))
+    eval_data = data if meta.get("eval_data", True) else None  # False: --run only, no --data
+    evaluation = pfkit.run(work / "eval", eval_data, run=base, column_mapping=meta.get("eval_column_mapping"))
     check_run(evaluation, expected["eval"], f"{name} evaluation run")
 
 

@@ -8,6 +8,7 @@ A case folder ``pfeval_<shape>/`` holds ``base/`` (a flow), ``eval/`` (an evalua
 shape of one of promptflow's published evaluation flows), ``data.jsonl`` and ``pfeval.json``::
 
     {"description": "...", "base_column_mapping": {...}, "eval_column_mapping": {...},
+     "eval_data": true,   # false: the evaluation run gets --run only, no --data
      "rules": [{"pattern": REGEX, "reply": TEXT} | {"pattern": REGEX, "fault": {...}}]}
 
 What it does, exactly as a user would:
@@ -132,7 +133,8 @@ def run_case(name: str, base_url: str) -> dict:
         base, evaluation = f"{name}_base", f"{name}_eval"
         _pf(["run", "create", "--flow", "base", "--data", "data.jsonl", "--name", base,
              *_mapping_args(meta.get("base_column_mapping") or {})], env, work)
-        _pf(["run", "create", "--flow", "eval", "--data", "data.jsonl", "--run", base, "--name", evaluation,
+        eval_data = ["--data", "data.jsonl"] if meta.get("eval_data", True) else []
+        _pf(["run", "create", "--flow", "eval", *eval_data, "--run", base, "--name", evaluation,
              *_mapping_args(meta.get("eval_column_mapping") or {})], env, work)
         home = tmp_dir / "home"
         return {"generator": GENERATOR, "base": read_run(home, base, env, work),
