@@ -402,3 +402,31 @@ def test_mistakes_in_python_arguments_are_explained():
         flow.inputs.missing  # noqa: B018
     answer = flow.prompt("q", "{{x}}", x=flow.inputs.n)
     assert answer["a b"].expr == "${q.output['a b']}" and answer[0]["k"].expr == "${q.output[0].k}"
+
+
+def test_an_error_in_a_variant_points_at_the_variant_line():
+    flow = FlowBuilder("variants")
+    q = flow.input("question", str)
+    node = flow.prompt("p", "{{x}}", x=q, variant_id="plain")
+    line = sys._getframe().f_lineno + 1
+    node.variant("broken", "{{x}}", x="${inputs.nothing}")
+    with pytest.raises(FlowValidationError) as caught:
+        flow.validate()
+    assert caught.value.code == "InputReferenceNotFound"
+    assert caught.value.location.line == line and caught.value.location.node == "p"
+
+
+def test_a_chat_flow_built_in_python(session):
+    flow = FlowBuilder("chat")
+    question = flow.input("question", str, is_chat_input=True)
+    history = flow.input("chat_history", list, default=[], is_chat_history=True)
+    reply = flow.llm("reply", "{% for turn in history %}user:\n{{turn.inputs.question}}\n"
+                     "assistant:\n{{turn.outputs.answer}}\n{% endfor %}user:\n{{question}}\n",
+                     connection="echo", question=question, history=history)
+    flow.output("answer", reply, is_chat_output=True)
+    built = flow.build(session=session)
+    assert built.spec.is_chat
+    turns = [{"inputs": {"question": "hi"}, "outputs": {"answer": "hello"}}]
+    sent = json.loads(built(question="and now?", chat_history=turns)["answer"])["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[-1]["content"] == "and now?"

@@ -465,22 +465,23 @@ class FlowBuilder:
                 warnings.simplefilter("ignore")
                 spec = load_flow_spec(folder)
             plan(spec)
-            for node, entry in spec.node_variants.items():
-                for vid in entry.variants:
-                    plan(spec, {node: vid})
         except FlowValidationError as exc:
             raise self._relocate(exc) from None
+        for node, entry in spec.node_variants.items():
+            for vid in entry.variants:
+                try:
+                    plan(spec, {node: vid})
+                except FlowValidationError as exc:
+                    raise self._relocate(exc, variant=f"{node}.{vid}") from None
 
-    def _relocate(self, exc: PfkitError) -> PfkitError:
+    def _relocate(self, exc: PfkitError, variant: str | None = None) -> PfkitError:
         where = exc.location
         field = where.field or ""
         site = None
-        if where.node:
+        if variant and ("variant", variant) in self._sites:
+            site = self._sites[("variant", variant)]
+        elif where.node:
             site = self._sites.get(("node", where.node))
-            for key, value in self._sites.items():
-                if key[0] == "variant" and key[1].startswith(f"{where.node}.") and (
-                        key[1].split(".", 1)[1] in field):
-                    site = value
         elif field.startswith("inputs."):
             site = self._sites.get(("input", field.split(".")[1]))
         elif field.startswith("outputs."):
