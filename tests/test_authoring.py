@@ -430,3 +430,13 @@ def test_a_chat_flow_built_in_python(session):
     sent = json.loads(built(question="and now?", chat_history=turns)["answer"])["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert sent[-1]["content"] == "and now?"
+
+
+def test_sample_data_is_saved_with_the_flow(tmp_path):
+    flow = sample_flow()
+    assert flow.add_data([{"question": "héllo"}, {"question": "b"}]) == "data.jsonl"
+    folder = flow.save(tmp_path / "with_data")
+    lines = (folder / "data.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [{"question": "héllo"}, {"question": "b"}]
+    with pytest.raises(UserError):
+        flow.add_data([], name="../x.jsonl")

@@ -281,6 +281,20 @@ class FlowBuilder:
         return self._add_node(name, body, {**(inputs or {}), **kwargs}, activate, False,
                               variant_id, site, extra)
 
+    def add_data(self, rows: Iterable[Mapping[str, Any]], name: str = "data.jsonl") -> str:
+        """A sample dataset saved with the flow (one JSON object a line), for
+        ``pfkit run create --flow DIR --data DIR/data.jsonl``; returns its file name."""
+        import json
+
+        if not is_safe_name(name) or not name.endswith(".jsonl"):
+            raise UserError(f"data file name {name!r} cannot be used", code="InvalidName",
+                            hint="Give a plain file name ending in .jsonl, e.g. data.jsonl.")
+        text = "".join(json.dumps(dict(row), ensure_ascii=False, default=str) + "\n"
+                       for row in rows)
+        self._files[name] = text.encode("utf-8")
+        self._changed()
+        return name
+
     def node(self, name: str) -> Node:
         """A handle on a node already in the flow (e.g. one read by :meth:`from_folder`)."""
         if not any(n.get("name") == name for n in self._nodes):
