@@ -1,13 +1,17 @@
 """promptflow's published evaluation-flow shapes run unchanged as pfkit evaluation runs.
 
 Each ``tests/flows/pfeval_<shape>/`` holds a base flow, an evaluation flow written for this
-project in the shape of one of promptflow's evaluation flows (eval-classification-accuracy,
-eval-groundedness, eval-qna-non-rag, eval-entity-match-rate, eval-multi-turn-metrics), the data
-and the column mappings. ``expected.json`` is what promptflow 1.18.5 gave with ``pf run create``
+project in the shape of one of promptflow's evaluation flows (eval-basic,
+eval-classification-accuracy, eval-accuracy-maths-to-code, eval-entity-match-rate,
+eval-groundedness, eval-qna-non-rag, eval-qna-rag-metrics, eval-multi-turn-metrics,
+eval-summarization), the data and the column mappings. ``expected.json`` is what promptflow 1.18.5 gave with ``pf run create``
 for the base run and for the evaluation run over it (``tests/flows/pfeval_expected.py``),
 against pfkit's test server answering from the same rules. pfkit must give the same run
 status, the same lines (line numbers included: failed base lines are dropped), the same line
-statuses, inputs and outputs, and the same metrics (NaN where promptflow has NaN).
+statuses, inputs, outputs and error messages, the same run error, and the same metrics (NaN
+where promptflow has NaN).
+
+Regenerate: ``.bench/promptflow-venv/bin/python tests/flows/regenerate_expected.py --pfeval``.
 """
 
 from __future__ import annotations
@@ -114,8 +118,9 @@ def assert_same_error(got: str | None, want: str, where: str) -> None:
 
 
 def test_every_published_shape_has_a_fixture():
-    assert CASES == ["pfeval_accuracy_maths", "pfeval_basic", "pfeval_classification_accuracy", "pfeval_entity_match_rate", "pfeval_groundedness",
-                     "pfeval_multi_turn_metrics", "pfeval_qna_non_rag", "pfeval_summarization"]
+    assert CASES == ["pfeval_accuracy_maths", "pfeval_basic", "pfeval_classification_accuracy",
+                     "pfeval_entity_match_rate", "pfeval_groundedness", "pfeval_multi_turn_metrics",
+                     "pfeval_qna_non_rag", "pfeval_qna_rag_metrics", "pfeval_summarization"]
     for name in CASES:
         expected = json.loads((FLOWS / name / "expected.json").read_text(encoding="utf-8"))
         statuses = [line["status"] for line in expected["base"]["lines"]]
