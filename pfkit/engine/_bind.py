@@ -281,6 +281,16 @@ class _Binder:
                         converted[key], annotations[key], node=node.name, input=key,
                         location=Location(file=self.spec.file, line=node.line, node=node.name,
                                           field=f"inputs.{key}"))
+            elif value_type == "image":  # a literal for an Image parameter: read once, here
+                from ..nodes._images import ImageInputError, to_image
+
+                try:
+                    converted[key] = to_image(value, self.spec.code_dir)
+                except (ImageInputError, OSError) as exc:
+                    raise self.error(node, f"input '{key}' is not an image: {exc}",
+                                     "NodeInputValidationError", f"inputs.{key}",
+                                     hint="Give a path inside the flow folder, a data: URL or "
+                                          "an http(s) URL.") from None
             else:
                 try:
                     converted[key] = parse_value_type(value_type, value)
@@ -331,6 +341,9 @@ class _Binder:
             text, template = self.read_template(node)
         else:
             prompt = literals.pop("prompt", None)
+            if prompt is None and "prompt" in node.inputs and not isinstance(
+                    node.inputs["prompt"], Literal):
+                prompt = ""  # given per line (another node's output): it is the template then
             if not isinstance(prompt, str):
                 raise self.error(node, "the tool needs a 'prompt' input (the template text)",
                                  "NodeInputValidationError", "inputs.prompt")
@@ -341,9 +354,13 @@ class _Binder:
             from .._compat._llm_tools import VisionCall
 
             call = VisionCall(model, text, azure=spec.provider == "azure_openai")
+            self.check_collisions(node, text, set(call.types) | {"connection", "prompt"},
+                                  "the vision tool's")
             return call, self.convert_literals(node, literals, call.types), frozenset(call.types)
         call, converted, has_default = self.llm_call(node, model, api, text, template, literals,
                                                      reserved={"connection", "prompt", "api"})
+        if spec.api == "from_input" and api == "completion":
+            converted.setdefault("max_tokens", None)  # promptflow.tools.llm.llm's default, not 16
         if spec.provider == "azure_openai" and call.api_style != "azure_openai":
             # AzureOpenAI tools name the model 'deployment_name'; let it reach an OpenAI-style model
             if "deployment_name" in converted and "model" not in converted:
