@@ -45,11 +45,15 @@ def data(tmp_path):
     return path
 
 
+def connect(name, server):
+    ConnectionStore().create({"name": name, "type": "open_ai", "api_key": f"sk-test-{name}",
+                              "base_url": server.base_url})
+
+
 def judge_run(name, data, server, responder):
     server.reset()
     server.responder = responder
-    ConnectionStore().create({"name": "judge_server", "type": "open_ai", "api_key": "sk-test-judge",
-                              "base_url": server.base_url})
+    connect("judge_server", server)
     inputs = {"question", "answer", "context", "ground_truth", "criteria"}
     flow_inputs = set(pfkit.load_flow(EVALUATORS / name).spec.inputs)
     mapping = {k: f"${{data.{k}}}" for k in inputs & flow_inputs}
@@ -149,8 +153,7 @@ def test_embedding_similarity_through_an_embeddings_endpoint(data, server):
     from pfkit.evaluate import cosine_similarity
 
     server.reset()
-    ConnectionStore().create({"name": "emb_server", "type": "open_ai", "api_key": "sk-test-emb",
-                              "base_url": server.base_url})
+    connect("emb_server", server)
     run = pfkit.run(EVALUATORS / "embedding_similarity", data,
                     column_mapping={"answer": "${data.answer}", "ground_truth": "${data.ground_truth}",
                                     "model": "text-embedding-3-small"},
@@ -189,8 +192,7 @@ def test_budgets_read_latency_and_tokens_from_the_base_run(data, server, make_fl
     server.reset()
     server.responder = lambda kind, body: "a reasonably short answer" * (
         3 if "Everest" in json.dumps(body) else 1)
-    ConnectionStore().create({"name": "judge_server", "type": "open_ai", "api_key": "sk-test-b",
-                              "base_url": server.base_url})
+    connect("judge_server", server)
     folder = make_flow({"flow.dag.yaml": BUDGET_BASE,
                         "chat.jinja2": "user:\n{{question}}\n"}, name="budget_base")
     base = pfkit.run(folder, data)
