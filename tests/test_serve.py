@@ -654,6 +654,12 @@ def test_flex_flows_and_prompty_files_are_served_too():
         schema = swagger["paths"]["/score"]["post"]["requestBody"]["content"]
         assert "name" in schema["application/json"]["schema"]["properties"]
         assert server.healthy()
+    with Running(app(FIXTURES / "flex_generator_output")) as server:  # a flex generator
+        status, headers, data = server.request("POST", "/score", {"n": 3},
+                                               headers={"Accept": "text/event-stream"})
+        assert status == 200 and sse_events(data) == [{"output": "0,"}, {"output": "1,"},
+                                                      {"output": "2,"}]
+        assert json.loads(server.request("POST", "/score", {"n": 2})[2]) == {"output": "0,1,"}
     prompty = FIXTURES / "prompty_basic_chat" / "chat.prompty"
     with TestServer() as llm, pytest.MonkeyPatch.context() as patch:
         patch.setenv("ECHO_BASE_URL", llm.base_url)
