@@ -125,20 +125,25 @@ def run_case(name: str, base_url: str) -> dict:
         env = dict(os.environ, PF_HOME_DIRECTORY=str(tmp_dir / "home"), PF_DISABLE_TRACING="true",
                    PYTHONDONTWRITEBYTECODE="1")
         env.pop("PF_USE_ASYNC", None)
-        _pf(["config", "set", "telemetry.enabled=false"], env, work)
-        conn = tmp_dir / "judge.yaml"
-        conn.write_text(json.dumps({"name": CONNECTION, "type": "open_ai", "api_key": API_KEY,
-                                    "base_url": base_url}), encoding="utf-8")
-        _pf(["connection", "create", "--file", str(conn)], env, work)
-        base, evaluation = f"{name}_base", f"{name}_eval"
-        _pf(["run", "create", "--flow", "base", "--data", "data.jsonl", "--name", base,
-             *_mapping_args(meta.get("base_column_mapping") or {})], env, work)
-        eval_data = ["--data", "data.jsonl"] if meta.get("eval_data", True) else []
-        _pf(["run", "create", "--flow", "eval", *eval_data, "--run", base, "--name", evaluation,
-             *_mapping_args(meta.get("eval_column_mapping") or {})], env, work)
-        home = tmp_dir / "home"
-        return {"generator": GENERATOR, "base": read_run(home, base, env, work),
-                "eval": read_run(home, evaluation, env, work)}
+        try:
+            _pf(["config", "set", "telemetry.enabled=false"], env, work)
+            conn = tmp_dir / "judge.yaml"
+            conn.write_text(json.dumps({"name": CONNECTION, "type": "open_ai", "api_key": API_KEY,
+                                        "base_url": base_url}), encoding="utf-8")
+            _pf(["connection", "create", "--file", str(conn)], env, work)
+            base, evaluation = f"{name}_base", f"{name}_eval"
+            _pf(["run", "create", "--flow", "base", "--data", "data.jsonl", "--name", base,
+                 *_mapping_args(meta.get("base_column_mapping") or {})], env, work)
+            eval_data = ["--data", "data.jsonl"] if meta.get("eval_data", True) else []
+            _pf(["run", "create", "--flow", "eval", *eval_data, "--run", base, "--name", evaluation,
+                 *_mapping_args(meta.get("eval_column_mapping") or {})], env, work)
+            home = tmp_dir / "home"
+            return {"generator": GENERATOR, "base": read_run(home, base, env, work),
+                    "eval": read_run(home, evaluation, env, work)}
+        finally:
+            # pf starts a background service per PF_HOME_DIRECTORY; it would outlive us
+            subprocess.run([str(PF_BIN), "service", "stop"], env=env, cwd=str(work),
+                           capture_output=True, text=True)
 
 
 def main(cases: list[str] | None = None) -> int:
