@@ -8,7 +8,8 @@ eval-summarization), the data and the column mappings. ``expected.json`` is what
 for the base run and for the evaluation run over it (``tests/flows/pfeval_expected.py``),
 against pfkit's test server answering from the same rules. pfkit must give the same run
 status, the same lines (line numbers included: failed base lines are dropped), the same line
-statuses, inputs, outputs and error messages, the same run error, and the same metrics (NaN
+statuses, node statuses (Bypassed where promptflow bypassed), inputs, outputs and error
+messages, the same run error, and the same metrics (NaN
 where promptflow has NaN).
 
 Regenerate: ``.bench/promptflow-venv/bin/python tests/flows/regenerate_expected.py --pfeval``.
@@ -91,6 +92,8 @@ def check_run(run: pfkit.Run, want: dict, what: str) -> None:
         if expected["output"] is not None:
             assert same(as_json(got["outputs"]), expected["output"]), (where, got["outputs"],
                                                                        expected["output"])
+        if "nodes" in expected:
+            assert got["nodes"] == expected["nodes"], (where, got["nodes"], expected["nodes"])
         if expected.get("error"):
             assert_same_error((got.get("error") or {}).get("message"), expected["error"], where)
     assert same(as_json(dict(run.metrics())), want["metrics"]), (what, run.metrics(), want["metrics"])

@@ -22,7 +22,7 @@ What it does, exactly as a user would:
    --column-mapping ...`` and ``pf run create --flow eval --run <base> --data data.jsonl
    --column-mapping ...``.
 3. Records per run: the run status and error message (``pf run show``), every line's status
-   and error message (``flow_artifacts``), inputs (``inputs.jsonl``) and outputs
+   and error message (``flow_artifacts``), its nodes' statuses (``node_artifacts``), inputs (``inputs.jsonl``) and outputs
    (``flow_outputs/output.jsonl``, completed lines only), and ``metrics.json`` (NaN kept).
 """
 
@@ -107,10 +107,17 @@ def read_run(home: Path, name: str, env: dict, cwd: Path) -> dict:
         for row in _jsonl(artifact):
             statuses[row["line_number"]] = row["run_info"]["status"]
             errors[row["line_number"]] = (row["run_info"].get("error") or {}).get("message")
+    nodes: dict[int, dict[str, str]] = {}
+    for node_dir in sorted(p for p in (run_dir / "node_artifacts").glob("*") if p.is_dir()):
+        for artifact in sorted(node_dir.glob("*.jsonl")):
+            for row in _jsonl(artifact):
+                if row.get("line_number") is not None:  # aggregation nodes have none
+                    nodes.setdefault(row["line_number"], {})[node_dir.name] = row["run_info"]["status"]
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
     lines = [{"line_number": n, "status": statuses[n], "inputs": inputs.get(n), "output": outputs.get(n),
-              "error": errors.get(n)} for n in sorted(statuses)]
+              "error": errors.get(n), "nodes": dict(sorted(nodes.get(n, {}).items()))}
+             for n in sorted(statuses)]
     run_error = shown.get("error") if isinstance(shown.get("error"), dict) else None
     return {"status": shown["status"], "lines": lines, "metrics": metrics,
             "error": run_error.get("message") if run_error else None}
