@@ -145,6 +145,21 @@ def test_evaluation_run_matches_promptflow(name, server, tmp_path):
     check_run(evaluation, expected["eval"], f"{name} evaluation run")
 
 
+@pytest.mark.parametrize("name", ["pfeval_qna_non_rag", "pfeval_multi_turn_metrics"])
+def test_evaluation_run_in_worker_processes_matches_promptflow(name, server, tmp_path):
+    """The same results when pfkit runs the lines in worker processes (promptflow's own batch
+    mode): the bypass and reference rules hold there too."""
+    meta = pfeval_expected.load_case(name)
+    expected = json.loads((FLOWS / name / "expected.json").read_text(encoding="utf-8"))
+    work = case_copy(name, tmp_path)
+    data = work / "data.jsonl"
+    base = pfkit.run(work / "base", data, column_mapping=meta.get("base_column_mapping"), workers=2)
+    check_run(base, expected["base"], f"{name} base run (workers)")
+    evaluation = pfkit.run(work / "eval", data, run=base, column_mapping=meta.get("eval_column_mapping"),
+                           workers=2)
+    check_run(evaluation, expected["eval"], f"{name} evaluation run (workers)")
+
+
 def test_cli_evaluation_run_shows_promptflow_metrics(server, home, tmp_path):
     """``pfkit run create --flow EVAL --run BASE --column-mapping ...`` and ``run show-metrics``
     print promptflow's flat metrics JSON (NaN handling and rounding included)."""
