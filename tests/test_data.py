@@ -786,3 +786,21 @@ nodes:
     run = pfkit.run(flow, data)
     assert sorted((line["line_number"], line["outputs"]["y"]) for line in run.lines()) == [
         (2, "got b"), (5, "got a")]
+
+
+def test_readers_are_a_registry_by_suffix_and_scheme(tmp_path):
+    from pfkit.data import register_reader, register_scheme
+    from pfkit.data._readers import SCHEME_READERS, SUFFIX_READERS, Dataset, _JsonlPart
+
+    assert set(SUPPORTED_EXTENSIONS) <= set(SUFFIX_READERS) and "hf:" in SCHEME_READERS
+    lines = tmp_path / "rows.ndjson"
+    lines.write_text('{"a": 1}\n{"a": 2}\n', encoding="utf-8")
+    register_reader(".ndjson", _JsonlPart)
+    register_scheme("mem:", lambda text: Dataset(text, [_JsonlPart(lines)]))
+    try:
+        assert [row.data for row in open_dataset(lines)] == [{"a": 1}, {"a": 2}]
+        assert [row.data["a"] for row in open_dataset("mem:anything")] == [1, 2]
+    finally:
+        del SUFFIX_READERS[".ndjson"], SCHEME_READERS["mem:"]
+    with pytest.raises(DataError, match="unsupported data file type"):
+        open_dataset(lines)

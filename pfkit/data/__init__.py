@@ -28,6 +28,8 @@ from ._readers import (
     header_names,
     is_hf_disk_folder,
     open_dataset,
+    register_reader,
+    register_scheme,
     resolve_image_paths,
 )
 
@@ -51,5 +53,7 @@ __all__ = [
     "open_dataset",
     "pair_with_base",
     "parse_mapping_value",
+    "register_reader",
+    "register_scheme",
     "resolve_image_paths",
 ]

@@ -37,7 +37,7 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,8 +195,10 @@ def open_dataset(source: str | Path) -> Dataset:
     Nothing but the folder listing (or the Hugging Face dataset's memory map) is read here.
     """
     text = os.fspath(source)
-    if isinstance(source, str) and text.startswith(HF_PREFIX):
-        return _open_hf_source(text)
+    if isinstance(source, str):
+        for prefix, opener in SCHEME_READERS.items():
+            if text.startswith(prefix):
+                return opener(text)
     path = Path(text).expanduser()
     if not path.exists():
         raise DataError(f"data not found: {text}", code="DataNotFound",
@@ -215,7 +217,7 @@ def is_hf_disk_folder(path: Path) -> bool:
 
 
 def _supported(path: Path) -> bool:
-    return path.suffix.lower() in SUPPORTED_EXTENSIONS
+    return path.suffix.lower() in SUFFIX_READERS
 
 
 def _folder_parts(folder: Path, text: str) -> list[_Part]:
@@ -229,23 +231,34 @@ def _folder_parts(folder: Path, text: str) -> list[_Part]:
     return [_file_part(p) for p in files]
 
 
+# Readers by file suffix (a file -> its part) and by source prefix (``hf:NAME`` -> a dataset):
+# ``register_reader(".xlsx", factory)`` / ``register_scheme("s3://", opener)`` add more.
+SUFFIX_READERS: dict[str, Callable[[Path], Any]] = {}
+SCHEME_READERS: dict[str, Callable[[str], Dataset]] = {}
+
+
+def register_reader(suffix: str, factory: Callable[[Path], Any]) -> None:
+    """Read files ending in ``suffix`` with ``factory(path)`` (an object with the part protocol
+    of the built-in readers: ``label``, ``count()``, ``columns()``, iteration of rows)."""
+    SUFFIX_READERS[suffix.lower()] = factory
+
+
+def register_scheme(prefix: str, opener: Callable[[str], Dataset]) -> None:
+    """Open sources starting with ``prefix`` (e.g. ``hf:``) with ``opener(text)``."""
+    SCHEME_READERS[prefix] = opener
+
+
 def _file_part(path: Path) -> _Part:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return _JsonlPart(path)
-    if suffix == ".json":
-        return _JsonPart(path)
-    if suffix in (".csv", ".tsv"):
-        return _CsvPart(path, "," if suffix == ".csv" else "\t")
-    if suffix == ".parquet":
-        return _ParquetPart(path)
+    factory = SUFFIX_READERS.get(path.suffix.lower())
+    if factory is not None:
+        return factory(path)
     raise DataError(f"unsupported data file type '{path.suffix or path.name}'",
                     code="UnsupportedDataFormat", location=Location(file=str(path)),
                     hint=f"Supported: {_extensions()}, a folder of those, or hf:NAME[:SPLIT].")
 
 
 def _extensions() -> str:
-    return ", ".join(SUPPORTED_EXTENSIONS)
+    return ", ".join(SUFFIX_READERS)
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -755,3 +768,11 @@ def _hf_offline(datasets: Any) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+register_reader(".jsonl", _JsonlPart)
+register_reader(".json", _JsonPart)
+register_reader(".csv", lambda path: _CsvPart(path, ","))
+register_reader(".tsv", lambda path: _CsvPart(path, "\t"))
+register_reader(".parquet", _ParquetPart)
+register_scheme(HF_PREFIX, _open_hf_source)
