@@ -585,3 +585,19 @@ def test_prompty_render_estimate_and_keyword_only_calls(make_flow, prompty_env):
     assert prompty.estimate_token_count(question="x") > 16  # the prompt plus max_tokens
     with pytest.raises(UserError, match="keyword arguments"):
         prompty("positional")
+
+
+def test_a_prompty_runs_snapshot_keeps_the_prompty_and_no_stray_dag_file(make_flow, home,
+                                                                         tmp_path, monkeypatch):
+    folder = make_flow({"ask.prompty": PROMPTY}, name="snap_p")
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "hi"}\n')
+    with TestServer() as srv:
+        monkeypatch.setenv("H10_TEST_BASE", srv.base_url)
+        monkeypatch.setenv("H10_TEST_KEY", "sk-h10-snapshot-key-7")
+        run = pfkit.run(folder / "ask.prompty", data, name="snap_prompty")
+        assert run.status == "Completed"
+        snapshot = home / "runs" / "snap_prompty" / "snapshot"
+        assert not (snapshot / "flow.dag.yaml").exists()
+        assert (snapshot / "ask.prompty").read_text() == PROMPTY
+        assert pfkit.load_flow(snapshot / "ask.prompty")(question="again")

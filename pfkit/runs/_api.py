@@ -333,7 +333,10 @@ async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunR
     observers = run_observers = None
     counted = None
     try:
-        writer.save_snapshot(flow.code_dir, resolved_yaml)
+        # a DAG's resolved YAML is promptflow's snapshot/flow.dag.yaml; flex and prompty files
+        # keep their own names (a prompty's text is no flow.dag.yaml)
+        writer.save_snapshot(flow.code_dir, resolved_yaml,
+                             "flow.dag.yaml" if flow.kind == "dag" else flow.file.name)
         reused = _reuse_lines(request, store, writer, flow, outcome)
         flow = flow.with_environment(request.environment_variables)
         record.status, record.start_time = RUNNING, time.time()

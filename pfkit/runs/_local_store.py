@@ -492,9 +492,10 @@ class LocalRunWriter:
             self._lines.write(record_json + "\n")
             self._lines.flush()
 
-    def save_snapshot(self, source_dir: Path, resolved_yaml: str) -> None:
+    def save_snapshot(self, source_dir: Path, resolved_yaml: str,
+                      file_name: str = "flow.dag.yaml") -> None:
         with self._guard(self.folder / "snapshot"):
-            copy_snapshot(source_dir, self.folder / "snapshot", resolved_yaml)
+            copy_snapshot(source_dir, self.folder / "snapshot", resolved_yaml, file_name)
 
     def finish(self, metrics: dict[str, Any], errors: dict[str, Any] | None,
                meta: dict[str, Any]) -> None:
@@ -531,9 +532,11 @@ class LocalRunWriter:
                     pass  # already reported by the write that failed
 
 
-def copy_snapshot(source_dir: Path, destination: Path, resolved_yaml: str) -> None:
-    """The flow as it ran: its folder (without caches and virtualenvs) and the flow YAML with
-    the chosen variants written into ``nodes``."""
+def copy_snapshot(source_dir: Path, destination: Path, resolved_yaml: str,
+                  file_name: str = "flow.dag.yaml") -> None:
+    """The flow as it ran: its folder (without caches and virtualenvs) and the flow file as it
+    ran (for a DAG, ``flow.dag.yaml`` with the chosen variants written into ``nodes``; a flex
+    YAML or a prompty file under its own name)."""
     patterns = shutil.ignore_patterns("__pycache__", ".promptflow", ".git", ".venv", "*.pyc",
                                       "pfkit.cassette.jsonl")
     inside = destination.resolve()
@@ -548,5 +551,5 @@ def copy_snapshot(source_dir: Path, destination: Path, resolved_yaml: str) -> No
         return skipped
 
     shutil.copytree(source_dir, destination, ignore=ignore, dirs_exist_ok=True)
-    (destination / "flow.dag.yaml").write_text(resolved_yaml, encoding="utf-8")
+    (destination / file_name).write_text(resolved_yaml, encoding="utf-8")
     os.utime(destination)

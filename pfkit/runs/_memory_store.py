@@ -154,7 +154,8 @@ class InMemoryRunWriter:
     def log(self, message: str) -> None:
         self.run.log.append(scrub(message))
 
-    def save_snapshot(self, source_dir: Path, resolved_yaml: str) -> None:
+    def save_snapshot(self, source_dir: Path, resolved_yaml: str,
+                      file_name: str = "flow.dag.yaml") -> None:
         self.run.snapshot = resolved_yaml
 
     def finish(self, metrics: dict[str, Any], errors: dict[str, Any] | None,

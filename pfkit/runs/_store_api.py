@@ -57,8 +57,9 @@ class RunWriter(Protocol):
     def log(self, message: str) -> None:
         """One line of the run's log (scrubbed of secrets)."""
 
-    def save_snapshot(self, source_dir: Path, resolved_yaml: str) -> None:
-        """The flow as it ran."""
+    def save_snapshot(self, source_dir: Path, resolved_yaml: str,
+                      file_name: str = "flow.dag.yaml") -> None:
+        """The flow as it ran (``resolved_yaml`` written as ``file_name`` in it)."""
 
     def finish(self, metrics: dict[str, Any], errors: dict[str, Any] | None,
                meta: dict[str, Any]) -> None:
