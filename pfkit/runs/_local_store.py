@@ -115,26 +115,42 @@ class LocalRunStore:
         if self._conn is not None and self._conn_path != self.db_path:
             self.close()
         if self._conn is None:
-            try:
-                self.home.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.db_path, isolation_level=None,
-                                       check_same_thread=False, timeout=30)
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA busy_timeout = 30000")
-                cols = ", ".join(f"{k} {v}" for k, v in _COLUMNS.items())
-                conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
-                existing = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-                for name, decl in _COLUMNS.items():
-                    if name not in existing:
-                        conn.execute(f"ALTER TABLE runs ADD COLUMN {name} "
-                                     f"{decl.replace('PRIMARY KEY', '')}")
-                conn.execute("CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)")
-                if conn.execute("SELECT COUNT(*) FROM schema_info").fetchone()[0] == 0:
-                    conn.execute("INSERT INTO schema_info VALUES (?)", (SCHEMA_VERSION,))
-            except sqlite3.OperationalError as exc:
-                raise store_write_error(self.db_path, exc) from exc
+            # Two processes opening a new store at once: switching it to WAL can answer "database
+            # is locked" at once, without waiting (SQLite's busy handler does not cover it), so
+            # opening is retried for as long as a write would wait.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn = self._open()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise store_write_error(self.db_path, exc) from exc
+                    time.sleep(0.05)
             self._conn, self._conn_path = conn, self.db_path
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        self.home.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False,
+                               timeout=30)
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            cols = ", ".join(f"{k} {v}" for k, v in _COLUMNS.items())
+            conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+            existing = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+            for name, decl in _COLUMNS.items():
+                if name not in existing:
+                    conn.execute(f"ALTER TABLE runs ADD COLUMN {name} "
+                                 f"{decl.replace('PRIMARY KEY', '')}")
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)")
+            if conn.execute("SELECT COUNT(*) FROM schema_info").fetchone()[0] == 0:
+                conn.execute("INSERT INTO schema_info VALUES (?)", (SCHEMA_VERSION,))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     @contextmanager
     def _writing(self, run: str | None = None):
