@@ -306,13 +306,13 @@ class Gate:
             self._saved_env = {}
             entry = self._added_entry
             if entry is not None:
-                if sys.path and sys.path[0] == entry:
-                    del sys.path[0]
-                else:
-                    try:
-                        sys.path.remove(entry)
-                    except ValueError:
-                        pass
+                # sys.path is replaced, never changed in place: another thread may be importing
+                # (iterating the list) right now, and an in-place removal makes it skip an entry
+                # (site-packages: "No module named ..." in a model's thread)
+                path = list(sys.path)
+                if entry in path:
+                    path.remove(entry)
+                sys.path = path
                 self._added_entry = None
         elif ctx is not None:
             try:
@@ -329,7 +329,7 @@ class Gate:
             self._saved_cwd = None
             return
         os.chdir(ctx.directory)
-        sys.path.insert(0, ctx.entry)
+        sys.path = [ctx.entry, *sys.path]  # a new list (see above)
         self._added_entry = ctx.entry
         environ = os.environ
         self._saved_env = {key: environ.get(key) for key in ctx.environment}
