@@ -11,6 +11,7 @@ import asyncio
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._text import request_text
@@ -157,24 +158,9 @@ class Limiter:
 
     def _hand_over(self) -> None:
         """Concurrency only: the slot goes to the longest live waiter, else back to the pool."""
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
         with self._lock:
-            while self._waiters:
-                loop, future = self._waiters.popleft()
-                if future.done() or loop.is_closed():
-                    continue
-                if loop is running:
-                    future.set_result(True)
-                    return
-                try:
-                    loop.call_soon_threadsafe(self._grant, future)
-                except RuntimeError:  # its loop closed meanwhile
-                    continue
-                return
-            self._in_flight -= 1
+            if not self._signal_longest(True, self._grant):
+                self._in_flight -= 1
 
     def _grant(self, future: asyncio.Future) -> None:
         if not future.done():
@@ -184,23 +170,30 @@ class Limiter:
 
     def _wake_one(self) -> None:
         """Windowed limits: wake the longest waiter (on its own loop) to check again."""
+        with self._lock:
+            self._signal_longest(False, self._resolve)
+
+    def _signal_longest(self, value: bool, relay: Callable[[asyncio.Future], None]) -> bool:
+        """Under the lock: resolve the longest live waiter with ``value``, on its own loop
+        (``relay(future)`` runs there and handles a waiter cancelled meanwhile); False when
+        nobody waits."""
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        with self._lock:
-            while self._waiters:
-                loop, future = self._waiters.popleft()
-                if future.done() or loop.is_closed():
-                    continue
-                if loop is running:  # same loop: no cross-thread wake-up (a syscall) needed
-                    future.set_result(False)
-                    return
-                try:
-                    loop.call_soon_threadsafe(self._resolve, future)
-                except RuntimeError:  # its loop closed meanwhile
-                    continue
-                return
+        while self._waiters:
+            loop, future = self._waiters.popleft()
+            if future.done() or loop.is_closed():
+                continue
+            if loop is running:  # same loop: no cross-thread wake-up (a syscall) needed
+                future.set_result(value)
+                return True
+            try:
+                loop.call_soon_threadsafe(relay, future)
+            except RuntimeError:  # its loop closed meanwhile
+                continue
+            return True
+        return False
 
     def _resolve(self, future: asyncio.Future) -> None:
         if not future.done():
