@@ -330,6 +330,11 @@ class AzureOpenAI(_ToolProviderBase):
                     _templates.as_chat_lists(kwargs))
 
 
+def _named(local: dict[str, Any]) -> dict[str, Any]:
+    """A module-level tool function's own parameters (not the connection, not **kwargs)."""
+    return {k: v for k, v in local.items() if k not in ("connection", "kwargs")}
+
+
 def _openai_chat(connection: Any, prompt: str, model: str = "", temperature: float = 1,
                  top_p: float = 1, stream: bool = False, stop: list | None = None,
                  max_tokens: int | None = None, presence_penalty: float | None = None,
@@ -337,10 +342,7 @@ def _openai_chat(connection: Any, prompt: str, model: str = "", temperature: flo
                  user: str = "", function_call: Any = None, functions: list | None = None,
                  tool_choice: Any = None, tools: list | None = None, response_format: Any = None,
                  seed: int | None = None, **kwargs: Any) -> Any:
-    local = dict(locals())
-    local.pop("connection")
-    local.pop("kwargs")
-    return OpenAI(connection).chat(**local, **kwargs)
+    return OpenAI(connection).chat(**_named(locals()), **kwargs)
 
 
 def _openai_completion(connection: Any, prompt: str, model: Any = Engine.TEXT_DAVINCI_003,
@@ -350,10 +352,7 @@ def _openai_completion(connection: Any, prompt: str, model: Any = Engine.TEXT_DA
                        presence_penalty: float | None = None,
                        frequency_penalty: float | None = None, best_of: int = 1,
                        logit_bias: dict | None = None, user: str = "", **kwargs: Any) -> Any:
-    local = dict(locals())
-    local.pop("connection")
-    local.pop("kwargs")
-    return OpenAI(connection).completion(**local, **kwargs)
+    return OpenAI(connection).completion(**_named(locals()), **kwargs)
 
 
 def _aoai_chat(connection: Any, prompt: str, deployment_name: str, temperature: float = 1,
@@ -363,10 +362,7 @@ def _aoai_chat(connection: Any, prompt: str, deployment_name: str, temperature: 
                user: str = "", function_call: Any = None, functions: list | None = None,
                tool_choice: Any = None, tools: list | None = None, response_format: Any = None,
                seed: int | None = None, **kwargs: Any) -> Any:
-    local = dict(locals())
-    local.pop("connection")
-    local.pop("kwargs")
-    return AzureOpenAI(connection).chat(**local, **kwargs)
+    return AzureOpenAI(connection).chat(**_named(locals()), **kwargs)
 
 
 def _aoai_completion(connection: Any, prompt: str, deployment_name: str, suffix: str | None = None,
@@ -376,10 +372,7 @@ def _aoai_completion(connection: Any, prompt: str, deployment_name: str, suffix:
                      presence_penalty: float | None = None,
                      frequency_penalty: float | None = None, best_of: int = 1,
                      logit_bias: dict | None = None, user: str = "", **kwargs: Any) -> Any:
-    local = dict(locals())
-    local.pop("connection")
-    local.pop("kwargs")
-    return AzureOpenAI(connection).completion(**local, **kwargs)
+    return AzureOpenAI(connection).completion(**_named(locals()), **kwargs)
 
 
 _VISION_TYPES = {"model": "string", "deployment_name": "string", "temperature": "double",
