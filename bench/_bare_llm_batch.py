@@ -13,6 +13,8 @@ transport, imported inside the timed process (as pfkit must), one client for all
 ``max_retries=0``. ``--client openai-aiohttp``: the same with ``http_client=
 openai.DefaultAioHttpClient()`` (the transport pfkit picks when aiohttp is installed). These are
 the floors for any engine that calls models through the openai package.
+``--client aiohttp``: one plain ``aiohttp.ClientSession`` posting the JSON bodies (the library
+pfkit's default transport is built on), with no openai package at all.
 ``--client asyncio``: a minimal HTTP/1.1 keep-alive client on ``asyncio`` streams (one
 connection per worker, ``Content-Length`` bodies only; enough for pfkit's test server, not a
 general client). It shows what the same calls cost without the openai/httpx stack.
@@ -97,6 +99,28 @@ async def run(args: argparse.Namespace) -> int:
                 results[i] = {"answer": answer, "review": second.choices[0].message.content}
 
         closers = [client.close]
+    elif args.client == "aiohttp":
+        import aiohttp
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+        url = args.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
+
+        async def chat(body: dict) -> str:
+            async with session.post(url, data=json.dumps(body).encode(), headers=headers) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"HTTP {r.status}: {(await r.read())[:200]!r}")
+                return json.loads(await r.read())["choices"][0]["message"]["content"]
+
+        async def worker() -> None:
+            for i in todo:
+                answer = await chat({"model": MODEL, "temperature": 0.0, "top_p": 1.0,
+                                     "messages": messages(SYSTEM_1, rows[i]["question"])})
+                review = await chat({"model": MODEL, "temperature": 0.0, "top_p": 1.0,
+                                     "messages": messages(SYSTEM_2, answer)})
+                results[i] = {"answer": answer, "review": review}
+
+        closers = [session.close]
     else:
         clients = [MiniClient(args.base_url) for _ in range(args.concurrency)]
 
@@ -135,7 +159,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--client", choices=("openai", "openai-aiohttp", "asyncio"),
+    parser.add_argument("--client", choices=("openai", "openai-aiohttp", "aiohttp", "asyncio"),
                         required=True)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--data", required=True)

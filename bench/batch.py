@@ -10,9 +10,10 @@
     50 ms; ``pfkit run create --concurrency 32`` vs ``pf run create`` with its defaults and with
     ``PF_WORKER_COUNT=32``. Each is reported against the physical limit
     ceil(N / C) * k * L = ceil(1000 / 32) * 2 * 0.05 s = 3.2 s as measured / ideal.
-    Target: pfkit <= 1.15x the limit. Three floors run alongside (bench/_bare_llm_batch.py): the
-    same calls with no framework through openai.AsyncOpenAI (httpx and aiohttp transports) and
-    through a minimal asyncio HTTP client, so the share of the client library is visible.
+    Target: pfkit <= 1.15x the limit (judged on the whole process and on the run's own
+    duration). Four floors run alongside (bench/_bare_llm_batch.py): the same calls with no
+    framework through openai.AsyncOpenAI (httpx and aiohttp transports), a plain aiohttp session
+    and a minimal asyncio HTTP client, so the share of the client library is visible.
 (c) Large batch: 100,000 lines of ``bench/flows/word_count`` (two python nodes) for pfkit alone
     (promptflow would need about half an hour), with its RSS sampled every 0.5 s from
     /proc/PID/status and reported at 10 %, 50 % and 100 % of the lines; plus 2,000 lines of the
@@ -79,6 +80,7 @@ WORD_COUNT = FLOWS / "word_count"
 CONNECTION = "bench_oai"
 BARE_OPENAI = "floor: bare loop, openai.AsyncOpenAI (httpx)"
 BARE_OPENAI_AIO = "floor: bare loop, openai.AsyncOpenAI (aiohttp)"
+BARE_AIOHTTP = "floor: bare loop, plain aiohttp.ClientSession"
 BARE_ASYNCIO = "floor: bare loop, minimal asyncio HTTP client"
 PFKIT_DEFAULT_CONCURRENCY = 16  # `pfkit run create --help`: "lines in flight (default 16)"
 
@@ -505,6 +507,7 @@ def bench_llm(runner: Runner, base_url: str, rows: int, concurrency: int, latenc
         BARE_OPENAI: (lambda: runner.bare("openai", base_url, data, rows, concurrency), runs),
         BARE_OPENAI_AIO: (lambda: runner.bare("openai-aiohttp", base_url, data, rows,
                                               concurrency), runs),
+        BARE_AIOHTTP: (lambda: runner.bare("aiohttp", base_url, data, rows, concurrency), runs),
         BARE_ASYNCIO: (lambda: runner.bare("asyncio", base_url, data, rows, concurrency), runs),
     })
     kit_name = next(iter(measured))
@@ -513,7 +516,10 @@ def bench_llm(runner: Runner, base_url: str, rows: int, concurrency: int, latenc
     for name, values in measured.items():
         w, d = wall_stats(values), duration_stats(values)
         is_kit = name == kit_name
-        met = ("yes" if w.median / ideal <= LLM_TARGET else "**no**") if is_kit else ""
+        met = ""
+        if is_kit:
+            met = ("yes" if w.median / ideal <= LLM_TARGET else "**no**") + " / " + \
+                (("yes" if d.median / ideal <= LLM_TARGET else "**no**") if d else "?")
         rows_out.append([label(name, values), len(values), w.fmt(unit=" s"),
                          f"{w.median / ideal:.2f}×", fmt_s(d),
                          f"{d.median / ideal:.2f}×" if d else "",
@@ -521,12 +527,13 @@ def bench_llm(runner: Runner, base_url: str, rows: int, concurrency: int, latenc
     table = markdown_table(
         ["contestant", "rounds", "whole process, median (min–max)", "÷ limit (wall)",
          "run's own duration, median (min–max)", "÷ limit (run)", "CPU user+sys (median)",
-         "÷ pfkit (wall)", f"pfkit ≤ {LLM_TARGET}× limit (wall)"], rows_out)
+         "÷ pfkit (wall)", f"pfkit ≤ {LLM_TARGET}× limit (wall / run)"], rows_out)
     floor_openai = wall_stats(measured[BARE_OPENAI_AIO]).median
     kit_cpu = cpu_stats(measured[kit_name]).median
     floor_cpu = cpu_stats(measured[BARE_OPENAI_AIO]).median
     httpx_cpu = cpu_stats(measured[BARE_OPENAI]).median
     asyncio_cpu = cpu_stats(measured[BARE_ASYNCIO]).median
+    aiohttp_cpu = cpu_stats(measured[BARE_AIOHTTP]).median
     d = duration_stats(measured[kit_name])
     kit_run_note = (f" On the run's own duration pfkit is at {d.median / ideal:.2f}× the limit "
                     f"({'met' if d.median / ideal <= LLM_TARGET else 'missed'})." if d else "")
@@ -543,13 +550,15 @@ def bench_llm(runner: Runner, base_url: str, rows: int, concurrency: int, latenc
             f"- The floors (`bench/_bare_llm_batch.py`, whole processes under pfkit's venv): the "
             f"same {rows:,} × 2 sequential calls with {concurrency} workers and no framework, "
             "through `openai.AsyncOpenAI` with its default httpx transport and with the aiohttp "
-            "transport pfkit uses (imported inside the timed process, as pfkit must), and "
+            "transport (imported inside the timed process), through a plain "
+            "`aiohttp.ClientSession` (what pfkit's default transport is built on), and "
             "through a minimal HTTP/1.1 client on asyncio streams. Their run duration excludes "
-            "the imports; pfkit's includes the lazy `import openai` at the first call. "
+            "the imports. "
             f"pfkit ÷ the openai (aiohttp) floor, wall medians: {ratio(kit.median, floor_openai)}"
             f". CPU per model call (whole process ÷ {2 * rows:,} calls): pfkit "
             f"{kit_cpu / (2 * rows) * 1e3:.2f} ms, openai floor {floor_cpu / (2 * rows) * 1e3:.2f}"
-            f" ms (aiohttp) / {httpx_cpu / (2 * rows) * 1e3:.2f} ms (httpx), minimal asyncio "
+            f" ms (aiohttp) / {httpx_cpu / (2 * rows) * 1e3:.2f} ms (httpx), plain aiohttp "
+            f"{aiohttp_cpu / (2 * rows) * 1e3:.2f} ms, minimal asyncio "
             f"client {asyncio_cpu / (2 * rows) * 1e3:.2f} ms.")
 
 

@@ -88,8 +88,15 @@ def test_each_judge_scores_with_logprobs(name, data, server):
 
 
 def test_malformed_answers_are_missing_scores_not_zero(data, server):
-    answers = iter(["5\nfully grounded", "I cannot rate this, sorry.", "2\nmostly unsupported"])
-    run = judge_run("groundedness", data, server, lambda kind, body: next(answers))
+    # by line (the three lines' requests run concurrently, in no set order)
+    answers = {"Paris.": "5\nfully grounded", "100 C at sea level.": "I cannot rate this, sorry.",
+               "Everest.": "2\nmostly unsupported"}
+
+    def responder(kind, body):
+        text = json.dumps(body["messages"])
+        return next(reply for answer, reply in answers.items() if json.dumps(answer)[1:-1] in text)
+
+    run = judge_run("groundedness", data, server, responder)
     outputs = [line["outputs"] for line in run.lines()]
     assert outputs[1]["groundedness"] is None
     assert outputs[1]["raw"] == "I cannot rate this, sorry."

@@ -1,6 +1,8 @@
-"""LLM nodes through real connections: the real openai client, over real HTTP, to pfkit's own
-OpenAI-compatible test server on 127.0.0.1. Chat, completion, streaming, tools, JSON mode and
-embeddings; OpenAI and Azure argument mapping; retries, limits, clear errors, masked secrets."""
+"""LLM nodes through real connections, over real HTTP, to pfkit's own OpenAI-compatible test
+server on 127.0.0.1. Chat, completion, streaming, tools, JSON mode and embeddings; OpenAI and
+Azure argument mapping; retries, limits, clear errors, masked secrets. Every test runs on both
+transports: pfkit's own (aiohttp, the default) and the real openai client
+(``PFKIT_OPENAI_TRANSPORT=openai``), which must behave the same."""
 
 from __future__ import annotations
 
@@ -49,6 +51,12 @@ def home(tmp_path, monkeypatch):
     path = tmp_path / "home"
     monkeypatch.setenv("PFKIT_HOME", str(path))
     return path
+
+
+@pytest.fixture(autouse=True, params=["aiohttp", "openai"])
+def transport(request, monkeypatch):
+    monkeypatch.setenv("PFKIT_OPENAI_TRANSPORT", request.param)
+    return request.param
 
 
 @pytest.fixture(scope="module")

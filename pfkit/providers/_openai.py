@@ -1,5 +1,6 @@
 """OpenAI, Azure OpenAI and every OpenAI-compatible server (Ollama, vLLM, llama.cpp server,
-LM Studio), through the official ``openai`` package's async clients, imported on first use.
+LM Studio). Requests go through a transport (``_http``): aiohttp directly by default, or the
+official ``openai`` client with ``PFKIT_OPENAI_TRANSPORT=openai``; the model does the rest.
 
 pfkit does its own retries (the client's are off): exponential backoff with jitter on 429, 5xx,
 timeouts and connection errors, honouring ``Retry-After``; never on other 4xx. Failures become
@@ -11,8 +12,8 @@ retried at all; timeouts, 429 and 5xx keep the full backoff. A chat
 stream must end with a ``finish_reason``: one that ends early or breaks off is a failed call,
 retried only while nothing of it has been passed on.
 
-An ``openai`` client (and its connection pool) belongs to one event loop, so a model keeps one
-client per loop it is used on; its limits are shared by all of them (see ``_limits``).
+A transport (and its connection pool) belongs to one event loop, so a model keeps one per loop
+it is used on; its limits are shared by all of them (see ``_limits``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import asyncio
 import base64
 import random
 import re
-import socket
 import sys
 import time
 import weakref
@@ -33,6 +33,19 @@ from typing import Any
 from .. import _secrets
 from ..errors import ExecutionError, UserError
 from ._base import ChatResponse, CompletionResponse, EmbeddingResponse, Usage
+from ._http import (
+    TRANSPORT_ENV,
+    TRANSPORTS,
+    AiohttpTransport,
+    ConnectFailure,
+    Endpoint,
+    HttpFailure,
+    MalformedFailure,
+    OpenAIClientTransport,
+    RequestFailure,
+    TimeoutFailure,
+    chosen_transport,
+)
 from ._limits import Limiter, Limits, estimate_tokens
 from ._observed import note_retry
 
@@ -70,9 +83,8 @@ def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
     return _KEY_PATTERN.sub("******", text)
 
 
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
+def _retry_after(failure: HttpFailure | None) -> float | None:
+    headers = getattr(failure, "headers", None)
     if not headers:
         return None
     value = headers.get("retry-after-ms")
@@ -86,30 +98,12 @@ def _retry_after(exc: Any) -> float | None:
         try:
             return float(value)
         except ValueError:
-            import time
             from email.utils import parsedate_to_datetime
 
             try:
                 return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
             except (TypeError, ValueError):
                 return None
-    return None
-
-
-_UNREACHABLE_NAMES = frozenset({"ClientConnectorError", "ClientConnectorDNSError", "ConnectError"})
-
-
-def _unreachable(exc: BaseException) -> str | None:
-    """Why the server could not be reached at all (refused, no such host), or None. The
-    aiohttp transport reports a refused connection as a timeout: look at the real cause."""
-    seen: BaseException | None = exc
-    depth = 0
-    while seen is not None and depth < 20:
-        if isinstance(seen, (ConnectionRefusedError, socket.gaierror)) or \
-                type(seen).__name__ in _UNREACHABLE_NAMES:
-            return str(seen) or type(seen).__name__
-        seen = seen.__cause__ or seen.__context__
-        depth += 1
     return None
 
 
@@ -135,27 +129,17 @@ def _drop_empty(request: dict[str, Any]) -> dict[str, Any]:
             if v is not None and not (k in ("logit_bias", "user") and not v)}
 
 
-def _http_client(openai: Any) -> Any:
-    """aiohttp as the transport when it is installed (``openai[aiohttp]``): several times less
-    CPU per request than the default httpx transport, which bounds LLM-bound batches on small
-    machines. Otherwise None: the client's own default."""
-    try:
-        return openai.DefaultAioHttpClient()
-    except (RuntimeError, AttributeError):  # without the aiohttp extra, or an older openai
-        return None
-
-
-# Clients opened on each loop (held here, not by their models, which may be gone by the time
+# Transports opened on each loop (held here, not by their models, which may be gone by the time
 # the loop ends), so they can be closed before the loop closes.
 _OPEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def close_loop_clients() -> None:
-    """Close the clients opened on the running loop (before the loop ends, so connections are
-    shut down cleanly). ``pfkit._aio.run_sync`` calls this."""
-    for client in _OPEN.pop(asyncio.get_running_loop(), []):
+    """Close the transports opened on the running loop (before the loop ends, so connections
+    are shut down cleanly). ``pfkit._aio.run_sync`` calls this."""
+    for transport in _OPEN.pop(asyncio.get_running_loop(), []):
         try:
-            await client.close()
+            await transport.close()
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
@@ -169,7 +153,8 @@ class OpenAICompatibleModel:
     def __init__(self, *, kind: str, api_key: str | None, base_url: str | None = None,
                  api_version: str | None = None, organization: str | None = None,
                  connection: str = "", options: ProviderOptions | None = None,
-                 limits: Limits | None = None, connection_type: str | None = None) -> None:
+                 limits: Limits | None = None, connection_type: str | None = None,
+                 transport: str | None = None) -> None:
         self.kind = kind
         self.connection_type = connection_type  # open_ai, azure_open_ai, serverless
         self.api_style = "azure_openai" if kind == "azure_openai" else "openai"
@@ -183,6 +168,12 @@ class OpenAICompatibleModel:
         # Cache keys use this: the connection's name, not its URL, so a cassette recorded on one
         # machine replays on another where the connection points elsewhere (or does not exist).
         self.identity = {"provider": kind, "connection": connection}
+        self._endpoint = Endpoint(kind=kind, base_url=self.base_url, api_key=self._api_key,
+                                  api_version=api_version, organization=organization)
+        self.transport = transport or chosen_transport()
+        if self.transport not in TRANSPORTS:
+            raise UserError(f"unknown OpenAI transport '{self.transport}'",
+                            hint=f"Use one of: {', '.join(TRANSPORTS)} ({TRANSPORT_ENV}).")
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.retries = 0
         self._down_until = 0.0  # monotonic time until which the server counts as unreachable
@@ -193,20 +184,17 @@ class OpenAICompatibleModel:
     # -- client -----------------------------------------------------------------------------
 
     def _client(self) -> Any:
+        """This loop's transport, opened on first use."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            import openai
-
-            common = {"api_key": self._api_key or "unused", "max_retries": 0,
-                      "timeout": self.options.timeout, "http_client": _http_client(openai)}
-            if self.kind == "azure_openai":
-                client = openai.AsyncAzureOpenAI(azure_endpoint=self.base_url,
-                                                 api_version=self._api_version or "2024-02-01",
-                                                 **common)
+            if self.transport == "openai":
+                client = OpenAIClientTransport(
+                    self._endpoint, self.options.timeout, kind=self.kind, api_key=self._api_key,
+                    base_url=self.base_url, api_version=self._api_version,
+                    organization=self._organization)
             else:
-                client = openai.AsyncOpenAI(base_url=self.base_url, organization=self._organization,
-                                            **common)
+                client = AiohttpTransport(self._endpoint, self.options.timeout)
             self._clients[loop] = client
             _OPEN.setdefault(loop, []).append(client)
         return client
@@ -218,52 +206,44 @@ class OpenAICompatibleModel:
     # -- calls ------------------------------------------------------------------------------
 
     async def _call(self, kind: str, request: dict[str, Any], make: Any) -> Any:
-        import openai
-
         attempt = 0
         started = time.monotonic()
+        tokens = estimate_tokens(request) if self.limiter.windowed else 0
         while True:
             try:
-                async with self.limiter.slot(estimate_tokens(request)) as slot:
+                async with self.limiter.slot(tokens) as slot:
                     result = await make(self._client())
                     if slot is not None:
-                        raw = result.get("usage") if isinstance(result, dict) else \
-                            getattr(result, "usage", None)
+                        raw = result.get("usage") if isinstance(result, dict) else None
                         if raw is not None:
                             self.limiter.settle(slot, Usage.parse(raw).total_tokens)
                     return result
-            except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-                    openai.APIConnectionError) as exc:
-                unreachable = _unreachable(exc)
+            except MalformedFailure as failure:
+                raise ProviderError(f"{self.where}: malformed response to a {kind} request: "
+                                    f"{scrub(str(failure), (self._api_key,))}",
+                                    code="MalformedResponse",
+                                    hint="Check that the base URL points at an OpenAI-compatible API.") from None
+            except HttpFailure as failure:
+                if not failure.retryable:
+                    raise self._error(failure, request) from None
+                unreachable = getattr(failure, "unreachable", None)
                 if unreachable is not None:
-                    if not isinstance(exc, openai.APIConnectionError) or \
-                            isinstance(exc, openai.APITimeoutError):
-                        exc = openai.APIConnectionError(message=unreachable, request=exc.request)
                     # just found down: later calls try once, not three times (a batch against
                     # a stopped server fails in seconds, not minutes)
                     quick = 0 if time.monotonic() < self._down_until else UNREACHABLE_RETRIES
                     if attempt >= min(quick, self.options.max_retries):
                         self._down_until = time.monotonic() + UNREACHABLE_MEMORY
-                        raise self._error(exc, request, attempts=attempt + 1,
+                        raise self._error(failure, request, attempts=attempt + 1,
                                           elapsed=time.monotonic() - started) from None
                     delay = UNREACHABLE_DELAY * 2 ** attempt
                 else:
                     if attempt >= self.options.max_retries:
-                        raise self._error(exc, request, attempts=attempt + 1) from None
-                    delay = self._backoff(exc, attempt)
+                        raise self._error(failure, request, attempts=attempt + 1) from None
+                    delay = self._backoff(failure, attempt)
                 attempt += 1
                 self.retries += 1
                 note_retry()
                 await asyncio.sleep(delay)
-            except openai.APIStatusError as exc:
-                raise self._error(exc, request) from None
-            except (openai.APIResponseValidationError, ValueError) as exc:
-                raise ProviderError(f"{self.where}: malformed response to a {kind} request: "
-                                    f"{scrub(str(exc), (self._api_key,))}", code="MalformedResponse",
-                                    hint="Check that the base URL points at an OpenAI-compatible API.") from None
-            except openai.APIError as exc:
-                raise ProviderError(f"{self.where}: {scrub(str(exc), (self._api_key,))}",
-                                    code="MalformedResponse") from None
 
     def _backoff(self, exc: Any, attempt: int) -> float:
         delay = _retry_after(exc) if exc is not None else None
@@ -272,27 +252,40 @@ class OpenAICompatibleModel:
             delay *= 0.5 + random.random() / 2  # jitter
         return min(delay, self.options.backoff_max)
 
-    def _error(self, exc: Any, request: dict[str, Any], attempts: int = 1,
+    def _error(self, failure: HttpFailure, request: dict[str, Any], attempts: int = 1,
                elapsed: float | None = None):
-        import openai
-
         model = request.get("model")
-        text = scrub(getattr(exc, "message", None) or str(exc), (self._api_key,))
+        text = scrub(str(failure), (self._api_key,))
         retried = f" after {attempts} attempts" if attempts > 1 else ""
-        if isinstance(exc, openai.AuthenticationError):
+        if isinstance(failure, TimeoutFailure):
+            return ProviderError(f"{self.where}: no answer within {self.options.timeout:g} s"
+                                 f"{retried}", code="ProviderTimeout",
+                                 hint="Raise the connection's timeout, or check the server.")
+        if isinstance(failure, ConnectFailure):
+            if elapsed is not None:
+                retried += f" in {elapsed:.1f} s"
+            return ProviderError(f"{self.where}: cannot connect{retried}: {text}",
+                                 code="ProviderConnectionError",
+                                 hint="Check the base URL and that the server is running.")
+        if isinstance(failure, RequestFailure):
+            return ProviderUserError(f"{self.where}: {text}", code="ProviderBadRequest",
+                                     hint="Check the node's inputs: NaN, Infinity and objects "
+                                          "that are not JSON cannot be sent to a model.")
+        status = getattr(failure, "status", 0)
+        if status == 401:
             return ProviderUserError(f"{self.where}: the API key was rejected (401): {text}",
                                      code="ProviderAuthenticationError",
                                      hint="Check the connection's api_key (or the env var it names).")
-        if isinstance(exc, openai.PermissionDeniedError):
+        if status == 403:
             return ProviderUserError(f"{self.where}: access denied (403): {text}",
                                      code="ProviderPermissionError")
-        if isinstance(exc, openai.NotFoundError):
+        if status == 404:
             return ProviderUserError(
                 f"{self.where}: model or deployment '{model}' not found (404): {text}",
                 code="ModelNotFound",
                 hint="Check the node's model / deployment_name and the connection's base URL.")
-        if isinstance(exc, openai.BadRequestError):
-            code = getattr(exc, "code", None) or ""
+        if status == 400:
+            code = getattr(failure, "code", None) or ""
             if code == "context_length_exceeded" or "context length" in text.lower() \
                     or "maximum context" in text.lower():
                 return ProviderUserError(
@@ -301,32 +294,17 @@ class OpenAICompatibleModel:
                     hint="Shorten the prompt or the chat history, or lower max_tokens.")
             return ProviderUserError(f"{self.where}: the request was rejected (400): {text}",
                                      code="ProviderBadRequest")
-        if isinstance(exc, openai.RateLimitError):
+        if status == 429:
             return ProviderError(f"{self.where}: rate limited (429){retried}: {text}",
                                  code="RateLimited",
                                  hint="Lower the concurrency or set requests_per_minute / "
                                       "tokens_per_minute on the connection.")
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderError(f"{self.where}: no answer within {self.options.timeout:g} s"
-                                 f"{retried}", code="ProviderTimeout",
-                                 hint="Raise the connection's timeout, or check the server.")
-        if isinstance(exc, openai.APIConnectionError):
-            if elapsed is not None:
-                retried += f" in {elapsed:.1f} s"
-            return ProviderError(f"{self.where}: cannot connect{retried}: {text}",
-                                 code="ProviderConnectionError",
-                                 hint="Check the base URL and that the server is running.")
-        status = getattr(exc, "status_code", "?")
-        return ProviderError(f"{self.where}: server error ({status}){retried}: {text}",
+        return ProviderError(f"{self.where}: server error ({status or '?'}){retried}: {text}",
                              code="ProviderServerError")
 
-    # Requests go through the client's generic ``post`` with the body as it is: the typed
-    # ``create(**params)`` methods first walk every parameter against their TypedDicts, which
-    # cost about a quarter of the CPU of a call (see bench/RESULTS.md, LLM-bound batch).
-
     async def _post(self, kind: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The response as plain JSON (``cast_to=object``: no model objects built)."""
-        result = await self._call(kind, body, lambda c: c.post(path, body=body, cast_to=object))
+        """The response as plain JSON (no model objects built)."""
+        result = await self._call(kind, body, lambda c: c.post(path, body))
         if not isinstance(result, dict):
             raise ProviderError(f"{self.where}: the response is not a JSON object",
                                 code="MalformedResponse")
@@ -361,30 +339,27 @@ class OpenAICompatibleModel:
         A stream is complete only when its choice got a ``finish_reason``: one that ends
         without it, or breaks off, fails the call. It is retried (with backoff) only when no
         delta has been passed on yet; after that the error says how far it got."""
-        from openai import AsyncStream
-        from openai.types.chat import ChatCompletion, ChatCompletionChunk
-
         body = _drop_empty({**request, "stream": True})
         if self.kind != "azure_openai":
             body.setdefault("stream_options", {"include_usage": True})
         attempt = 0
         while True:
-            stream = await self._call("chat", body, lambda c: c.post(
-                "/chat/completions", body=body, cast_to=ChatCompletion, stream=True,
-                stream_cls=AsyncStream[ChatCompletionChunk]))
+            stream = await self._call("chat", body,
+                                      lambda c: c.stream("/chat/completions", body))
             usage: Usage | None = None
             passed = 0
             finished = False
             try:
                 try:
                     async for chunk in stream:
-                        if getattr(chunk, "usage", None):
-                            usage = Usage.parse(chunk.usage)
-                        for choice in chunk.choices or ():
-                            if getattr(choice, "finish_reason", None):
+                        if chunk.get("usage"):
+                            usage = Usage.parse(chunk["usage"])
+                        choices = chunk.get("choices") or ()
+                        for choice in choices:
+                            if isinstance(choice, dict) and choice.get("finish_reason"):
                                 finished = True
-                        if chunk.choices:
-                            content = getattr(chunk.choices[0].delta, "content", None)
+                        if choices and isinstance(choices[0], dict):
+                            content = (choices[0].get("delta") or {}).get("content")
                             if content:
                                 passed += 1
                                 yield content
@@ -393,8 +368,10 @@ class OpenAICompatibleModel:
                 except (_IncompleteStream, Exception) as exc:  # noqa: BLE001 - transport errors
                     if isinstance(exc, ProviderError):
                         raise
+                    cause = exc.__cause__ if isinstance(exc, HttpFailure) and exc.__cause__ \
+                        else exc
                     problem = (str(exc) if isinstance(exc, _IncompleteStream) else
-                               f"the stream broke off ({type(exc).__name__}: "
+                               f"the stream broke off ({type(cause).__name__}: "
                                f"{scrub(str(exc), (self._api_key,))})")
                     if passed == 0 and attempt < self.options.max_retries:
                         attempt += 1
@@ -411,12 +388,10 @@ class OpenAICompatibleModel:
                         hint="The server or the network cut the answer short; check the server "
                              "and retry.") from None
             finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    try:
-                        await close()
-                    except Exception:  # noqa: BLE001 - closing is best effort
-                        pass
+                try:
+                    await stream.close()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
             yield usage or Usage()
             return
 
