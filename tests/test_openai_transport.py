@@ -241,3 +241,27 @@ def test_an_error_event_and_a_broken_connection_are_failures():
         _events([b'data: {"a": 1}\n\n', ConnectionResetError("reset by peer")])
     with pytest.raises(MalformedFailure):
         _events([b"data: {not json\n\n"])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_users_own_event_loop_ends_with_its_connections_closed(server, transport):
+    """``asyncio.run(...)`` around model calls, with no close call: the transports close as the
+    loop ends (no 'Unclosed client session' report), and a later loop opens new ones."""
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio, gc
+from pfkit.providers._openai import OpenAICompatibleModel
+m = OpenAICompatibleModel(kind="openai", api_key="sk-x", base_url={server.base_url!r},
+                          transport={transport!r})
+body = {{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "hi"}}]}}
+for _ in range(2):
+    print(asyncio.run(m.chat(dict(body))).message["content"] is not None)
+gc.collect()
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
+    assert "Unclosed" not in result.stderr and "Error" not in result.stderr, result.stderr

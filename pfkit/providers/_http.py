@@ -9,7 +9,8 @@ once, whatever transport carried the request.
   costs about a fifth of the CPU it costs through the ``openai`` client (which builds httpx
   request and response objects around every call, even on its aiohttp transport), and CPU per
   call is what bounds an LLM-bound batch or endpoint on a small machine: see bench/RESULTS.md.
-  It honours ``HTTP(S)_PROXY`` / ``NO_PROXY`` and ``SSL_CERT_FILE`` as the openai client does.
+  It honours ``HTTP(S)_PROXY`` / ``NO_PROXY`` and ``SSL_CERT_FILE`` as the openai client does
+  (read when the transport opens its pool).
 * :class:`OpenAIClientTransport` sends the same requests through the official ``openai``
   package's async client; ``PFKIT_OPENAI_TRANSPORT=openai`` selects it (to compare, or where a
   setup needs something of httpx's).
@@ -180,6 +181,8 @@ class AiohttpTransport:
         self.endpoint = endpoint
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: Any = None
+        self._proxy: dict[str, Any] = {}
+        self._closed = False
 
     def _open(self) -> Any:
         if self._session is None or self._session.closed:
@@ -187,8 +190,10 @@ class AiohttpTransport:
             https = self.endpoint.root.startswith("https:")
             connector = aiohttp.TCPConnector(limit=POOL_LIMIT, limit_per_host=POOL_LIMIT,
                                              ssl=_ssl_context() if https else False)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                                  trust_env=True)
+            # The proxy is looked up once, here: aiohttp's trust_env would look it up (and read
+            # ~/.netrc) in a thread for every request.
+            self._proxy = _env_proxy(self.endpoint.root)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
     def _failure(self, exc: BaseException) -> HttpFailure:
@@ -206,8 +211,9 @@ class AiohttpTransport:
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         data = encode(body)
         try:
-            async with self._open().post(self.endpoint.url(path, body), data=data,
-                                         headers=self.endpoint.headers) as response:
+            session = self._open()
+            async with session.post(self.endpoint.url(path, body), data=data,
+                                    headers=self.endpoint.headers, **self._proxy) as response:
                 raw = await response.read()
                 if response.status >= 400:
                     raise status_failure(response.status, raw.decode("utf-8", "replace"),
@@ -221,8 +227,9 @@ class AiohttpTransport:
         data = encode(body)
         headers = {**self.endpoint.headers, "Accept": "text/event-stream"}
         try:
-            response = await self._open().post(self.endpoint.url(path, body), data=data,
-                                               headers=headers)
+            session = self._open()
+            response = await session.post(self.endpoint.url(path, body), data=data,
+                                          headers=headers, **self._proxy)
             if response.status >= 400:
                 try:
                     raw = await response.read()
@@ -234,9 +241,27 @@ class AiohttpTransport:
             raise self._failure(exc) from exc
         return ServerEvents(response, self._failure)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None and not self._session.closed:
             await self._session.close()
+
+
+def _env_proxy(url: str) -> dict[str, Any]:
+    """``proxy`` / ``proxy_auth`` for requests to ``url`` from HTTP(S)_PROXY and NO_PROXY (as
+    httpx and the openai client honour them), or nothing."""
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(url))
+    except (LookupError, ValueError):
+        return {}
+    return {"proxy": proxy, "proxy_auth": auth}
 
 
 def _lower(headers: Any) -> dict[str, str]:
@@ -311,6 +336,7 @@ class OpenAIClientTransport:
         else:
             self._client = openai.AsyncOpenAI(base_url=base_url, organization=organization,
                                               **common)
+        self._closed = False
 
     def _failure(self, exc: BaseException) -> HttpFailure:
         openai = self._openai
@@ -345,7 +371,12 @@ class OpenAIClientTransport:
             raise self._failure(exc) from exc
         return _ChunkDicts(stream, self._failure)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def close(self) -> None:
+        self._closed = True
         await self._client.close()
 
 

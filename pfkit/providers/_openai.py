@@ -134,6 +134,26 @@ def _drop_empty(request: dict[str, Any]) -> dict[str, Any]:
 _OPEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+# One suspended async generator per loop whose transports are open: ``asyncio.run`` (and
+# uvicorn, and any loop that calls ``shutdown_asyncgens``) closes it as the loop ends, and its
+# ``finally`` closes that loop's transports, so nothing is left for the garbage collector to
+# report as an unclosed session.
+_CLOSERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def _closer() -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await close_loop_clients()
+
+
+async def _close_at_loop_end(loop: asyncio.AbstractEventLoop) -> None:
+    closer = _closer()
+    await closer.__anext__()
+    _CLOSERS[loop] = closer
+
+
 async def close_loop_clients() -> None:
     """Close the transports opened on the running loop (before the loop ends, so connections
     are shut down cleanly). ``pfkit._aio.run_sync`` calls this."""
@@ -183,11 +203,11 @@ class OpenAICompatibleModel:
 
     # -- client -----------------------------------------------------------------------------
 
-    def _client(self) -> Any:
+    async def _client(self) -> Any:
         """This loop's transport, opened on first use."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
-        if client is None:
+        if client is None or client.closed:
             if self.transport == "openai":
                 client = OpenAIClientTransport(
                     self._endpoint, self.options.timeout, kind=self.kind, api_key=self._api_key,
@@ -197,6 +217,8 @@ class OpenAICompatibleModel:
                 client = AiohttpTransport(self._endpoint, self.options.timeout)
             self._clients[loop] = client
             _OPEN.setdefault(loop, []).append(client)
+            if loop not in _CLOSERS:
+                await _close_at_loop_end(loop)
         return client
 
     @property
@@ -212,7 +234,7 @@ class OpenAICompatibleModel:
         while True:
             try:
                 async with self.limiter.slot(tokens) as slot:
-                    result = await make(self._client())
+                    result = await make(await self._client())
                     if slot is not None:
                         raw = result.get("usage") if isinstance(result, dict) else None
                         if raw is not None:
