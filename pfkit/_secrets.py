@@ -10,6 +10,7 @@ Process-wide on purpose: a secret known to one flow is a secret for every output
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from typing import Any
@@ -20,12 +21,15 @@ MIN_LENGTH = 4  # shorter values would mask ordinary text; such "secrets" are no
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
+# Every secret as it is and as it reads inside JSON text (json.dumps escapes quotes,
+# backslashes, control characters and, with ensure_ascii, all non-ASCII): for encoded records.
+_json_pattern: re.Pattern[str] | None = None
 
 
 def register(*values: Any) -> None:
     """Remember secret values (strings; others ignored). Surrounding whitespace is removed too
     (a key pasted with a trailing newline is masked with and without it)."""
-    global _pattern
+    global _pattern, _json_pattern
     added = False
     with _lock:
         for value in values:
@@ -38,6 +42,10 @@ def register(*values: Any) -> None:
         if added:
             ordered = sorted(_secrets, key=len, reverse=True)  # longest first
             _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+            forms = {form for s in ordered for form in
+                     (s, json.dumps(s, ensure_ascii=False)[1:-1], json.dumps(s)[1:-1])}
+            _json_pattern = re.compile("|".join(
+                re.escape(f) for f in sorted(forms, key=len, reverse=True)))
 
 
 def known() -> bool:
@@ -60,6 +68,15 @@ def scrub_value(value: Any) -> Any:
     return _walk(value, 0)
 
 
+def dumps_scrubbed(value: Any, dumps: Any) -> str:
+    """``dumps(value)`` (a JSON encoder) with every secret masked, in one pass over the text:
+    in the value's strings and keys, and in what ``default=`` made of odd objects, escaped or
+    not. Raises what ``dumps`` raises (a value too deep or that contains itself)."""
+    pattern = _json_pattern
+    text = dumps(value)
+    return text if pattern is None else pattern.sub(MASK, text)
+
+
 def _walk(value: Any, depth: int) -> Any:
     if isinstance(value, str):
         return scrub(value)
@@ -75,7 +92,8 @@ def _walk(value: Any, depth: int) -> Any:
 
 
 def _reset_for_tests() -> None:
-    global _pattern
+    global _pattern, _json_pattern
     with _lock:
         _secrets.clear()
         _pattern = None
+        _json_pattern = None

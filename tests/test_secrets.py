@@ -152,3 +152,29 @@ def test_a_key_from_a_dotenv_file_is_registered(tmp_path, monkeypatch):
     conns.create({"name": "dotenv", "type": "open_ai", "api_key": "${env:PFKIT_TEST_DOTENV_KEY}"})
     assert conns.get("dotenv").api_key == KEY
     assert _secrets.scrub(KEY) == "******"
+
+
+@pytest.mark.parametrize("secret", ["sk-plain-key-0042", 'p@ss"wo\\rd-with-quote', "tab\tkey-x", "clé-secrète-9"])
+def test_encoded_records_mask_secrets_in_values_keys_and_odd_objects(secret):
+    """Records are encoded with the secrets masked, whether or not the secret reads the same
+    inside JSON text (a quote, a backslash or a control character is escaped there)."""
+    class Odd:
+        def __repr__(self):
+            return f"Odd({secret})"
+
+    from pfkit.runs._runner import dumps
+
+    _secrets.register(secret)
+    value = {"out": f"the key is {secret}!", secret: [1, {"deep": (secret,)}], "odd": Odd()}
+    text = _secrets.dumps_scrubbed(value, dumps)
+    assert secret not in text and json.dumps(secret)[1:-1] not in text
+    decoded = json.loads(text)
+    assert decoded["out"] == "the key is ******!"
+    assert decoded["******"] == [1, {"deep": ["******"]}]
+    deep: list = []
+    for _ in range(5000):  # too deep to encode: an error (the line fails), never the secret
+        deep = [deep, secret]
+    try:
+        assert secret not in _secrets.dumps_scrubbed({"x": deep}, dumps)
+    except RecursionError:
+        pass

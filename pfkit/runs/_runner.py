@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .._secrets import scrub, scrub_value
+from .._secrets import dumps_scrubbed, scrub, scrub_value
 from ..engine import COMPLETED, FAILED, AggregationInputs, LineResult, execute_line
 from ..errors import PfkitError
 
@@ -50,13 +50,18 @@ class LineRunner(Protocol):
 def dumps(value: Any) -> str:
     """JSON for records: UTF-8 kept, NaN/Infinity as promptflow writes them, images as their
     base64 dict, other odd values repr'd."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=True, default=_odd_value)
+    return _encode_json(value)
 
 
 def _odd_value(value: Any) -> Any:
     from ..nodes._images import json_default
 
     return json_default(value)
+
+
+# json.dumps with these options builds an encoder per call; one encoder (stateless between
+# calls) gives the same text
+_encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=True, default=_odd_value).encode
 
 
 def _usage_summary(usage: Any) -> dict[str, Any] | None:
@@ -96,8 +101,7 @@ def _node_dict(result: LineResult, name: str, run: Any) -> dict[str, Any]:
 def _encode(value: Any) -> str:
     """Scrubbed JSON text of a record; raises when the value cannot be encoded (a value that
     contains itself, nesting too deep, an integer too long to print...)."""
-    # values first (keys and strings), then the text (what repr() of an odd object showed)
-    return scrub(dumps(scrub_value(value)))
+    return dumps_scrubbed(value, dumps)
 
 
 def _unwritable(what: str, exc: BaseException) -> dict[str, Any]:
