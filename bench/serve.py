@@ -2,7 +2,7 @@
 Starlette app on uvicorn (the limit for one worker), in the same run.
 
     .venv/bin/python bench/serve.py [--duration 20] [--connections 16 64] [--runs 1]
-                                    [--only pfkit,pfkit2,promptflow,bare,llm,llm2] [--quick]
+                                    [--only pfkit,pfkit2,promptflow,bare,llm0,llm,llm2] [--quick]
                                     [--no-append]
 
 (1) A python flow (``bench/flows/one_node``: one node echoing its input) behind each server, hit
@@ -16,7 +16,9 @@ Starlette app on uvicorn (the limit for one worker), in the same run.
         the same JSON without running anything: the limit of the stack for one worker.
 (2) An llm flow (one chat node) on pfkit's test server in its own process, answering after
     100 ms, with 64 connections: the limit is 64 / 0.1 s = 640 requests/s (``llm``: one
-    worker; ``llm2``: ``--workers 2``).
+    worker; ``llm2``: ``--workers 2``). ``llm0`` is the floor: the same load generator sending
+    the chat request itself straight to the test server, no pfkit in between (what the load
+    generator and the test server, sharing the 2 cores, leave of the limit).
 
 Each server runs in its own process, started fresh, warmed up for 1 s (untimed), measured, then
 stopped. Targets (issue 12): pfkit >= 0.75x bare with one worker and p99 <= 20 ms at 16
@@ -132,10 +134,11 @@ def percentile(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- the load generator
 
 async def _load(port: int, connections: int, seconds: float, max_requests: int, body: dict,
-                record: bool, close: bool = False) -> tuple[int, int, list[float], float]:
+                record: bool, close: bool = False, path: str = "/score"
+                ) -> tuple[int, int, list[float], float]:
     import aiohttp
 
-    url = f"http://127.0.0.1:{port}/score"
+    url = f"http://127.0.0.1:{port}{path}"
     payload = json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     latencies: list[float] = []
@@ -168,12 +171,12 @@ async def _load(port: int, connections: int, seconds: float, max_requests: int, 
 
 
 def measure(name: str, port: int, connections: int, seconds: float, max_requests: int,
-            body: dict) -> Cell:
+            body: dict, path: str = "/score") -> Cell:
     close = False  # keep-alive connections for every server
     asyncio.run(_load(port, connections, min(1.0, seconds), max_requests, body, False,
-                      close))  # warm up, untimed
+                      close, path))  # warm up, untimed
     ok, errors, latencies, elapsed = asyncio.run(
-        _load(port, connections, seconds, max_requests, body, True, close))
+        _load(port, connections, seconds, max_requests, body, True, close, path))
     return Cell(name, connections, ok, errors, elapsed, percentile(latencies, 0.5) * 1000,
                 percentile(latencies, 0.99) * 1000)
 
@@ -250,6 +253,7 @@ def contestants(home: Path, work: Path) -> dict[str, callable]:
 LABELS = {"pfkit": "pfkit flow serve (1 worker)", "pfkit2": "pfkit flow serve --workers 2",
           "promptflow": "pf flow serve (promptflow 1.18.5, Flask)",
           "bare": "bare Starlette on uvicorn (limit, 1 worker)",
+          "llm0": "floor: the load generator straight to the test server at 100 ms (no pfkit)",
           "llm": "pfkit, llm flow, test server at 100 ms",
           "llm2": "pfkit --workers 2, llm flow, test server at 100 ms"}
 
@@ -275,12 +279,27 @@ def run_llm(home: Path, work: Path, seconds: float, max_requests: int, workers: 
                            {"question": "how fast?"})
 
 
+def run_llm_floor(seconds: float, max_requests: int) -> Cell:
+    """The same load, the same chat request pfkit's llm flow sends, straight to the test server:
+    what the load generator and the test server leave of the 640 requests/s on this machine."""
+    from urllib.parse import urlsplit
+
+    from pfkit.testing import TestServerProcess
+
+    body = {"model": "gpt-4o-mini", "temperature": 0,
+            "messages": [{"role": "user", "content": "how fast?"}]}
+    with TestServerProcess(latency=LLM_LATENCY) as llm:
+        parts = urlsplit(llm.base_url)
+        return measure("llm0", parts.port, LLM_CONNECTIONS, seconds, max_requests, body,
+                       path=parts.path.rstrip("/") + "/chat/completions")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per cell")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--runs", type=int, default=1, help="rounds (contestants alternate)")
-    parser.add_argument("--only", default="pfkit,pfkit2,promptflow,bare,llm,llm2")
+    parser.add_argument("--only", default="pfkit,pfkit2,promptflow,bare,llm0,llm,llm2")
     parser.add_argument("--max-requests", type=int, default=500_000,
                         help="stop a cell after this many requests")
     parser.add_argument("--quick", action="store_true",
@@ -309,9 +328,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name:>10} c={connections:<3} {cell.rate:8.0f} req/s  "
                           f"p50 {cell.p50:6.1f} ms  p99 {cell.p99:6.1f} ms  "
                           f"errors {cell.errors}", file=sys.stderr)
-        for name, workers in (("llm", 1), ("llm2", 2)):
-            if name in only:
-                cell = run_llm(home, work, args.duration, args.max_requests, workers)
+        for _ in range(args.runs):
+            for name, workers in (("llm0", 0), ("llm", 1), ("llm2", 2)):
+                if name not in only:
+                    continue
+                cell = run_llm_floor(args.duration, args.max_requests) if not workers else \
+                    run_llm(home, work, args.duration, args.max_requests, workers)
                 cells.append(cell)
                 print(f"{name:>10} c={LLM_CONNECTIONS:<3} {cell.rate:8.0f} req/s  "
                       f"p50 {cell.p50:6.1f} ms  p99 {cell.p99:6.1f} ms  "
@@ -336,8 +358,11 @@ def report(cells: list[Cell], args: argparse.Namespace, foreign: str, machine: s
         cell = best(name, connections)
         bare = best("bare", connections)
         is_llm = name.startswith("llm")
+        floor = best("llm0", LLM_CONNECTIONS)
         versus = (f"{cell.rate / (LLM_CONNECTIONS / LLM_LATENCY):.2f}x of 640" if is_llm
                   else f"{cell.rate / bare.rate:.2f}x" if bare and bare.rate else "")
+        if is_llm and name != "llm0" and floor and floor.rate:
+            versus += f" ({cell.rate / floor.rate:.2f}x of the floor)"
         rows.append([LABELS.get(name, name), connections, f"{cell.rate:,.0f}",
                      f"{cell.p50:.1f}", f"{cell.p99:.1f}", cell.errors, versus])
     table = markdown_table(["server", "connections", "requests/s", "p50 ms", "p99 ms", "errors",

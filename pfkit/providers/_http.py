@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -157,6 +158,29 @@ class Endpoint:
             if len(self._urls) < 256:
                 self._urls[key] = url
         return url
+
+
+_prefetched = False
+
+
+def prefetch_aiohttp() -> None:
+    """Import aiohttp in a background thread (once per process), so that its ~0.1-0.3 s import
+    (it loads the system's CA certificates at import) overlaps binding the flow and reading the
+    data instead of delaying the first model call."""
+    global _prefetched
+    if _prefetched or "aiohttp" in sys.modules:
+        return
+    _prefetched = True
+    import importlib
+    import threading
+
+    def load() -> None:
+        try:
+            importlib.import_module("aiohttp")
+        except Exception:  # noqa: BLE001 - the real import, on first use, reports it
+            pass
+
+    threading.Thread(target=load, name="pfkit-prefetch-aiohttp", daemon=True).start()
 
 
 def _ssl_context() -> ssl.SSLContext | None:

@@ -45,6 +45,7 @@ from ._http import (
     RequestFailure,
     TimeoutFailure,
     chosen_transport,
+    prefetch_aiohttp,
 )
 from ._limits import Limiter, Limits, estimate_tokens
 from ._observed import note_retry
@@ -194,6 +195,8 @@ class OpenAICompatibleModel:
         if self.transport not in TRANSPORTS:
             raise UserError(f"unknown OpenAI transport '{self.transport}'",
                             hint=f"Use one of: {', '.join(TRANSPORTS)} ({TRANSPORT_ENV}).")
+        if self.transport == "aiohttp":
+            prefetch_aiohttp()
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.retries = 0
         self._down_until = 0.0  # monotonic time until which the server counts as unreachable
