@@ -22,3 +22,13 @@ def make_flow(tmp_path):
         return folder
 
     return make
+
+
+@pytest.fixture(scope="module")
+def server():
+    """pfkit's OpenAI-compatible test server on 127.0.0.1, one per test module (a module with
+    other needs defines its own ``server``)."""
+    from pfkit.testing import TestServer
+
+    with TestServer() as srv:
+        yield srv

@@ -13,7 +13,7 @@ import pfkit
 from pfkit.connections._store import ConnectionStore
 from pfkit.errors import UserError
 from pfkit.evaluate import judge_score
-from pfkit.testing import Fault, TestServer
+from pfkit.testing import Fault
 
 EVALUATORS = Path(__file__).resolve().parent.parent / "evaluators"
 JUDGES = ["groundedness", "relevance", "coherence", "fluency", "similarity", "rubric"]
@@ -30,12 +30,6 @@ ROWS = [
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("PFKIT_HOME", str(tmp_path / "home"))
-
-
-@pytest.fixture(scope="module")
-def server():
-    with TestServer() as srv:
-        yield srv
 
 
 @pytest.fixture

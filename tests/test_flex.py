@@ -87,12 +87,6 @@ def home(tmp_path, monkeypatch):
     return folder
 
 
-@pytest.fixture(scope="module")
-def server():
-    with TestServer() as srv:
-        yield srv
-
-
 @pytest.fixture
 def prompty_env(server, monkeypatch):
     env = {"H10_TEST_BASE": server.base_url, "H10_TEST_KEY": "sk-h10-secret-value-42"}

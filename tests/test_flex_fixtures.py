@@ -13,7 +13,6 @@ import pytest
 from pfkit._aio import run_sync
 from pfkit.engine import load_executable
 from pfkit.errors import FlowValidationError, PfkitError
-from pfkit.testing import TestServer
 
 FLOWS = Path(__file__).parent / "flows"
 CASES = sorted(p.parent.name for p in FLOWS.glob("*/fixture.json")
@@ -41,12 +40,6 @@ def _without_stream_options(text: str) -> str:
     data = json.loads(text)
     data["params"].pop("stream_options", None)
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with TestServer() as srv:
-        yield srv
 
 
 @pytest.fixture

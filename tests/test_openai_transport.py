@@ -31,12 +31,6 @@ SECRET = "sk-transport-secret-0123456789"
 TRANSPORTS = ["aiohttp", "openai"]
 
 
-@pytest.fixture(scope="module")
-def server():
-    with TestServer() as srv:
-        yield srv
-
-
 @pytest.fixture(autouse=True)
 def clean(server):
     server.reset()

@@ -59,12 +59,6 @@ def transport(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(scope="module")
-def server():
-    with TestServer() as srv:
-        yield srv
-
-
 @pytest.fixture(autouse=True)
 def clean_server(server):
     server.reset()

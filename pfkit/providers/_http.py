@@ -206,7 +206,7 @@ class AiohttpTransport:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: Any = None
         self._proxy: dict[str, Any] = {}
-        self._closed = False
+        self.closed = False  # once closed, the model opens a new transport for the loop
 
     def _open(self) -> Any:
         if self._session is None or self._session.closed:
@@ -265,12 +265,8 @@ class AiohttpTransport:
             raise self._failure(exc) from exc
         return ServerEvents(response, self._failure)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def close(self) -> None:
-        self._closed = True
+        self.closed = True
         if self._session is not None and not self._session.closed:
             await self._session.close()
 
@@ -360,7 +356,7 @@ class OpenAIClientTransport:
         else:
             self._client = openai.AsyncOpenAI(base_url=base_url, organization=organization,
                                               **common)
-        self._closed = False
+        self.closed = False
 
     def _failure(self, exc: BaseException) -> HttpFailure:
         openai = self._openai
@@ -395,12 +391,8 @@ class OpenAIClientTransport:
             raise self._failure(exc) from exc
         return _ChunkDicts(stream, self._failure)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def close(self) -> None:
-        self._closed = True
+        self.closed = True
         await self._client.close()
 
 
