@@ -252,6 +252,42 @@ def test_prestarted_workers_are_used_by_the_run_or_stopped_by_close(make_flow):
     assert not wait_gone(unused.pids, timeout=5)
 
 
+def test_a_run_asked_for_workers_starts_them_before_it_loads_the_flow(make_flow, tmp_path,
+                                                                      monkeypatch):
+    """``workers=N`` (N > 1): the processes start first (they bind the flow while the run
+    loads it) and the run uses those; a run that fails before its lines stops them."""
+    import pfkit
+    from pfkit.runs import _workers
+    from pfkit.session import Session
+
+    monkeypatch.setenv("PFKIT_HOME", str(tmp_path / "home"))
+    folder = make_flow({"flow.dag.yaml": COUNT_FLOW, "square.py": SQUARE, "total.py": TOTAL})
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(30)))
+    events, runners = [], []
+    real_prestart, real_load = _workers.WorkerRunner.prestart, Session.load_executable
+
+    def prestart(self):
+        events.append("prestart")
+        runners.append(self)
+        real_prestart(self)
+
+    def load_executable(self, *args, **kwargs):
+        events.append("load")
+        return real_load(self, *args, **kwargs)
+
+    monkeypatch.setattr(_workers.WorkerRunner, "prestart", prestart)
+    monkeypatch.setattr(Session, "load_executable", load_executable)
+    run = pfkit.run(folder, data, name="early", workers=2, concurrency=4)
+    assert run.status == "Completed" and events == ["prestart", "load"]
+    assert len(runners[0].pids) == 2  # no other process was started
+    assert sorted(r["line_number"] for r in run.lines()) == list(range(30))
+    assert run.metrics() == {"n": 30 - 4, "sum": sum(i * i for i in range(30) if i % 7 != 3)}
+    with pytest.raises(PfkitError):
+        pfkit.run(folder, tmp_path / "missing.jsonl", name="nodata", workers=2)
+    assert not wait_gone(runners[-1].pids, timeout=5)
+
+
 def test_bad_rows_are_failed_lines_and_never_reach_a_worker(make_flow):
     from pfkit.errors import InputError
 

@@ -245,6 +245,9 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
         layer = session.model_layer(request.cache,
                                     request.cassette or flow_file.parent / CASSETTE_NAME)
         models = layer
+    # worker processes asked for by number start now: they import pfkit and bind the flow
+    # while this process loads it and prepares the run
+    early = _prestart_workers(request, given_models)
     name = request.name
     record: RunRecord | None = None
     created = False
@@ -273,7 +276,7 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
         created = True
         users = observers if isinstance(observers, Observers) else Observers(tuple(observers))
         return await _execute(request, flow, store, record, resolved_yaml, progress, layer,
-                              given_models, session.observers.with_(*users.members))
+                              given_models, session.observers.with_(*users.members), early)
     except PfkitError as exc:
         if isinstance(exc, (RunExists, InvalidRunName)) or name is None:
             raise
@@ -290,6 +293,8 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
             pass
         raise
     finally:
+        if early is not None:
+            early.close()  # workers that no run used (a no-op once the run used them)
         if layer is not None:
             written = layer.finish()
             if written is not None and progress:
@@ -323,7 +328,7 @@ def _check_resumable(request: RunRequest, store: RunStore, flow_file: Path,
 
 async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunRecord,
                    resolved_yaml: str, show_progress: bool, layer: Any,
-                   given_models: bool, user_observers: Observers) -> Run:
+                   given_models: bool, user_observers: Observers, early: Any = None) -> Run:
     writer = store.open_writer(record.name)
     collected = flow.aggregation_collector()
     outcome = BatchOutcome(collected=collected if flow.has_aggregation else None)
@@ -344,7 +349,7 @@ async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunR
         # flows apply their own folder and environment around their tool calls
         rows, total, warnings = rows_for_run(flow, request, store, reused)
         runner, workers = _runner_for(request, flow, store, total, given_models,
-                                      user_observers)
+                                      user_observers, early)
         writer.log(f"run {record.name} started: flow {record.flow_path}, "
                    f"concurrency {request.concurrency}, workers {workers}, "
                    f"reused {len(reused)} lines")
@@ -407,18 +412,51 @@ class _CacheView:
         self.session = layer._cache_session
 
 
+def _worker_spec(request: RunRequest) -> Any:
+    from ..connections._store import pfkit_home
+    from ._workers import WorkerFlowSpec
+
+    return WorkerFlowSpec(flow=str(resolve_flow_file(request.flow)),
+                          variant=request.variant,  # text, or {node: variant id}
+                          connection_overrides=dict(request.connections),
+                          environment=dict(request.environment_variables),
+                          cache=request.cache, cassette=request.cassette,
+                          pfkit_home=str(pfkit_home()),  # connections; the parent writes runs
+                          line_timeout=line_timeout(request.line_timeout),
+                          init=dict(request.init))
+
+
+def _prestart_workers(request: RunRequest, given_models: bool) -> Any:
+    """``--workers N`` (N > 1): the worker runner, its processes started; None otherwise (or
+    when they cannot start: the run then says why when it starts them)."""
+    if given_models or request.workers is None or request.workers < 2 \
+            or sys.platform == "win32":
+        return None
+    try:
+        from ._workers import WorkerRunner
+
+        runner = WorkerRunner(_worker_spec(request), workers=request.workers,
+                              concurrency=request.concurrency,
+                              timeout=line_timeout(request.line_timeout))
+        runner.prestart()
+    except (PfkitError, OSError):
+        return None
+    return runner
+
+
 def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | None,
-                given_models: bool, observers: Observers | None = None) -> tuple[Any, int]:
+                given_models: bool, observers: Observers | None = None,
+                early: Any = None) -> tuple[Any, int]:
     """The in-process runner, or worker processes (``--workers N``; by default what suits
-    the flow: see ``pfkit.runs._workers.default_workers``)."""
+    the flow: see ``pfkit.runs._workers.default_workers``). ``early``: the runner that
+    :func:`_prestart_workers` started."""
     timeout = line_timeout(request.line_timeout)
     workers = request.workers
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}", code="InvalidWorkers",
                         hint="Pass --workers 1 to run lines in this process.")
     try:
-        from ..connections._store import pfkit_home
-        from ._workers import WorkerFlowSpec, WorkerRunner, default_workers
+        from ._workers import WorkerRunner, default_workers
     except ImportError:  # pragma: no cover - the worker runner ships with pfkit
         return InProcessRunner(flow, concurrency=request.concurrency, timeout=timeout,
                                observers=observers), 1
@@ -432,14 +470,9 @@ def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | No
         raise UserError("workers > 1 cannot use the models= given to this call (they live in "
                         "this process)", code="InvalidWorkers",
                         hint="Pass workers=1, or configure connections instead of models=.")
-    spec = WorkerFlowSpec(flow=str(resolve_flow_file(request.flow)),
-                          variant=request.variant,  # text, or {node: variant id}
-                          connection_overrides=dict(request.connections),
-                          environment=dict(request.environment_variables),
-                          cache=request.cache, cassette=request.cassette,
-                          pfkit_home=str(pfkit_home()),  # connections; the parent writes runs
-                          line_timeout=timeout, init=dict(request.init))
-    return WorkerRunner(spec, workers=workers, concurrency=request.concurrency,
+    if early is not None:
+        return early, workers
+    return WorkerRunner(_worker_spec(request), workers=workers, concurrency=request.concurrency,
                         timeout=timeout), workers
 
 

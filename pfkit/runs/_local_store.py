@@ -16,6 +16,7 @@ Records carry a schema version; migrations only add columns, so older stores sti
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
@@ -373,10 +374,13 @@ class LineFile:
     a line wins: a resumed run may hold it twice; a record cut by a crash is ignored), then
     records are read one at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, offsets: array | None = None) -> None:
         self.path = path
         # offsets[n] = where line n's record starts, -1 when absent: 8 bytes a line
         self.offsets = array("q")
+        if offsets is not None:  # known by the writer of the file
+            self.offsets = offsets
+            return
         if not path.is_file():
             return
         with path.open("rb") as fh:
@@ -423,20 +427,72 @@ class LineFile:
         return None if text is None else json.loads(text)
 
 
+_BYTES_PREFIX = _PREFIX.encode()
+
+
 def _line_number(raw: bytes) -> int | None:
     """Records start with ``{"line_number": N,`` (pfkit writes them so): read N without parsing
-    the whole record; anything else is parsed."""
-    text = raw.decode("utf-8", errors="replace")
-    if text.startswith(_PREFIX):
-        end = text.find(",", len(_PREFIX))
-        try:
-            return int(text[len(_PREFIX):end])
-        except ValueError:
-            pass
+    (or decoding) the whole record; anything else is parsed."""
+    if raw.startswith(_BYTES_PREFIX):
+        end = raw.find(b",", len(_BYTES_PREFIX))
+        digits = raw[len(_BYTES_PREFIX):end]
+        if digits.isdigit():
+            return int(digits)
     try:
-        return int(json.loads(text)["line_number"])
+        return int(json.loads(raw.decode("utf-8", errors="replace"))["line_number"])
     except (ValueError, KeyError, TypeError, RecursionError):
         return None
+
+
+_scan_value = json.JSONDecoder().raw_decode
+_INPUTS, _OUTPUTS, _ERROR = '", "inputs": ', ', "outputs": ', ', "error": '
+
+
+def _summary_texts(text: str, number: int) -> tuple[str, str, str | None] | None:
+    """``(status, inputs line, outputs line or None)`` of a line record as pfkit writes it
+    (``{"line_number": N, "status": S, "inputs": {...}, "outputs": {...}, ...}``), cut from
+    its text: the JSON of ``inputs`` and ``outputs`` as written, with the line number added,
+    is what encoding them again gives. None when the record is shaped otherwise, or when the
+    slow path must decide (a ``line_number`` key, an image to save as a file)."""
+    head = f'{_PREFIX}{number}, "status": "'
+    if not text.startswith(head):
+        return None
+    end = text.find('"', len(head))
+    if end < 0 or not text.startswith(_INPUTS, end):
+        return None
+    status = text[len(head):end]
+    start = end + len(_INPUTS)
+    # ', "outputs": ' cannot occur inside a JSON string (its quote would be escaped): found
+    # once, it is the record's own key, which follows the inputs; the same for "error", which
+    # follows the outputs. Found more than once (a nested key of that name): decoded.
+    stop = text.find(_OUTPUTS, start)
+    after = text.find(_ERROR, stop)
+    if stop > 0 and after > 0 and text.find(_OUTPUTS, stop + 1) < 0 \
+            and text.find(_ERROR, after + 1) < 0:
+        inputs = text[start:stop]
+        outputs = text[stop + len(_OUTPUTS):after]
+    else:
+        try:
+            _, stop = _scan_value(text, start)
+            inputs = text[start:stop]
+            if not text.startswith(_OUTPUTS, stop):
+                return None
+            start = stop + len(_OUTPUTS)
+            _, stop = _scan_value(text, start)
+        except (ValueError, RecursionError):
+            return None
+        outputs = text[start:stop]
+    if inputs[:1] != "{" or outputs[:1] != "{" or '"line_number"' in inputs:
+        return None
+    inputs_line = (f'{inputs[:-1]}, "line_number": {number}}}' if inputs != "{}"
+                   else f'{{"line_number": {number}}}')
+    if status != COMPLETED:
+        return status, inputs_line, None
+    if '"line_number"' in outputs or "data:image/" in outputs:
+        return None
+    outputs_line = (f'{{"line_number": {number}, {outputs[1:]}' if outputs != "{}"
+                    else f'{{"line_number": {number}}}')
+    return status, inputs_line, outputs_line
 
 
 def read_line_records(path: Path) -> dict[int, dict[str, Any]]:
@@ -444,10 +500,21 @@ def read_line_records(path: Path) -> dict[int, dict[str, Any]]:
     return dict(LineFile(path).iter_sorted())
 
 
+PENDING_LINES = 512  # finished lines held for the next flush, at most
+
+
 class LocalRunWriter:
-    """Appends line and node records as lines finish (one write per record, so a killed process
-    loses only the lines in flight), writes the summary files at the end, and keeps the run's
-    heartbeat while open. Every failed write is a StoreWriteError naming the file."""
+    """Appends line and node records as lines finish, writes the summary files at the end, and
+    keeps the run's heartbeat while open. Every failed write is a StoreWriteError naming the
+    file.
+
+    On an event loop, the lines finished in one turn of the loop (a worker's message of
+    results, the lines quick tools finish in a row) are written together at the start of the
+    next turn: node files first, each flushed once, then ``lines.jsonl``, flushed once. A
+    killed process loses only lines in flight and those of the last turn, which were not
+    recorded: resume runs them again. A write that fails there is raised by the next
+    :meth:`write_line`, or by :meth:`finish`. Without a running loop each line is written at
+    once."""
 
     def __init__(self, store: LocalRunStore, name: str) -> None:
         self.store = store
@@ -455,11 +522,18 @@ class LocalRunWriter:
         self.folder = folder = store.run_dir(name)
         self._nodes: dict[str, Any] = {}
         self._lines = self._log = None
+        self._pending: list[tuple[str, dict[str, str], int | None]] = []
+        self._flush_soon: Any = None  # the loop's handle of the next flush
+        self._failure: StoreWriteError | None = None
         with self._guard(folder):
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "node_outputs").mkdir(exist_ok=True)
             self._lines = open(folder / "lines.jsonl", "a", encoding="utf-8")  # noqa: SIM115
             self._log = open(folder / "logs.txt", "a", encoding="utf-8")  # noqa: SIM115
+            # where each line's record starts in lines.jsonl, as written (finish() then needs
+            # no pass over the file to find them); None once unknown (a file written before)
+            self._end = self._lines.tell()
+        self._offsets: array | None = array("q") if self._end == 0 else None
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name=f"pfkit-heartbeat-{name}",
                                       daemon=True)
@@ -496,17 +570,74 @@ class LocalRunWriter:
         return fh
 
     def write_line(self, line: FinishedLine) -> None:
-        self.write_encoded(line.record_json, line.node_json)
+        self.write_encoded(line.record_json, line.node_json, line.line_number)
 
-    def write_encoded(self, record_json: str, node_json: dict[str, str]) -> None:
+    def write_encoded(self, record_json: str, node_json: dict[str, str],
+                      line_number: int | None = None) -> None:
         """A line's records as JSON text (node files first: a line in lines.jsonl is whole)."""
-        with self._guard(self.folder):
-            for node, text in node_json.items():
-                fh = self._node_file(node)
-                fh.write(text + "\n")
+        if self._failure is not None:
+            raise self._failure
+        pending = self._pending
+        pending.append((record_json, node_json, line_number))
+        if self._flush_soon is None and len(pending) < PENDING_LINES:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._flush_soon = loop.call_soon(self._flush_later)
+                return
+        elif len(pending) < PENDING_LINES:
+            return
+        self.flush()
+
+    def _flush_later(self) -> None:
+        self._flush_soon = None
+        try:
+            self.flush()
+        except StoreWriteError:
+            pass  # kept in self._failure: raised by the next write, or by finish()
+
+    def flush(self) -> None:
+        """Write the lines held for the next flush (node files first, then ``lines.jsonl``)."""
+        if self._failure is not None:
+            raise self._failure
+        pending, self._pending = self._pending, []
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        if not pending:
+            return
+        offsets = self._offsets
+        self._offsets = None  # unknown until the batch is written whole
+        try:
+            files = self._nodes
+            for _, node_json, _ in pending:
+                for node, text in node_json.items():
+                    fh = files.get(node) or self._node_file(node)
+                    _write(fh, text + "\n")
+            for fh in files.values():
                 fh.flush()
-            self._lines.write(record_json + "\n")
-            self._lines.flush()
+            lines = self._lines
+            end = self._end
+            for record_json, _, number in pending:
+                text = _write(lines, record_json + "\n")
+                if offsets is not None:
+                    if number is None:
+                        number = _line_number(text.encode("utf-8"))
+                    if number is None or number < 0:
+                        offsets = None
+                    else:
+                        if number >= len(offsets):
+                            offsets.extend([-1] * (number + 1 - len(offsets)))
+                        offsets[number] = end
+                end += len(text) if text.isascii() else len(text.encode("utf-8"))
+            lines.flush()
+        except Exception as exc:  # noqa: BLE001 - OSError mostly; never lost in a callback
+            self._failure = store_write_error(self.folder, exc, self.name)
+            raise self._failure from exc
+        self._end = end
+        self._offsets = offsets
 
     def save_snapshot(self, source_dir: Path, resolved_yaml: str,
                       file_name: str = "flow.dag.yaml") -> None:
@@ -517,13 +648,29 @@ class LocalRunWriter:
                meta: dict[str, Any]) -> None:
         """Summary files, in promptflow's layout, from the line records (one at a time: memory
         stays flat however many lines the run has)."""
-        self.close()
+        failure = None
+        try:
+            self.flush()
+        except StoreWriteError as exc:  # raised once the summary of what was written is
+            failure = exc
+        finally:
+            self.close()
         with self._guard(self.folder):
             outputs_dir = self.folder / "flow_outputs"
             outputs_dir.mkdir(exist_ok=True)
+            records = LineFile(self.folder / "lines.jsonl",
+                               self._offsets if failure is None else None)
             with open(outputs_dir / "output.jsonl", "w", encoding="utf-8") as out, \
                     open(self.folder / "inputs.jsonl", "w", encoding="utf-8") as inputs:
-                for number, rec in LineFile(self.folder / "lines.jsonl").iter_sorted():
+                for number, text in records.iter_raw():
+                    # most records are cut as written (no decoding and encoding again)
+                    texts = _summary_texts(text, number)
+                    if texts is not None:
+                        if texts[2] is not None:
+                            out.write(texts[2] + "\n")
+                        inputs.write(texts[1] + "\n")
+                        continue
+                    rec = json.loads(text)
                     if rec["status"] == COMPLETED:  # images as files beside it (promptflow)
                         outputs = images_to_files(rec["outputs"], outputs_dir)
                         out.write(dumps({"line_number": number, **outputs}) + "\n")
@@ -537,15 +684,41 @@ class LocalRunWriter:
             elif error_file.exists():
                 error_file.unlink()
             (self.folder / "meta.json").write_text(dumps(meta), encoding="utf-8")
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         self._stop.set()
+        if self._pending and self._failure is None and self._lines is not None \
+                and not self._lines.closed:
+            try:
+                self.flush()
+            except StoreWriteError:
+                pass  # kept in self._failure; what was written stays
         for fh in [self._lines, self._log, *self._nodes.values()]:
             if fh is not None and not fh.closed:
                 try:
                     fh.close()
                 except OSError:
                     pass  # already reported by the write that failed
+
+
+_SURROGATE = None
+
+
+def _write(fh: Any, text: str) -> str:
+    """Write ``text``; a lone surrogate (which UTF-8 cannot hold) is written as its JSON
+    escape, which reads back as the same string. The text as written."""
+    global _SURROGATE
+    try:
+        fh.write(text)
+    except UnicodeEncodeError:
+        import re
+
+        _SURROGATE = _SURROGATE or re.compile("[\ud800-\udfff]")
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        fh.write(text)
+    return text
 
 
 def copy_snapshot(source_dir: Path, destination: Path, resolved_yaml: str,

@@ -241,6 +241,10 @@ async def _serve(spec: Any, concurrency: int, timeout: float | None, proto_in: i
                 queue.put_nowait(item)
             # flush when no more than a batch is left to run, or a batch of results is ready
             low_water[:] = [max(runner.concurrency, len(lines)), max(16, len(lines))]
+        elif kind == "secrets":  # registered by the parent after this worker started
+            from .. import _secrets
+
+            _secrets.register(*message[1])
         elif kind == "stop":
             stopping = True
             for _ in range(runner.concurrency):

@@ -10,6 +10,7 @@ Messages (tuples, first item the kind):
 
 parent -> worker   ("hello", {"sys_path", "secrets", "parent_pid"})   first, builtins only
                    ("init", spec, concurrency, timeout, slot, workers)
+                   ("secrets", [value, ...])   secrets the parent learnt after the hello
                    ("lines", [(line_number, inputs), ...])
                    ("stop",)                                           after the last results
 worker -> parent   ("ready", pid) | ("load_error", error_dict)

@@ -214,6 +214,7 @@ class _Worker:
         self.busy_time = 0.0
         self.last_heard = 0.0
         self.hung: str | None = None
+        self.secrets: list[str] = []  # the secrets it was given
 
     @property
     def window(self) -> int:
@@ -286,8 +287,6 @@ class WorkerRunner:
 
     def _spawn(self, worker: _Worker) -> None:
         """Start the process and hand it the flow (it loads it at once, on its own)."""
-        from .. import _secrets
-
         try:
             if not sys.executable:
                 raise OSError("this Python does not know its own interpreter (sys.executable)")
@@ -302,8 +301,7 @@ class WorkerRunner:
         worker.proc = proc
         worker.pid = proc.pid
         self.pids.append(proc.pid)
-        with _secrets._lock:
-            secrets = sorted(_secrets._secrets)
+        worker.secrets = secrets = _known_secrets()
         hello = wire.frame(("hello", {"sys_path": list(sys.path), "secrets": secrets,
                                       "parent_pid": os.getpid()}))
         init = wire.frame(("init", self.spec, worker.concurrency, self.timeout, worker.slot,
@@ -324,6 +322,10 @@ class WorkerRunner:
         worker.read_transport, _ = await loop.connect_read_pipe(
             lambda: _Reader(worker, events), proc.stdout)
         worker.last_heard = time.monotonic()
+        secrets = _known_secrets()
+        if secrets != worker.secrets:  # registered since it started (the flow's connections)
+            worker.secrets = secrets
+            worker.send(("secrets", secrets))
 
     def prestart(self) -> None:
         """Start the worker processes now (they import pfkit and load the flow while the
@@ -553,6 +555,13 @@ class WorkerRunner:
             cache._used.update(dict.fromkeys(self.cache_keys))
             fields = {k: v for k, v in self.cache_stats.items() if hasattr(cache._stats, k)}
             cache._count(**fields)
+
+
+def _known_secrets() -> list[str]:
+    from .. import _secrets
+
+    with _secrets._lock:
+        return sorted(_secrets._secrets)
 
 
 def _load_error(data: Mapping[str, Any], spec: WorkerFlowSpec) -> PfkitError:
