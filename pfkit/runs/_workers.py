@@ -8,9 +8,9 @@ parent's writer writes every record, workers never touch the run folder, so resu
 ``kill -9`` stay exact.
 
 * Flow control: at most a small window of lines is in flight per worker (its concurrency plus
-  two batches), so memory stays flat; batches grow with a worker's measured rate (a few
-  milliseconds of work each), so quick python lines amortise the pipe and slow model lines
-  are spread evenly.
+  two batches; four of quick lines), so memory stays flat; batches grow with a worker's
+  measured rate (20 ms of work each; 50 ms of quick lines), so quick python lines amortise
+  the pipe and never run dry, and slow model lines are spread evenly.
 * A worker that dies (``kill -9``, a native crash) turns its in-flight lines into failed lines
   ("worker process 12345 died (SIGKILL) while running this line"), a replacement starts, and
   the run goes on; after ``max_restarts`` deaths the run stops with an error (resume re-runs
@@ -47,6 +47,8 @@ from . import _worker_protocol as wire
 from ._runner import FinishedLine, finished_line, input_failure
 
 BATCH_SECONDS = 0.02       # a batch is about this much of a worker's work
+QUICK_RATE = 1000          # lines/s: quicker lines go in bigger batches, more of them queued
+QUICK_BATCH_SECONDS = 0.05
 MAX_BATCH = 512            # lines
 STOP_GRACE = 10.0          # seconds a stopping worker gets to exit before it is killed
 SMALL_PYTHON_DATASET = 10_000   # lines: below this one process is faster (start-up ~0.3 s)
@@ -215,10 +217,11 @@ class _Worker:
         self.last_heard = 0.0
         self.hung: str | None = None
         self.secrets: list[str] = []  # the secrets it was given
+        self.queued = 2 * self.batch  # lines it may hold beyond those running
 
     @property
     def window(self) -> int:
-        return self.concurrency + 2 * self.batch
+        return self.concurrency + self.queued
 
     def note_returned(self, count: int, now: float) -> None:
         """Adapt the batch size to the worker's measured rate (lines per second busy)."""
@@ -229,8 +232,13 @@ class _Worker:
         if self.busy_time > 0.05:
             rate = self.returned / self.busy_time
             # quick lines: big batches (few messages); slow lines (model calls): small ones,
-            # so that the last lines are spread evenly over the workers
-            self.batch = max(1, min(MAX_BATCH, int(rate * BATCH_SECONDS)))
+            # so that the last lines are spread evenly over the workers. Quick lines (python tools): four batches of 50 ms wait in the worker, so that
+            # it never runs dry while this process, busy or waiting for a core, answers late
+            # (two batches of 20 ms starved each worker a sixth of the time on 2 cores)
+            quick = rate >= QUICK_RATE
+            seconds = QUICK_BATCH_SECONDS if quick else BATCH_SECONDS
+            self.batch = max(1, min(MAX_BATCH, int(rate * seconds)))
+            self.queued = (4 if quick else 2) * self.batch
 
     def send(self, message: Any) -> None:
         if self.transport is not None and not self.transport.is_closing():
