@@ -16,7 +16,10 @@ def register(groups: argparse._SubParsersAction) -> None:
                     "run as promptflow evaluation runs linked to it, and print every metric "
                     "with n, missing and errored lines and a 95%% interval. Evaluator inputs "
                     "are mapped from columns of the same (or a usual) name unless "
-                    "--column-mapping says otherwise.")
+                    "--column-mapping says otherwise. The evaluation runs do not wait for each "
+                    "other: evaluators that call models overlap, and python evaluators over a "
+                    "large run share the work with one helper process (PFKIT_EVAL_HELPER=0 "
+                    "keeps every run in this process).")
     parser.add_argument("--run", required=True, metavar="BASE", help="the finished run to score")
     parser.add_argument("--evaluator", action="append", required=True, metavar="NAME",
                         help="a built-in evaluator (e.g. f1_score, relevance) or an evaluator "

@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import UserError
 from ..stats import MetricSummary, as_score, summarize
 from ._mapping_guess import guess_mapping
+from ._report import summary_of
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "evaluators"
 
@@ -59,7 +60,7 @@ def run_statistics(run: Any, lines: list[dict[str, Any]] | None = None
         column = [(line.get("outputs") or {}).get(name) for line in lines
                   if line.get("status") == "Completed"]
         if any(as_score(v) is not None for v in column):
-            summary = summarize(name, column, errors=failed)
+            summary = summary_of(name, column, errors=failed)
             logged = as_score(value)
             if logged is not None and summary.value is not None and not math.isclose(
                     logged, summary.value, rel_tol=1e-9, abs_tol=1e-12):
@@ -69,6 +70,39 @@ def run_statistics(run: Any, lines: list[dict[str, Any]] | None = None
             number = as_score(value)
             stats[name] = MetricSummary(name, number, len(column), 0, failed, None, None, "none")
     return stats
+
+
+EVALUATION_FIELDS = ("line_number", "status", "outputs", "error")
+
+
+def read_lines(store: Any, name: str, fields: tuple[str, ...] | None = None
+               ) -> list[dict[str, Any]]:
+    """A run's line records as dicts (line_number, status, inputs, outputs, error...), in line
+    order, with only ``fields`` when given; from the local store, its JSON records as written
+    (no round trip through typed records)."""
+    from ..runs._local_store import LineFile, LocalRunStore
+
+    if isinstance(store, LocalRunStore):
+        records = (record for _, record in
+                   LineFile(store.run_dir(name) / "lines.jsonl").iter_sorted())
+    else:
+        records = (line.to_dict() for line in store.lines(name))
+    kept = []
+    for record in records:
+        for key in ("inputs", "outputs"):
+            if not isinstance(record.get(key), dict):
+                record[key] = {}
+        kept.append(record if fields is None else {k: record.get(k) for k in fields})
+    return kept
+
+
+def evaluation_statistics(store: Any, name: str) -> tuple[list[dict[str, Any]],
+                                                          dict[str, MetricSummary]]:
+    """An evaluation run's lines (the fields ``evaluate`` uses) and its statistics."""
+    from ..runs import Run
+
+    lines = read_lines(store, name, EVALUATION_FIELDS)
+    return lines, run_statistics(Run(name, store), lines)
 
 
 def _with_value(summary: MetricSummary, value: float) -> MetricSummary:
@@ -266,60 +300,147 @@ def evaluate(*, data: str | Path | None = None, run: Any = None,
     if data_text is None:
         raise UserError("evaluate needs data=... or run=...", code="NoData",
                         hint="Give the dataset, a finished run, or both.")
-    base_lines = base.lines() if base else []
-    if base and not any(line["status"] == "Completed" for line in base_lines):
-        raise UserError(f"run '{base.name}' has no completed line to evaluate",
-                        code="EmptyRun", hint="Check its errors with  pfkit run show-details.")
-    outputs = sorted({k for line in base_lines for k in (line.get("outputs") or {})})
-    columns = _columns(data_text)
-    plans = _plan(evaluators, evaluator_config or {}, outputs, columns)
-    statistics: dict[str, MetricSummary] = {}
-    per_line: dict[int, dict[str, Any]] = {}
-    runs: dict[str, str] = {}
-    for plan in plans:
-        if plan.flow is not None:
-            from ..runs._api import run as create
+    from ._parallel import Helper
 
-            evaluation = create(plan.flow, data_text, run=base.name if base else None,
-                                column_mapping=plan.mapping, store=store, progress=progress,
-                                connections=_connection_overrides(plan.flow, judge_connection),
-                                tags={"pfkit.evaluator": plan.alias})
-            runs[plan.alias] = evaluation.name
-            lines = evaluation.lines()
-            for name, summary in run_statistics(evaluation, lines).items():
-                statistics[f"{plan.alias}.{name}"] = summary
-            for line in lines:
-                row = per_line.setdefault(int(line["line_number"]), {})
-                for key, value in (line.get("outputs") or {}).items():
-                    row[f"outputs.{plan.alias}.{key}"] = value
-                if line.get("status") != "Completed":
-                    row[f"outputs.{plan.alias}.error"] = (line.get("error") or {}).get("message")
-        else:
-            scores = _run_callable(plan, data_text, base_lines)
-            failed = sum(1 for _, result in scores if isinstance(result, BaseException))
-            keys: list[str] = []
-            for number, result in scores:
-                row = per_line.setdefault(number, {})
-                if isinstance(result, BaseException):
-                    row[f"outputs.{plan.alias}.error"] = f"({type(result).__name__}) {result}"
-                    continue
-                for key, value in result.items():
-                    row[f"outputs.{plan.alias}.{key}"] = value
-                    if key not in keys:
-                        keys.append(key)
-            for key in keys:
-                values = [r.get(f"outputs.{plan.alias}.{key}") for n, r in sorted(per_line.items())
-                          if f"outputs.{plan.alias}.error" not in r]
-                if any(as_score(v) is not None and not isinstance(v, str) for v in values):
-                    statistics[f"{plan.alias}.{key}"] = summarize(f"{plan.alias}.{key}", values,
-                                                                  errors=failed)
-    rows = _rows(per_line, data_text, base_lines)
-    result = EvaluationResult(rows, statistics, runs)
-    if output_path:
-        Path(output_path).write_text(json.dumps({"rows": rows, "metrics": result.metrics},
-                                                ensure_ascii=False, indent=2, default=repr),
-                                     encoding="utf-8")
-    return result
+    helper = Helper.start(store) if _helper_wanted(evaluators, base, data_text, store) \
+        else None
+    try:
+        base_lines = read_lines(store, base.name, ("line_number", "status", "inputs", "outputs")) \
+            if base else []
+        if base and not any(line["status"] == "Completed" for line in base_lines):
+            raise UserError(f"run '{base.name}' has no completed line to evaluate",
+                            code="EmptyRun", hint="Check its errors with  pfkit run show-details.")
+        outputs = sorted({k for line in base_lines for k in (line.get("outputs") or {})})
+        columns = _columns(data_text)
+        plans = _plan(evaluators, evaluator_config or {}, outputs, columns)
+        statistics: dict[str, MetricSummary] = {}
+        per_line: dict[int, dict[str, Any]] = {}
+        runs: dict[str, str] = {}
+        outcomes = _run_flows(plans, data_text, base, store, judge_connection, progress,
+                              helper)
+        for plan in plans:
+            if plan.flow is not None:
+                outcome = outcomes[plan.alias]
+                runs[plan.alias] = outcome.run
+                lines, found = outcome.lines, outcome.statistics
+                for name, summary in found.items():
+                    statistics[f"{plan.alias}.{name}"] = summary
+                for line in lines:
+                    row = per_line.setdefault(int(line["line_number"]), {})
+                    prefix = f"outputs.{plan.alias}."
+                    for key, value in (line.get("outputs") or {}).items():
+                        row[prefix + key] = value
+                    if line.get("status") != "Completed":
+                        row[prefix + "error"] = (line.get("error") or {}).get("message")
+            else:
+                scores = _run_callable(plan, data_text, base_lines)
+                failed = sum(1 for _, result in scores if isinstance(result, BaseException))
+                keys: list[str] = []
+                for number, result in scores:
+                    row = per_line.setdefault(number, {})
+                    if isinstance(result, BaseException):
+                        row[f"outputs.{plan.alias}.error"] = f"({type(result).__name__}) {result}"
+                        continue
+                    for key, value in result.items():
+                        row[f"outputs.{plan.alias}.{key}"] = value
+                        if key not in keys:
+                            keys.append(key)
+                for key in keys:
+                    values = [r.get(f"outputs.{plan.alias}.{key}") for n, r in sorted(per_line.items())
+                              if f"outputs.{plan.alias}.error" not in r]
+                    if any(as_score(v) is not None and not isinstance(v, str) for v in values):
+                        statistics[f"{plan.alias}.{key}"] = summarize(f"{plan.alias}.{key}", values,
+                                                                      errors=failed)
+        rows = _rows(per_line, data_text, base_lines)
+        result = EvaluationResult(rows, statistics, runs)
+        if output_path:
+            Path(output_path).write_text(json.dumps({"rows": rows, "metrics": result.metrics},
+                                                    ensure_ascii=False, indent=2, default=repr),
+                                         encoding="utf-8")
+        return result
+    finally:
+        if helper is not None:
+            helper.close()
+
+
+def _helper_wanted(evaluators: Mapping[str, Any], base: Any, data: str, store: Any) -> bool:
+    """Before anything is read: will CPU-bound evaluation runs share the work with a helper
+    process? (It starts now, so that its imports overlap with this process's preparations.)"""
+    from ..session import Session
+    from ._parallel import flow_profile, helper_wanted
+
+    cpu_bound = 0
+    for evaluator in evaluators.values():
+        if callable(evaluator) and not isinstance(evaluator, (str, Path)):
+            continue
+        path = evaluator_path(evaluator)
+        try:
+            cpu_bound += path is not None and flow_profile(path)[0]
+        except Exception:  # noqa: BLE001 - a broken flow is reported by the planning
+            continue
+    if cpu_bound < 2:
+        return False
+    lines = _count_lines(base) if base is not None else _count_rows(data)
+    return helper_wanted(store, Session.default(), cpu_bound, lines)
+
+
+def _run_flows(plans: list[_Plan], data: str, base: Any, store: Any,
+               judge_connection: str | None, progress: bool, helper: Any) -> dict[str, Any]:
+    """Every flow evaluator's evaluation run, created concurrently (``_parallel``): alias ->
+    outcome. The first failed run's error (in the evaluators' order) is raised once all have
+    ended."""
+    from ..session import Session
+    from ._parallel import Job, flow_profile, run_jobs
+
+    jobs = []
+    for plan in plans:
+        if plan.flow is None:
+            continue
+        connections = _connection_overrides(plan.flow, judge_connection)
+        cpu_bound, cost = flow_profile(plan.flow)
+        jobs.append(Job(plan.alias, str(plan.flow), data, base.name if base else None,
+                        dict(plan.mapping), connections, {"pfkit.evaluator": plan.alias},
+                        cpu_bound=cpu_bound and not connections, cost=cost))
+    if not jobs:
+        return {}
+    session = Session.default()
+    meter = None
+    if progress:
+        from ..runs._progress import Progress
+
+        lines = _count_lines(base) if base else _count_rows(data)
+        meter = Progress(lines * len(jobs) or None, label=f"evaluation ({len(jobs)} runs): ")
+    if helper is not None and sum(1 for job in jobs if job.cpu_bound) < 2:
+        helper.close()  # the plans left fewer CPU-bound runs than foreseen
+        helper = None
+    try:
+        outcomes = session.run_sync(run_jobs(jobs, store=store, session=session, helper=helper,
+                                             progress=meter))
+    finally:
+        if meter is not None:
+            meter.close()
+        if helper is not None:
+            helper.close()  # done: its memory is given back before the rows are built
+    for outcome in outcomes:
+        if outcome.error is not None:
+            raise outcome.error
+    return {job.alias: outcome for job, outcome in zip(jobs, outcomes, strict=True)}
+
+
+def _count_lines(base: Any) -> int:
+    """The base run's completed lines (what an evaluation run runs), from its record."""
+    system = (base.record.properties or {}).get("system_metrics") or {}
+    lines = system.get("__pf__.lines.completed")
+    return int(lines) if isinstance(lines, (int, float)) else 0
+
+
+def _count_rows(data: str) -> int:
+    from ..data import open_dataset
+
+    try:
+        return int(open_dataset(data).count() or 0)
+    except Exception:  # noqa: BLE001 - a size estimate only; the runs report a bad dataset
+        return 0
 
 
 def _lines_to_score(data: str, base_lines: list[dict[str, Any]]):

@@ -3,11 +3,37 @@ and return the full statistics (n, missing, interval) as the node's output."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..nodes._tool import log_metric
-from ..stats import summarize
+from ..stats import MetricSummary, summarize
+
+_RECENT: dict[tuple[str, tuple[Any, ...]], MetricSummary] = {}
+_RECENT_SIZE = 64
+_LOCK = threading.Lock()
+
+
+def summary_of(name: str, values: Sequence[Any], *, errors: int = 0) -> MetricSummary:
+    """``summarize(name, values, errors=errors)``, remembered for the last few metrics of this
+    process: an evaluation run's aggregation node and ``evaluate``'s statistics summarize the
+    same scores (in line order), and a bootstrap over 10,000 lines is not free."""
+    try:
+        key = (name, tuple(values))
+        hash(key)
+    except TypeError:  # unhashable values (dicts): nothing to remember them by
+        return summarize(name, values, errors=errors)
+    with _LOCK:
+        known = _RECENT.get(key)
+    if known is None:
+        known = summarize(name, key[1])
+        with _LOCK:
+            if len(_RECENT) >= _RECENT_SIZE:
+                _RECENT.pop(next(iter(_RECENT)))
+            _RECENT[key] = known
+    return known if known.errors == errors else replace(known, errors=errors)
 
 
 def report(scores: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, Any]]:
@@ -16,7 +42,7 @@ def report(scores: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, Any]]:
     line is not logged (no metric is computed over nothing); its summary says n = 0."""
     summaries: dict[str, dict[str, Any]] = {}
     for name, values in scores.items():
-        summary = summarize(name, values)
+        summary = summary_of(name, values)
         if summary.value is not None:
             log_metric(name, summary.value)
         summaries[name] = summary.to_dict()

@@ -13,6 +13,7 @@ from typing import Any
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
 _WORD = re.compile(r"[^\W_]+")  # letters and digits of any script; ASCII: ROUGE's [a-z0-9]+
 
 
@@ -24,8 +25,7 @@ def _text(value: Any) -> str:
 
 def normalize_answer(text: Any) -> str:
     """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
-    lowered = _text(text).lower()
-    no_punct = "".join(ch for ch in lowered if ch not in _PUNCTUATION)
+    no_punct = _text(text).lower().translate(_NO_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", no_punct).split())
 
 
@@ -55,7 +55,10 @@ def words(text: Any) -> list[str]:
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    """Counts of the n-grams (tuples of n tokens) of ``tokens``."""
+    if n == 1:
+        return Counter(zip(tokens))  # noqa: B905 - one iterable
+    return Counter(zip(*(tokens[i:] for i in range(n)), strict=False))  # shorter slices end it
 
 
 def _prf(overlap: int, predicted: int, expected: int) -> dict[str, float]:
@@ -71,8 +74,15 @@ def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     previous = [0] * (len(b) + 1)
     for x in a:
         current = [0]
-        for j, y in enumerate(b, start=1):
-            current.append(previous[j - 1] + 1 if x == y else max(previous[j], current[j - 1]))
+        left = 0  # current[j - 1]
+        for j, y in enumerate(b):
+            if x == y:
+                left = previous[j] + 1
+            else:
+                up = previous[j + 1]
+                if up > left:
+                    left = up
+            current.append(left)
         previous = current
     return previous[-1]
 
@@ -95,12 +105,15 @@ def rouge(answer: Any, reference: Any) -> dict[str, float]:
 
 # -- BLEU (sacrebleu's 13a tokeniser, exp smoothing, effective order for sentences) -------------
 
-_13A = [
-    (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),
+_13A_SYMBOL = re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])")
+# the first rule of 13a puts spaces around every one of these ASCII symbols: a translation
+_13A_SPACED = str.maketrans({chr(c): f" {chr(c)} " for c in range(128)
+                             if _13A_SYMBOL.fullmatch(chr(c))})
+_13A_PERIOD_COMMA = [
     (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),
     (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),
-    (re.compile(r"([0-9])(-)"), r"\1 \2 "),
 ]
+_13A_DASH = (re.compile(r"([0-9])(-)"), r"\1 \2 ")
 
 
 def bleu_tokens(text: Any) -> list[str]:
@@ -108,9 +121,12 @@ def bleu_tokens(text: Any) -> list[str]:
     if "&" in line:
         line = (line.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
                 .replace("&gt;", ">"))
-    line = f" {line} "
-    for pattern, replacement in _13A:
-        line = pattern.sub(replacement, line)
+    line = f" {line} ".translate(_13A_SPACED)
+    if "." in line or "," in line:
+        for pattern, replacement in _13A_PERIOD_COMMA:
+            line = pattern.sub(replacement, line)
+    if "-" in line:
+        line = _13A_DASH[0].sub(_13A_DASH[1], line)
     return line.split()
 
 
@@ -123,12 +139,16 @@ def bleu_statistics(answer: Any, references: Iterable[Any], max_order: int = 4) 
     ref_len = min((abs(len(r) - length), len(r)) for r in refs)[1]
     correct, total = [], []
     for n in range(1, max_order + 1):
+        if length < n:  # no n-gram of this order in the answer: nothing can match
+            correct.append(0)
+            total.append(0)
+            continue
         hyp = _ngrams(hypothesis, n)
-        best: Counter = Counter()
-        for r in refs:
+        best = _ngrams(refs[0], n)
+        for r in refs[1:]:
             best |= _ngrams(r, n)
         correct.append(sum((hyp & best).values()))
-        total.append(max(0, length - n + 1))
+        total.append(length - n + 1)
     return [length, ref_len, *correct, *total]
 
 

@@ -18,8 +18,24 @@ COMPLETED, FAILED, CANCELED = "Completed", "Failed", "Canceled"
 ACTIVE = (PREPARING, RUNNING)  # a live process owns the run (or did, and died)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    """The record's field names but ``extra`` (dataclasses.fields() is slow per record)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls) if f.name != "extra")
+    return names
+
+
+_FIELD_SETS: dict[type, frozenset[str]] = {}
+
+
 def _split(cls: type, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    names = {f.name for f in fields(cls)} - {"extra"}
+    names = _FIELD_SETS.get(cls)
+    if names is None:
+        names = _FIELD_SETS[cls] = frozenset(_names(cls))
     known = {k: v for k, v in data.items() if k in names}
     extra = {k: v for k, v in data.items() if k not in names}
     return known, extra
@@ -59,7 +75,7 @@ class RunRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data = {name: getattr(self, name) for name in _names(type(self))}
         if data["aggregation_error"] is None:
             del data["aggregation_error"]
         return {**self.extra, **data}
@@ -93,7 +109,7 @@ class LineRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data = {name: getattr(self, name) for name in _names(type(self))}
         for optional in ("usage", "aggregation_inputs"):
             if data[optional] is None:
                 del data[optional]
