@@ -112,7 +112,7 @@ def test_error_statuses_are_told_apart_and_not_retried(server, transport, status
     with pytest.raises(error) as info:
         run(model(server, transport).chat(dict(CHAT)))
     assert info.value.code == code
-    assert f"Error code: {status}" in info.value.message
+    assert f"Error code: {status} - refused here" in info.value.message
     assert "'oai'" in info.value.message and SECRET not in info.value.message
     assert len(server.requests) == 1
 
@@ -185,9 +185,11 @@ def test_endpoint_urls_follow_the_openai_client():
 def test_status_failures_keep_the_servers_code_and_word_it_as_openai_does():
     failure = status_failure(400, '{"error": {"message": "bad", "code": "invalid_x"}}', {})
     assert failure.code == "invalid_x" and not failure.retryable
-    assert failure.message == "Error code: 400 - {'error': {'message': 'bad', 'code': 'invalid_x'}}"
-    assert status_failure(502, "<html>bad gateway</html>", {}).retryable
+    assert failure.message == "Error code: 400 - bad"
+    gateway = status_failure(502, "<html>bad gateway</html>", {})
+    assert gateway.retryable and gateway.message == "Error code: 502 - <html>bad gateway</html>"
     assert status_failure(502, "", {}).message == "Error code: 502"
+    assert status_failure(500, '{"detail": "x"}', {}).message == "Error code: 500"
 
 
 class _Content:

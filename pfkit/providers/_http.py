@@ -47,7 +47,7 @@ class HttpFailure(Exception):
 
 class StatusFailure(HttpFailure):
     """The server answered with an error status. ``message`` is as the openai client words it
-    (``Error code: 404 - {...}``); ``code`` is the error body's ``code``, if any."""
+    (``Error code: 404 - <message>``); ``code`` is the error body's ``code``, if any."""
 
     def __init__(self, status: int, message: str, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -88,15 +88,19 @@ class RequestFailure(HttpFailure):
 
 
 def status_failure(status: int, text: str, headers: dict[str, str]) -> StatusFailure:
-    """The failure for an error answer, worded as the openai client words it."""
+    """The failure for an error answer, worded as the openai client words it (``Error code:
+    400 - <the error's message>``); a body that is not JSON is quoted, shortened."""
     text = text.strip()
     try:
         body = json.loads(text)
     except ValueError:
-        return StatusFailure(status, text or f"Error code: {status}", None, headers)
-    data = body.get("error", body) if isinstance(body, dict) else body
+        shown = f" - {text[:300]}" if text else ""
+        return StatusFailure(status, f"Error code: {status}{shown}", None, headers)
+    data = body.get("error", body) if isinstance(body, dict) else None
+    message = data.get("message") if isinstance(data, dict) else None
     code = data.get("code") if isinstance(data, dict) else None
-    return StatusFailure(status, f"Error code: {status} - {body}",
+    shown = f" - {message}" if isinstance(message, str) and message else ""
+    return StatusFailure(status, f"Error code: {status}{shown}",
                          code if isinstance(code, str) else None, headers)
 
 
