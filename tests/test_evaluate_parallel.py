@@ -9,21 +9,11 @@ import json
 import os
 
 import pytest
+from test_evaluate_api import BASE_FLOW  # the same one-node base flow
 
 import pfkit
 from pfkit.errors import PfkitError
 
-BASE_FLOW = """
-inputs:
-  query: {type: string}
-outputs:
-  response: {type: string, reference: "${reply.output}"}
-nodes:
-- name: reply
-  type: python
-  source: {type: code, path: reply.py}
-  inputs: {query: "${inputs.query}"}
-"""
 REPLY = ("from promptflow.core import tool\n\n@tool\ndef reply(query: str) -> str:\n"
          "    if query == 'boom':\n        raise ValueError('no')\n"
          "    return {'a': 'alpha', 'b': 'beta', 'c': 'gamma'}.get(query, 'the ' + query)\n")

@@ -23,7 +23,6 @@ from pfkit.providers._openai import (
     ProviderError,
     ProviderOptions,
     ProviderUserError,
-    close_loop_clients,
 )
 from pfkit.testing import Fault, ScriptedResponder, TestServer, echo_responder
 
@@ -50,14 +49,8 @@ def model(server: TestServer, transport: str, *, azure: bool = False, **options)
                                  options=ProviderOptions(**{"backoff_base": 0.01, **options}))
 
 
-def run(coro):
-    async def main():
-        try:
-            return await coro
-        finally:
-            await close_loop_clients()
-
-    return asyncio.run(main())
+# No explicit close: a transport's connections close as its loop ends (tested below).
+run = asyncio.run
 
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "héllo wörld"}],
