@@ -27,7 +27,11 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _minihttp import MiniHttpClient  # noqa: E402
 
 SYSTEM_1 = "You answer in one short sentence."
 SYSTEM_2 = "You check an answer and repeat it if it is right."
@@ -39,35 +43,18 @@ class MiniClient:
 
     def __init__(self, base_url: str) -> None:
         parts = urlsplit(base_url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.http = MiniHttpClient(parts.hostname or "127.0.0.1", parts.port or 80)
         self.path = parts.path.rstrip("/") + "/chat/completions"
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
 
     async def chat(self, body: dict) -> dict:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        data = json.dumps(body).encode()
-        head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                "Authorization: Bearer sk-bench\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n").encode()
-        self.writer.write(head + data)
-        assert self.reader is not None
-        header = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(header.split(b" ", 2)[1])
-        length = 0
-        for line in header.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        payload = await self.reader.readexactly(length)
+        status, payload = await self.http.post(self.path, json.dumps(body).encode(), {
+            "Authorization": "Bearer sk-bench", "Content-Type": "application/json"})
         if status != 200:
             raise RuntimeError(f"HTTP {status}: {payload[:200]!r}")
         return json.loads(payload)
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        await self.http.close()
 
 
 def messages(system: str, user: str) -> list[dict]:

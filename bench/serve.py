@@ -7,7 +7,8 @@ Starlette app on uvicorn (the limit for one worker), in the same run.
 
 (1) A python flow (``bench/flows/one_node``: one node echoing its input) behind each server, hit
     with 16 and then 64 concurrent keep-alive connections for ``--duration`` seconds from a load
-    generator in this process (aiohttp, 127.0.0.1 only, bounded by time and by
+    generator in this process (a minimal asyncio HTTP/1.1 client, ``bench/_minihttp.py``, far
+    cheaper per request than aiohttp; 127.0.0.1 only, bounded by time and by
     ``--max-requests``): requests/s, p50 and p99 latency, errors.
       - pfkit: ``pfkit flow serve --workers 1`` (and ``pfkit2``: ``--workers 2``);
       - promptflow: ``pf flow serve`` (1.18.5, Flask's development server), from
@@ -59,6 +60,7 @@ from _common import (  # noqa: E402
     require_pfkit,
     require_promptflow,
 )
+from _minihttp import MiniHttpClient  # noqa: E402
 
 PY_FLOW = FLOWS / "one_node"
 BODY = {"text": "hello from the load generator"}
@@ -136,37 +138,39 @@ def percentile(values: list[float], q: float) -> float:
 async def _load(port: int, connections: int, seconds: float, max_requests: int, body: dict,
                 record: bool, close: bool = False, path: str = "/score"
                 ) -> tuple[int, int, list[float], float]:
-    import aiohttp
-
-    url = f"http://127.0.0.1:{port}{path}"
+    """``connections`` keep-alive connections, each posting ``body`` back to back, through the
+    minimal client (``bench/_minihttp.py``): its CPU per request is a fraction of aiohttp's,
+    and it shares the 2 cores with the server being measured."""
     payload = json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0, "sent": 0}
-    connector = aiohttp.TCPConnector(limit=connections, force_close=close)
-    timeout = aiohttp.ClientTimeout(total=60)
     start = time.perf_counter()
     deadline = start + seconds
 
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while time.perf_counter() < deadline and counts["sent"] < max_requests:
-            counts["sent"] += 1
-            began = time.perf_counter()
-            try:
-                async with session.post(url, data=payload, headers=headers) as response:
-                    await response.read()
-                    ok = response.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                ok = False
-            if ok:
-                counts["ok"] += 1
-                if record:
-                    latencies.append(time.perf_counter() - began)
-            else:
-                counts["errors"] += 1
+    async def worker() -> None:
+        client = MiniHttpClient("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline and counts["sent"] < max_requests:
+                counts["sent"] += 1
+                began = time.perf_counter()
+                try:
+                    status, _ = await asyncio.wait_for(client.post(path, payload, headers), 60)
+                    ok = status == 200
+                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+                    ok = False
+                if close or not ok:
+                    await client.close()  # a new connection for the next request
+                if ok:
+                    counts["ok"] += 1
+                    if record:
+                        latencies.append(time.perf_counter() - began)
+                else:
+                    counts["errors"] += 1
+        finally:
+            await client.close()
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session) for _ in range(connections)))
+    await asyncio.gather(*(worker() for _ in range(connections)))
     return counts["ok"], counts["errors"], latencies, time.perf_counter() - start
 
 
@@ -369,8 +373,8 @@ def report(cells: list[Cell], args: argparse.Namespace, foreign: str, machine: s
                             "vs bare (llm: vs limit)"], rows)
     return "\n".join([
         f"`bench/serve.py --duration {args.duration:g}` ({args.runs} round(s), best shown): "
-        "POST /score with a JSON body on 127.0.0.1, keep-alive connections from an aiohttp "
-        "load generator in the benchmark's own process (it shares the 2 cores with the "
+        "POST /score with a JSON body on 127.0.0.1, keep-alive connections from a minimal asyncio HTTP "
+        "load generator (`bench/_minihttp.py`) in the benchmark's own process (it shares the 2 cores with the "
         "server). Python flow: `bench/flows/one_node`; llm flow: one chat node on the test "
         f"server process at {LLM_LATENCY * 1000:.0f} ms.", "", table, "",
         f"Machine: {machine}; {foreign}."])
