@@ -29,7 +29,6 @@ from _common import (  # noqa: E402
     PFKIT_CLI,
     REPO,
     Stats,
-    environment_lines,
     machine_load_note,
     pfkit_env,
     publish,
@@ -129,9 +128,8 @@ def main() -> None:
             cpus.append(cpu)
             peaks.append(peak / 1024)
     t, c, m = Stats.of(times), Stats.of(cpus), Stats.of(peaks)
-    body = "\n".join([
-        f"## Evaluation: {len(EVALUATORS)} deterministic evaluators over {args.lines:,} lines",
-        "", *environment_lines(), f"- {machine_load_note()}", "",
+    body = "\n".join([  # publish() adds the heading and the environment lines
+        f"- {machine_load_note()}", "",
         "| | wall clock (median, min–max) | CPU of the process tree | peak RSS of the process "
         "tree | target |",
         "|---|---|---|---|---|",
@@ -141,7 +139,8 @@ def main() -> None:
         f"{args.lines * len(EVALUATORS) / t.median:,.0f} evaluated lines/s over the five "
         "evaluation runs (each a promptflow-style evaluation run linked to the base run).",
     ])
-    publish("evaluation", body, append=not args.no_append)
+    publish(f"Evaluation: {len(EVALUATORS)} deterministic evaluators over {args.lines:,} lines",
+            body, append=not args.no_append)
 
 
 if __name__ == "__main__":
