@@ -47,6 +47,37 @@ def test_flow_test_reads_an_input_file(tmp_path):
     assert json.loads(result.stdout)["intent"] == "refund"
 
 
+ECHO_FLOW = """
+inputs:
+  text: {type: string}
+  n: {type: int, default: 2}
+outputs:
+  echoed: {type: string, reference: "${echo.output}"}
+nodes:
+- name: echo
+  type: python
+  source: {type: code, path: echo.py}
+  inputs: {text: "${inputs.text}", n: "${inputs.n}"}
+"""
+ECHO_PY = "from promptflow.core import tool\n\n@tool\ndef echo(text: str, n: int) -> str:\n    return text * n\n"
+
+
+def test_flow_test_without_inputs_takes_the_first_row_of_the_flows_data(make_flow):
+    folder = make_flow({"flow.dag.yaml": ECHO_FLOW, "echo.py": ECHO_PY,
+                        "data.jsonl": '{"text": "ab", "n": 5}\n{"text": "zz"}\n'})
+    result = pfkit("flow", "test", "--flow", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"echoed": "abab"}  # n keeps its default
+    assert f"no --inputs: text from {folder.name}/data.jsonl:1" in result.stderr
+
+
+def test_flow_test_without_inputs_or_data_names_the_missing_input(make_flow):
+    folder = make_flow({"flow.dag.yaml": ECHO_FLOW, "echo.py": ECHO_PY})
+    result = pfkit("flow", "test", "--flow", str(folder))
+    assert result.returncode != 0
+    assert "'inputs.text'" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_failing_line_is_one_clear_line_without_traceback(make_flow):
     folder = make_flow({"flow.dag.yaml": """
 inputs:

@@ -118,6 +118,30 @@ def cmd_test(args: argparse.Namespace) -> int:
             err(f"pfkit: wrote {written} model calls to {session.cassette}")
 
 
+SAMPLE_DATA = "data.jsonl"  # the sample data beside a flow (as `pfkit flow init` writes it)
+
+
+def _first_data_row(flow: Any) -> dict[str, Any]:
+    """A DAG flow tested without ``--inputs`` whose inputs have no default: the flow's inputs
+    from the first row of the ``data.jsonl`` beside it, as a flex flow's sample (said on
+    stderr). Nothing when every input has a default or there is no such file: the usual
+    error then names the missing input."""
+    spec = flow.spec
+    missing = [name for name, definition in spec.inputs.items() if not definition.has_default]
+    sample = spec.path.parent / SAMPLE_DATA
+    if not missing or not sample.is_file():
+        return {}
+    from ..data import open_dataset
+
+    row = next(iter(open_dataset(sample)), None)
+    if row is None:
+        return {}
+    inputs = {name: value for name, value in row.data.items() if name in missing}
+    if inputs:
+        warn(f"no --inputs: {', '.join(inputs)} from {sample.parent.name}/{row.origin}")
+    return inputs
+
+
 def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) -> int:
     from ..engine import load_executable
     from ..flows import atest, atest_node
@@ -131,8 +155,11 @@ def _run_test(args: argparse.Namespace, inputs: dict[str, Any], session: Any) ->
                                  init=parse_key_values(getattr(args, "init", None),
                                                        option="--init") or None)
     flow = executable.bound
-    if not inputs and not args.node and getattr(executable, "sample", None):
-        inputs = dict(executable.sample)  # a flex flow's or prompty's sample inputs
+    if not inputs and not args.node:
+        if getattr(executable, "sample", None):
+            inputs = dict(executable.sample)  # a flex flow's or prompty's sample inputs
+        else:
+            inputs = _first_data_row(flow)
     if args.node:
         line = run_sync(atest_node(flow, args.node, inputs, warn=warn))
         prefix = f"flow-{args.node}.node"
