@@ -236,28 +236,12 @@ class AiohttpTransport:
             return ConnectFailure(reason, unreachable=reason)
         return ConnectFailure(f"Connection error: {type(exc).__name__}: {exc}")
 
-    async def post(self, path: str, body: dict[str, Any]) -> Any:
+    async def _send(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        """The response, its status checked (an error status is raised as a failure)."""
         data = encode(body)
         try:
-            session = self._open()
-            async with session.post(self.endpoint.url(path, body), data=data,
-                                    headers=self.endpoint.headers, **self._proxy) as response:
-                raw = await response.read()
-                if response.status >= 400:
-                    raise status_failure(response.status, raw.decode("utf-8", "replace"),
-                                         _lower(response.headers))
-        except (asyncio.TimeoutError, self._aiohttp.ClientError, OSError) as exc:
-            raise self._failure(exc) from exc
-        return decode(raw)
-
-    async def stream(self, path: str, body: dict[str, Any]) -> ServerEvents:
-        """The answer's events, once its status says it is one (errors are raised here)."""
-        data = encode(body)
-        headers = {**self.endpoint.headers, "Accept": "text/event-stream"}
-        try:
-            session = self._open()
-            response = await session.post(self.endpoint.url(path, body), data=data,
-                                          headers=headers, **self._proxy)
+            response = await self._open().post(self.endpoint.url(path, body), data=data,
+                                               headers=headers, **self._proxy)
             if response.status >= 400:
                 try:
                     raw = await response.read()
@@ -267,6 +251,22 @@ class AiohttpTransport:
                                      _lower(response.headers))
         except (asyncio.TimeoutError, self._aiohttp.ClientError, OSError) as exc:
             raise self._failure(exc) from exc
+        return response
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        response = await self._send(path, body, self.endpoint.headers)
+        try:
+            raw = await response.read()
+        except (asyncio.TimeoutError, self._aiohttp.ClientError, OSError) as exc:
+            raise self._failure(exc) from exc
+        finally:
+            response.release()
+        return decode(raw)
+
+    async def stream(self, path: str, body: dict[str, Any]) -> ServerEvents:
+        """The answer's events, once its status says it is one (errors are raised here)."""
+        response = await self._send(path, body,
+                                    {**self.endpoint.headers, "Accept": "text/event-stream"})
         return ServerEvents(response, self._failure)
 
     async def close(self) -> None:
@@ -340,13 +340,11 @@ class OpenAIClientTransport:
     """The same requests through the official ``openai`` async client (imported on first use),
     its failures mapped to the neutral kinds."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float, *, kind: str, api_key: str,
-                 base_url: str | None, api_version: str | None,
-                 organization: str | None) -> None:
+    def __init__(self, timeout: float, *, kind: str, api_key: str, base_url: str | None,
+                 api_version: str | None, organization: str | None) -> None:
         import openai
 
         self._openai = openai
-        self.endpoint = endpoint
         try:  # aiohttp under the client when installed (openai[aiohttp])
             http_client = openai.DefaultAioHttpClient()
         except (RuntimeError, AttributeError):

@@ -213,7 +213,7 @@ class OpenAICompatibleModel:
         if client is None or client.closed:
             if self.transport == "openai":
                 client = OpenAIClientTransport(
-                    self._endpoint, self.options.timeout, kind=self.kind, api_key=self._api_key,
+                    self.options.timeout, kind=self.kind, api_key=self._api_key,
                     base_url=self.base_url, api_version=self._api_version,
                     organization=self._organization)
             else:
