@@ -48,6 +48,12 @@ def register(*values: Any) -> None:
                 re.escape(f) for f in sorted(forms, key=len, reverse=True)))
 
 
+def registered() -> list[str]:
+    """The registered secret values, sorted (to hand to a worker process)."""
+    with _lock:
+        return sorted(_secrets)
+
+
 def known() -> bool:
     return _pattern is not None
 

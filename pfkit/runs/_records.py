@@ -7,6 +7,7 @@ this one does not know are kept in ``extra`` and written back unchanged.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -18,24 +19,19 @@ COMPLETED, FAILED, CANCELED = "Completed", "Failed", "Canceled"
 ACTIVE = (PREPARING, RUNNING)  # a live process owns the run (or did, and died)
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
+@functools.cache
 def _names(cls: type) -> tuple[str, ...]:
     """The record's field names but ``extra`` (dataclasses.fields() is slow per record)."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls) if f.name != "extra")
-    return names
+    return tuple(f.name for f in fields(cls) if f.name != "extra")
 
 
-_FIELD_SETS: dict[type, frozenset[str]] = {}
+@functools.cache
+def _name_set(cls: type) -> frozenset[str]:
+    return frozenset(_names(cls))
 
 
 def _split(cls: type, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    names = _FIELD_SETS.get(cls)
-    if names is None:
-        names = _FIELD_SETS[cls] = frozenset(_names(cls))
+    names = _name_set(cls)
     known = {k: v for k, v in data.items() if k in names}
     extra = {k: v for k, v in data.items() if k not in names}
     return known, extra

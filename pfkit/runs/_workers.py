@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import _secrets
 from ..engine import FAILED, LineResult
 from ..errors import ExecutionError, Location, PfkitError, UserError
 from . import _worker_protocol as wire
@@ -232,9 +233,10 @@ class _Worker:
         if self.busy_time > 0.05:
             rate = self.returned / self.busy_time
             # quick lines: big batches (few messages); slow lines (model calls): small ones,
-            # so that the last lines are spread evenly over the workers. Quick lines (python tools): four batches of 50 ms wait in the worker, so that
-            # it never runs dry while this process, busy or waiting for a core, answers late
-            # (two batches of 20 ms starved each worker a sixth of the time on 2 cores)
+            # so that the last lines are spread evenly over the workers. Of quick lines (python
+            # tools) four batches of 50 ms wait in the worker, so that it never runs dry while
+            # this process, busy or waiting for a core, answers late (two batches of 20 ms
+            # starved each worker a sixth of the time on 2 cores)
             quick = rate >= QUICK_RATE
             seconds = QUICK_BATCH_SECONDS if quick else BATCH_SECONDS
             self.batch = max(1, min(MAX_BATCH, int(rate * seconds)))
@@ -309,7 +311,7 @@ class WorkerRunner:
         worker.proc = proc
         worker.pid = proc.pid
         self.pids.append(proc.pid)
-        worker.secrets = secrets = _known_secrets()
+        worker.secrets = secrets = _secrets.registered()
         hello = wire.frame(("hello", {"sys_path": list(sys.path), "secrets": secrets,
                                       "parent_pid": os.getpid()}))
         init = wire.frame(("init", self.spec, worker.concurrency, self.timeout, worker.slot,
@@ -330,7 +332,7 @@ class WorkerRunner:
         worker.read_transport, _ = await loop.connect_read_pipe(
             lambda: _Reader(worker, events), proc.stdout)
         worker.last_heard = time.monotonic()
-        secrets = _known_secrets()
+        secrets = _secrets.registered()
         if secrets != worker.secrets:  # registered since it started (the flow's connections)
             worker.secrets = secrets
             worker.send(("secrets", secrets))
@@ -563,13 +565,6 @@ class WorkerRunner:
             cache._used.update(dict.fromkeys(self.cache_keys))
             fields = {k: v for k, v in self.cache_stats.items() if hasattr(cache._stats, k)}
             cache._count(**fields)
-
-
-def _known_secrets() -> list[str]:
-    from .. import _secrets
-
-    with _secrets._lock:
-        return sorted(_secrets._secrets)
 
 
 def _load_error(data: Mapping[str, Any], spec: WorkerFlowSpec) -> PfkitError:
