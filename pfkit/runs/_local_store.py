@@ -20,6 +20,7 @@ import asyncio
 import errno
 import json
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -579,16 +580,14 @@ class LocalRunWriter:
             raise self._failure
         pending = self._pending
         pending.append((record_json, node_json, line_number))
-        if self._flush_soon is None and len(pending) < PENDING_LINES:
+        if len(pending) < PENDING_LINES:
+            if self._flush_soon is not None:
+                return  # written with the others of this turn of the loop
             try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if loop is not None:
-                self._flush_soon = loop.call_soon(self._flush_later)
+                self._flush_soon = asyncio.get_running_loop().call_soon(self._flush_later)
                 return
-        elif len(pending) < PENDING_LINES:
-            return
+            except RuntimeError:  # no running loop: written now
+                pass
         self.flush()
 
     def _flush_later(self) -> None:
@@ -703,19 +702,15 @@ class LocalRunWriter:
                     pass  # already reported by the write that failed
 
 
-_SURROGATE = None
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _write(fh: Any, text: str) -> str:
     """Write ``text``; a lone surrogate (which UTF-8 cannot hold) is written as its JSON
     escape, which reads back as the same string. The text as written."""
-    global _SURROGATE
     try:
         fh.write(text)
     except UnicodeEncodeError:
-        import re
-
-        _SURROGATE = _SURROGATE or re.compile("[\ud800-\udfff]")
         text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
         fh.write(text)
     return text
