@@ -113,6 +113,7 @@ def test_lines_are_read_back_in_order_last_record_wins(store):
     assert [(r.line_number, r.status, r.outputs) for r in lines] == [
         (0, "Completed", {"y": 0}), (1, "Completed", {"y": 1}), (2, "Completed", {"y": 4})]
     assert store.metrics("r") == {"accuracy": 0.5}
+    assert [LineRecord.from_dict(d) for d in store.line_dicts("r")] == lines
     finished = list(store.finished_lines("r", status="Completed"))
     assert [f.line_number for f in finished] == [0, 1, 2]
     assert json.loads(finished[2].node_json["n"])["output"] == 2

@@ -78,17 +78,10 @@ EVALUATION_FIELDS = ("line_number", "status", "outputs", "error")
 def read_lines(store: Any, name: str, fields: tuple[str, ...] | None = None
                ) -> list[dict[str, Any]]:
     """A run's line records as dicts (line_number, status, inputs, outputs, error...), in line
-    order, with only ``fields`` when given; from the local store, its JSON records as written
-    (no round trip through typed records)."""
-    from ..runs._local_store import LineFile, LocalRunStore
-
-    if isinstance(store, LocalRunStore):
-        records = (record for _, record in
-                   LineFile(store.run_dir(name) / "lines.jsonl").iter_sorted())
-    else:
-        records = (line.to_dict() for line in store.lines(name))
+    order, with only ``fields`` when given: the store's JSON records as written (no round trip
+    through typed records)."""
     kept = []
-    for record in records:
+    for record in store.line_dicts(name):
         for key in ("inputs", "outputs"):
             if not isinstance(record.get(key), dict):
                 record[key] = {}

@@ -342,8 +342,11 @@ class LocalRunStore:
         return LocalRunWriter(self, name)
 
     def lines(self, name: str) -> Iterator[LineRecord]:
+        return map(LineRecord.from_dict, self.line_dicts(name))
+
+    def line_dicts(self, name: str) -> Iterator[dict[str, Any]]:
         for _, record in LineFile(self.run_dir(name) / "lines.jsonl").iter_sorted():
-            yield LineRecord.from_dict(record)
+            yield record
 
     def finished_lines(self, name: str, *, status: str | None = None) -> Iterator[FinishedLine]:
         folder = self.run_dir(name)

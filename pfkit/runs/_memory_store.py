@@ -108,9 +108,12 @@ class InMemoryRunStore:
         return InMemoryRunWriter(self, self._run(name))
 
     def lines(self, name: str) -> Iterator[LineRecord]:
+        return map(LineRecord.from_dict, self.line_dicts(name))
+
+    def line_dicts(self, name: str) -> Iterator[dict[str, Any]]:
         run = self._run(name)
         for number in sorted(run.lines):
-            yield LineRecord.from_dict(json.loads(run.lines[number]))
+            yield json.loads(run.lines[number])
 
     def finished_lines(self, name: str, *, status: str | None = None) -> Iterator[FinishedLine]:
         run = self._run(name)

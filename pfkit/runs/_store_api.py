@@ -98,6 +98,10 @@ class RunStore(Protocol):
     def lines(self, name: str) -> Iterator[LineRecord]:
         """The last record of each line, in line order (a resumed run may hold a line twice)."""
 
+    def line_dicts(self, name: str) -> Iterator[dict[str, Any]]:
+        """The same records as :meth:`lines`, as the JSON objects written (no typed records:
+        for readers of many lines, such as evaluation)."""
+
     def finished_lines(self, name: str, *, status: str | None = None) -> Iterator[FinishedLine]:
         """Lines as written (record and node records, encoded), in line order: what resuming
         copies into the new run."""
