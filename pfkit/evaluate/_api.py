@@ -295,8 +295,9 @@ def evaluate(*, data: str | Path | None = None, run: Any = None,
                         hint="Give the dataset, a finished run, or both.")
     from ._parallel import Helper
 
-    helper = Helper.start(store) if _helper_wanted(evaluators, base, data_text, store) \
-        else None
+    profiles: dict[str, tuple[bool, int]] = {}  # flow -> flow_profile(flow), read once
+    helper = Helper.start(store) if _helper_wanted(evaluators, base, data_text, store,
+                                                   profiles) else None
     try:
         base_lines = read_lines(store, base.name, ("line_number", "status", "inputs", "outputs")) \
             if base else []
@@ -310,7 +311,7 @@ def evaluate(*, data: str | Path | None = None, run: Any = None,
         per_line: dict[int, dict[str, Any]] = {}
         runs: dict[str, str] = {}
         outcomes = _run_flows(plans, data_text, base, store, judge_connection, progress,
-                              helper)
+                              helper, profiles)
         for plan in plans:
             if plan.flow is not None:
                 outcome = outcomes[plan.alias]
@@ -356,11 +357,21 @@ def evaluate(*, data: str | Path | None = None, run: Any = None,
             helper.close()
 
 
-def _helper_wanted(evaluators: Mapping[str, Any], base: Any, data: str, store: Any) -> bool:
+def _profile(flow: Path, profiles: dict[str, tuple[bool, int]]) -> tuple[bool, int]:
+    from ._parallel import flow_profile
+
+    key = str(flow)
+    if key not in profiles:
+        profiles[key] = flow_profile(flow)
+    return profiles[key]
+
+
+def _helper_wanted(evaluators: Mapping[str, Any], base: Any, data: str, store: Any,
+                   profiles: dict[str, tuple[bool, int]]) -> bool:
     """Before anything is read: will CPU-bound evaluation runs share the work with a helper
     process? (It starts now, so that its imports overlap with this process's preparations.)"""
     from ..session import Session
-    from ._parallel import flow_profile, helper_wanted
+    from ._parallel import helper_wanted
 
     cpu_bound = 0
     for evaluator in evaluators.values():
@@ -368,7 +379,7 @@ def _helper_wanted(evaluators: Mapping[str, Any], base: Any, data: str, store: A
             continue
         path = evaluator_path(evaluator)
         try:
-            cpu_bound += path is not None and flow_profile(path)[0]
+            cpu_bound += path is not None and _profile(path, profiles)[0]
         except Exception:  # noqa: BLE001 - a broken flow is reported by the planning
             continue
     if cpu_bound < 2:
@@ -378,19 +389,20 @@ def _helper_wanted(evaluators: Mapping[str, Any], base: Any, data: str, store: A
 
 
 def _run_flows(plans: list[_Plan], data: str, base: Any, store: Any,
-               judge_connection: str | None, progress: bool, helper: Any) -> dict[str, Any]:
+               judge_connection: str | None, progress: bool, helper: Any,
+               profiles: dict[str, tuple[bool, int]]) -> dict[str, Any]:
     """Every flow evaluator's evaluation run, created concurrently (``_parallel``): alias ->
     outcome. The first failed run's error (in the evaluators' order) is raised once all have
     ended."""
     from ..session import Session
-    from ._parallel import Job, flow_profile, run_jobs
+    from ._parallel import Job, run_jobs
 
     jobs = []
     for plan in plans:
         if plan.flow is None:
             continue
         connections = _connection_overrides(plan.flow, judge_connection)
-        cpu_bound, cost = flow_profile(plan.flow)
+        cpu_bound, cost = _profile(plan.flow, profiles)
         jobs.append(Job(plan.alias, str(plan.flow), data, base.name if base else None,
                         dict(plan.mapping), connections, {"pfkit.evaluator": plan.alias},
                         cpu_bound=cpu_bound and not connections, cost=cost))
