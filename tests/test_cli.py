@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -139,12 +140,17 @@ def test_single_node_and_variant_options(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["flow", "test", "--flow", "does/not/exist"], "no such flow folder"),
     (["flow", "test", "--flow", "flows/text_stats", "--inputs", "novalue"], "key=value"),
-    # a flow with no data.jsonl beside it (with one, flow test takes its first row)
-    (["flow", "test", "--flow", "tests/flows/async_tools"], "flow input 'text' is not provided"),
+    # text_stats without its data.jsonl (with one, flow test takes its first row)
+    (["flow", "test", "--flow", "NO_DATA"], "flow input 'text' is not provided"),
     (["flow", "test", "--flow", "flows/text_stats", "--inputs", "text=hi", "min_word_length=abc"],
      "does not match the expected type 'int'"),
 ])
-def test_user_errors_exit_non_zero_with_a_message(args, needle):
+def test_user_errors_exit_non_zero_with_a_message(args, needle, tmp_path):
+    if "NO_DATA" in args:
+        copy = tmp_path / "text_stats"
+        shutil.copytree(ROOT / "flows" / "text_stats", copy,
+                        ignore=shutil.ignore_patterns("data.jsonl", ".promptflow"))
+        args = [str(copy) if a == "NO_DATA" else a for a in args]
     result = pfkit(*args)
     assert result.returncode != 0
     assert needle in result.stderr and "Traceback" not in result.stderr
