@@ -338,3 +338,37 @@ def test_a_tool_that_calls_another_flow_in_process(tmp_path, events, process_sta
         assert line.outputs["o"]["inner"] == expected(inner, "B")
         assert line.outputs["o"]["after"][:2] == [str(outer), "A"]
     process_state()
+
+
+def test_a_resident_flow_stays_applied_between_calls_and_yields_to_others(
+        tmp_path, events, process_state):
+    """``resident(flow)`` (pfkit flow serve: a process serving one flow) keeps its folder and
+    environment applied between calls; another flow still runs in its own, and afterwards the
+    resident flow's context comes back; leaving restores the process state."""
+    from pfkit.engine import resident
+
+    a = write_flow(tmp_path / "a", "A", sync=False)
+    b = write_flow(tmp_path / "b", "B", sync=False)
+    flow_a, flow_b = load_executable(a), load_executable(b)
+
+    async def main():
+        with resident(flow_a):
+            first = await flow_a.arun({"delay": 0}, line_number=0)
+            await asyncio.sleep(0)  # a deferred restore would run now
+            between = (os.getcwd(), os.environ.get("WHO"))
+            other = await flow_b.arun({"delay": 0}, line_number=1)
+            await asyncio.sleep(0)
+            after_other = (os.getcwd(), os.environ.get("WHO"))
+            again = await flow_a.arun({"delay": 0}, line_number=2)
+            await asyncio.sleep(0)
+            kept = (os.getcwd(), os.environ.get("WHO"))
+        return first, between, other, after_other, again, kept
+
+    first, between, other, after_other, again, kept = asyncio.run(main())
+    assert first.outputs["first"] == expected(a, "A")
+    assert between == (str(a), "A")
+    assert other.outputs["first"] == expected(b, "B")
+    assert after_other == (str(tmp_path), None)  # the other flow's context is never kept
+    assert again.outputs["first"] == expected(a, "A")
+    assert kept == (str(a), "A")
+    process_state()

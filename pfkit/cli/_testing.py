@@ -196,9 +196,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     server = build_server(args)
     try:
-        import asyncio
+        from .. import _loops
 
-        asyncio.run(_serve(server))
+        _loops.run(_serve(server))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

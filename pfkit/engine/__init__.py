@@ -20,6 +20,7 @@ from ._executable import (
     flow_loaders,
     load_executable,
     register_flow_loader,
+    resident,
 )
 from ._execute import (
     DEFAULT_LINE_TIMEOUT,
@@ -45,6 +46,6 @@ __all__ = [
     "COMPLETED", "DEFAULT_LINE_TIMEOUT", "DagFlow", "ExecutableFlow", "FAILED", "FlowContext",
     "FlowLoader", "GATE", "AggregationResult", "LineResult", "NODE_KINDS", "NodeRun",
     "apply_connection_overrides", "bind", "execute_aggregation", "execute_line", "flow_loaders",
-    "load_bound_flow", "load_executable", "register_flow_loader", "register_node_kind",
+    "load_bound_flow", "load_executable", "register_flow_loader", "register_node_kind", "resident",
     "resolve_inputs", "working_directory",
 ]

@@ -241,5 +241,28 @@ def load_executable(path: str | Path, *, variant: str | None = None, models: Any
     raise AssertionError("the DAG loader matches every path")  # pragma: no cover
 
 
+class resident:  # noqa: N801 - used as a context manager, like contextlib's
+    """``with resident(flow):`` keeps the flow's folder, ``sys.path`` entry and environment
+    applied between its calls, for a process that exists to run this one flow (``pfkit flow
+    serve``): requests then pay no ``chdir`` and environment swap each. Other flows still
+    switch the process as usual while they run; on exit the state before is restored (once no
+    call runs). A flow without user code (no context) is left as it is."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, flow: Any) -> None:
+        bound = getattr(flow, "bound", None)
+        self.ctx = getattr(bound, "context", None)
+
+    def __enter__(self) -> resident:
+        if self.ctx is not None:
+            GATE.keep(self.ctx)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.ctx is not None:
+            GATE.unkeep(self.ctx)
+
+
 __all__ = ["DagFlow", "ExecutableFlow", "FlowLoader", "flow_loaders", "lazy", "load_executable",
-           "register_flow_loader"]
+           "register_flow_loader", "resident"]

@@ -108,6 +108,7 @@ class Gate:
         self._keys: set[tuple[Any, ...]] = set()
         self.many = False  # more than one flow context seen: nested calls must be tracked
         self._lent: list[tuple[FlowContext, int]] = []  # (lender, its holders) while lent
+        self._resident: FlowContext | None = None  # stays applied while idle (see keep())
 
     def register(self, ctx: FlowContext) -> None:
         """A flow context exists (binding): from the second one on, lines track their callers."""
@@ -115,6 +116,31 @@ class Gate:
             self._keys.add(ctx.key)
             if len(self._keys) > 1:
                 self.many = True
+
+    # ------------------------------------------------------------------ a resident flow
+
+    def keep(self, ctx: FlowContext) -> None:
+        """Keep ``ctx`` applied between calls (a process that serves this one flow: no
+        ``chdir`` and environment swap around every request). Other flows still get the gate
+        as usual; :meth:`unkeep` ends it and restores the process state once idle."""
+        with self._lock:
+            self._resident = ctx
+
+    def unkeep(self, ctx: FlowContext) -> None:
+        with self._lock:
+            if self._resident is ctx:
+                self._resident = None
+                if (not self._calls and not self._holders and not self._waiters
+                        and self._owner is not None):
+                    self._switch(None)
+
+    def _idle_restore(self) -> None:
+        """Under the lock, nothing holding the gate: put the process state back, unless the
+        applied context is the resident one."""
+        owner, resident = self._owner, self._resident
+        if owner is None or (resident is not None and owner.key == resident.key):
+            return
+        self._switch(None)
 
     # ------------------------------------------------------------------ public calls
 
@@ -128,9 +154,8 @@ class Gate:
         state is restored now (so the caller sees its own directory and environment)."""
         with self._lock:
             self._calls -= 1
-            if (not self._calls and not self._holders and not self._waiters
-                    and self._owner is not None):
-                self._switch(None)
+            if not self._calls and not self._holders and not self._waiters:
+                self._idle_restore()
 
     # ------------------------------------------------------------------ entering and leaving
 
@@ -225,7 +250,8 @@ class Gate:
             if self._waiters:
                 self._admit_waiters()
                 return
-            if self._owner is None:
+            owner, resident = self._owner, self._resident
+            if owner is None or (resident is not None and owner.key == resident.key):
                 return
             if loop is None:  # a sync caller: restore now
                 self._switch(None)
@@ -250,8 +276,10 @@ class Gate:
         lock = self._lock
         lock.acquire()
         holders = self._holders - 1
-        if holders or (not self._waiters and not self._lent and (self._owner is None or (
-                self._restore_scheduled and self._restore_loop is get_running_loop()))):
+        owner = self._owner
+        if holders or (not self._waiters and not self._lent and (
+                owner is None or owner is self._resident or (
+                    self._restore_scheduled and self._restore_loop is get_running_loop()))):
             self._holders = holders
             lock.release()
             return
@@ -271,8 +299,8 @@ class Gate:
     def _restore_if_idle(self) -> None:
         with self._lock:
             self._restore_scheduled = False
-            if not self._holders and not self._waiters and self._owner is not None:
-                self._switch(None)
+            if not self._holders and not self._waiters:
+                self._idle_restore()
 
     def current_models(self) -> Any:
         """The models of the flow whose user code runs now (None outside of one)."""

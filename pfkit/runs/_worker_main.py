@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from .. import _loops
 from . import _worker_protocol as wire
 
 PARENT_CHECK_EVERY = 0.25  # seconds
@@ -73,7 +74,7 @@ def main() -> None:
         os._exit(2)
     _, spec, concurrency, timeout, slot, workers = init
     _share_connection_limits(slot, workers)
-    code = asyncio.run(_serve(spec, concurrency, timeout, proto_in, proto_out))
+    code = _loops.run(_serve(spec, concurrency, timeout, proto_in, proto_out))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -9,6 +9,7 @@ answer is ``{"error": {"code", "message"}}`` with secrets masked and no stack tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 from .._secrets import scrub
 from .._version import __version__
+from ..engine import resident
 from ..errors import InputError, LineTimeoutError
 from ..observe import Observer, Observers
 from ._auth import ApiKeys
@@ -49,6 +51,9 @@ class ServeOptions:
     api_keys: ApiKeys = field(default_factory=ApiKeys)
     feedback_file: Path | None = None
     build_info: str | None = None
+    # the flow's folder and environment stay applied between requests (a process serving
+    # this one flow: pfkit flow serve); restored at shutdown
+    resident: bool = False
 
 
 def app(flow: Any, *, session: Any = None, variant: str | None = None,
@@ -56,12 +61,19 @@ def app(flow: Any, *, session: Any = None, variant: str | None = None,
         environment: Mapping[str, str] | None = None,
         api_keys: Any = None, api_keys_file: str | Path | None = None,
         timeout: float = DEFAULT_TIMEOUT, max_body_bytes: int = DEFAULT_MAX_BODY,
-        feedback_file: str | Path | None = None, allow_outside_paths: bool = False) -> Any:
+        feedback_file: str | Path | None = None, allow_outside_paths: bool = False,
+        resident: bool = False) -> Any:
     """The ASGI app serving ``flow`` (a :class:`ServedApp`: Starlette around a direct
     ``POST /score``): a flow folder or file, or an
     :class:`~pfkit.engine.ExecutableFlow`. Without ``session`` the app opens its own
     :class:`pfkit.Session` and closes it at shutdown. ``api_keys`` (a list or a comma-separated
-    string) and ``$PFKIT_API_KEYS`` / ``api_keys_file`` turn on bearer authentication."""
+    string) and ``$PFKIT_API_KEYS`` / ``api_keys_file`` turn on bearer authentication.
+
+    The flow's folder, ``sys.path`` entry and environment are applied around its tool calls
+    only, so the host service keeps its own between requests. ``resident=True`` (what
+    ``pfkit flow serve`` uses: its process serves this one flow) keeps them applied from
+    startup to shutdown instead, which saves a ``chdir`` and an environment swap per
+    request."""
     from ..session import Session
 
     _require_serve_extra()
@@ -76,7 +88,7 @@ def app(flow: Any, *, session: Any = None, variant: str | None = None,
                                                                               api_keys_file)
     options = ServeOptions(timeout=timeout, max_body_bytes=max_body_bytes, api_keys=keys,
                            feedback_file=Path(feedback_file) if feedback_file else None,
-                           build_info=os.environ.get("BUILD_INFO"))
+                           build_info=os.environ.get("BUILD_INFO"), resident=resident)
     return FlowServer(flow, session, options, own_session=own_session).asgi()
 
 
@@ -202,8 +214,10 @@ class FlowServer:
 
         @asynccontextmanager
         async def lifespan(_app: Any):
+            kept = resident(self.flow) if self.options.resident else contextlib.nullcontext()
             try:
-                yield
+                with kept:
+                    yield
             finally:
                 if self.own_session:
                     await self.session.aclose()

@@ -33,9 +33,11 @@ def _settings(source: str | Path, *, variant: str | None, connections: Mapping[s
 
 
 def _app_from(settings: Mapping[str, Any]) -> Any:
+    """The app of a process that serves this one flow (so the flow's context stays applied
+    between requests: ``resident``)."""
     from ._app import app
 
-    return app(settings["source"], variant=settings.get("variant"),
+    return app(settings["source"], resident=True, variant=settings.get("variant"),
                connections=settings.get("connections"), environment=settings.get("environment"),
                api_keys_file=settings.get("api_keys_file"), timeout=settings["timeout"],
                max_body_bytes=settings["max_body_bytes"],
