@@ -6,8 +6,9 @@
     ``pfkit run create`` vs ``pf run create`` (promptflow with its default worker count, and with
     ``PF_WORKER_COUNT`` = pfkit's default concurrency, 16). Target: pfkit <= 1 s.
 (b) LLM-bound batch: 1,000 lines of ``bench/flows/two_llm`` (two sequential llm nodes, the second
-    sends the first's reply) against pfkit's test server in its own process, answering after
-    50 ms; ``pfkit run create --concurrency 32`` vs ``pf run create`` with its defaults and with
+    sends the first's reply) against pfkit's test server, answering after 50 ms, in
+    ``--server-processes`` processes sharing one port (default 2: in one Python process a burst
+    of 32 requests is answered one after another); ``pfkit run create --concurrency 32`` vs ``pf run create`` with its defaults and with
     ``PF_WORKER_COUNT=32``. Each is reported against the physical limit
     ceil(N / C) * k * L = ceil(1000 / 32) * 2 * 0.05 s = 3.2 s as measured / ideal.
     Target: pfkit <= 1.15x the limit (judged on the whole process and on the run's own
@@ -494,7 +495,7 @@ def bench_small(runner: Runner, rows: int, runs: int, pf_runs: int) -> str:
 # --------------------------------------------------------------------------- (b)
 
 def bench_llm(runner: Runner, base_url: str, rows: int, concurrency: int, latency: float,
-              runs: int, pf_runs: int) -> str:
+              runs: int, pf_runs: int, server_processes: int = 1) -> str:
     data = write_jsonl(DATA / f"questions_{rows}.jsonl", rows, question_row)
     ideal = math.ceil(rows / concurrency) * 2 * latency
     print(f"(b) LLM-bound batch: {rows} lines of two_llm, limit {ideal:.2f} s", file=sys.stderr)
@@ -542,8 +543,9 @@ def bench_llm(runner: Runner, base_url: str, rows: int, concurrency: int, latenc
             + table + "\n\n"
             f"- Physical limit ceil({rows} / {concurrency}) × 2 × {latency:g} s = {ideal:.2f} s; "
             "÷ limit = measured / ideal." + kit_run_note + "\n"
-            "- The test server (`pfkit.testing.TestServerProcess`, echo answers) runs in its own "
-            "process, started once for the whole section; both tools use the same `open_ai` "
+            "- The test server (`pfkit.testing.TestServerProcess`, echo answers) runs in "
+            f"{server_processes} process(es) of its own sharing one port (`--server-processes`), "
+            "started once for the whole section; both tools use the same `open_ai` "
             "connection `bench_oai` pointing at it.\n"
             f"- promptflow with its default worker count and with `PF_WORKER_COUNT={concurrency}`"
             " (checked in each run's log).\n"
@@ -678,6 +680,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep run folders and logs")
     parser.add_argument("--workers", type=int, default=None,
                         help="pfkit run create --workers N (default: pfkit's own choice)")
+    parser.add_argument("--server-processes", type=int, default=2, metavar="N",
+                        help="test server processes sharing its port (2: a burst of 32 "
+                             "requests is answered on both cores, not one after another)")
     parser.add_argument("--no-append", action="store_true", help="do not write bench/RESULTS.md")
     args = parser.parse_args()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -692,18 +697,21 @@ def main() -> int:
     runner = Runner(keep=args.keep, workers=args.workers)
     sections: list[str] = []
     started = time.perf_counter()
-    server = TestServerProcess(latency=args.latency) if "b" in only else None
+    server = (TestServerProcess(latency=args.latency, processes=args.server_processes)
+              if "b" in only else None)
     try:
         if server is not None:
             server.start()
-            print(f"test server: {server.base_url} (latency {args.latency:g} s)", file=sys.stderr)
+            print(f"test server: {server.base_url} (latency {args.latency:g} s, "
+                  f"{args.server_processes} process(es))", file=sys.stderr)
         conn = write_connection_yaml(server.base_url) if server is not None else None
         setup_pfkit_home(conn)
         setup_pf_template(conn)
         plan = [
             ("a", lambda: bench_small(runner, args.small_lines, args.runs, args.pf_runs)),
             ("b", lambda: bench_llm(runner, server.base_url, args.llm_lines, args.concurrency,
-                                    args.latency, args.runs, args.pf_runs)),
+                                    args.latency, args.runs, args.pf_runs,
+                                    args.server_processes)),
             ("c", lambda: bench_large(runner, args.large_lines, args.pf_large_lines, args.runs,
                                       args.pf_runs)),
         ]

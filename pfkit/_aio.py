@@ -14,8 +14,6 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from . import _loops
-
 T = TypeVar("T")
 
 CANCEL_GRACE = 30.0  # seconds a Ctrl-C'd call has to record what it did
@@ -36,7 +34,7 @@ class BackgroundLoop:
     def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or self._loop.is_closed():
-                loop = _loops.new_event_loop()
+                loop = asyncio.new_event_loop()
                 started = threading.Event()
 
                 def serve() -> None:
@@ -127,7 +125,7 @@ def _run_in_fresh_thread(coro: Coroutine[Any, Any, T]) -> T:
 
     def target() -> None:
         try:
-            box["value"] = context.run(_loops.run, closing())
+            box["value"] = context.run(asyncio.run, closing())
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = exc
 

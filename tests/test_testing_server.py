@@ -8,6 +8,7 @@ import base64
 import http.client
 import json
 import math
+import os
 import re
 import socket
 import struct
@@ -781,6 +782,32 @@ def test_server_process_prints_the_base_url_and_stops_on_ctrl_c(tmp_path):
             assert reply.choices[0].message.content == "pong"
 
     assert process.returncode == 0
+
+
+def test_server_processes_share_one_port_and_stop_together():
+    """``processes=2``: two servers on one port (SO_REUSEPORT); the kernel spreads new
+    connections over both (each numbers its own requests from 1), and stop ends both."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    with TestServerProcess(processes=2) as process:
+        pids = process.pids
+        assert len(set(pids)) == 2
+        port = int(process.url.rsplit(":", 1)[1])
+        first_ids = 0
+        for _ in range(40):  # a new connection each time
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                             b"Content-Type: application/json\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            first_ids += b"x-request-id: req_00000001" in answer.lower()
+        assert first_ids == 2  # each process answered its own first request
+    assert process.pids == []
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_server_process_reports_a_refused_start():

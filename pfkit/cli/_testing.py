@@ -89,6 +89,9 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
                        help="reject prompts longer than N words (400 context_length_exceeded)")
     serve.add_argument("--embedding-dimensions", type=int, default=8, metavar="N")
     serve.add_argument("--seed", type=int, help="seed for --fail-rate draws")
+    serve.add_argument("--reuse-port", action="store_true",
+                       help="listen with SO_REUSEPORT, so several server processes can share "
+                            "one --port (each counts its own requests)")
     serve.add_argument("--allow-remote", action="store_true",
                        help="allow a non-loopback --host (the server has no real security)")
     serve.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -101,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Serve the OpenAI-compatible test API.")
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
+    from .._runtime import tune_gc
+
+    tune_gc()  # this process is the test server's own
     try:
         return cmd_serve(args)
     except UserError as exc:
@@ -179,7 +185,8 @@ def build_server(args: argparse.Namespace) -> TestServer:
         first_chunk_delay=args.first_chunk_delay, chunk_delay=args.chunk_delay,
         stream_chunk_chars=args.stream_chunk_chars,
         embedding_dimensions=args.embedding_dimensions, seed=args.seed,
-        allow_remote=args.allow_remote, fail_rate=parse_fail_rates(args.fail_rate),
+        allow_remote=args.allow_remote, reuse_port=args.reuse_port,
+        fail_rate=parse_fail_rates(args.fail_rate),
         retry_after=args.retry_after, hang_seconds=args.hang_seconds,
         cut_after=args.cut_after, stall_seconds=args.stall_seconds,
         expected_api_key=args.api_key,
@@ -196,9 +203,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     server = build_server(args)
     try:
-        from .. import _loops
+        import asyncio
 
-        _loops.run(_serve(server))
+        asyncio.run(_serve(server))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

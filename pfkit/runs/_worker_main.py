@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from .. import _loops
+from .. import _runtime
 from . import _worker_protocol as wire
 
 PARENT_CHECK_EVERY = 0.25  # seconds
@@ -74,7 +74,8 @@ def main() -> None:
         os._exit(2)
     _, spec, concurrency, timeout, slot, workers = init
     _share_connection_limits(slot, workers)
-    code = _loops.run(_serve(spec, concurrency, timeout, proto_in, proto_out))
+    _runtime.tune_gc()
+    code = asyncio.run(_serve(spec, concurrency, timeout, proto_in, proto_out))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -21,6 +21,11 @@ class TestServerProcess:
     and runtime fault changes are only available with the in-process
     :class:`~pfkit.testing.TestServer`.
 
+    ``processes=N`` starts N such processes on one port (``SO_REUSEPORT``; Linux and the BSDs):
+    the kernel spreads connections over them, so a burst of concurrent requests is answered
+    on several cores instead of one after another in one Python process. With ``--seed``, each
+    process draws its faults from its own seed (``seed + index``).
+
     ::
 
         with TestServerProcess(latency=0.05) as server:
@@ -29,26 +34,45 @@ class TestServerProcess:
 
     __test__ = False
 
-    def __init__(self, *args: str, latency: float = 0.0, startup_timeout: float = 30.0
-                 ) -> None:
+    def __init__(self, *args: str, latency: float = 0.0, startup_timeout: float = 30.0,
+                 processes: int = 1) -> None:
+        if processes < 1:
+            raise ValueError("processes must be at least 1")
         self.args = [*args, "--latency", str(latency)]
         self.startup_timeout = startup_timeout
+        self.processes = processes
         self.base_url = ""
         self.returncode: int | None = None
         self._process: subprocess.Popen[str] | None = None
         self._drain: threading.Thread | None = None
+        self._others: list[TestServerProcess] = []  # the processes after the first
 
     @property
     def url(self) -> str:
         return self.base_url.removesuffix("/v1")
 
     def start(self) -> TestServerProcess:
+        if self.processes == 1:
+            return self._start("0", self.args)
+        self._start("0", [*self.args, "--reuse-port"])
+        port = self.url.rsplit(":", 1)[1]
+        try:
+            for index in range(1, self.processes):
+                other = TestServerProcess(startup_timeout=self.startup_timeout)
+                other._start(port, [*_reseeded(self.args, index), "--reuse-port"])
+                self._others.append(other)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, port: str, args: list[str]) -> TestServerProcess:
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root,
                                                            env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
-            [sys.executable, "-c", _PROCESS_MAIN, "--port", "0", *self.args],
+            [sys.executable, "-c", _PROCESS_MAIN, "--port", port, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = self._read_first_line()
         if not line.startswith("http://"):
@@ -85,8 +109,16 @@ class TestServerProcess:
         reader.join(self.startup_timeout)
         return lines[0].strip() if lines else ""
 
+    @property
+    def pids(self) -> list[int]:
+        """The server processes' ids (one per ``processes``), while they run."""
+        return [p._process.pid for p in (self, *self._others) if p._process is not None]
+
     def stop(self, timeout: float = 10.0) -> None:
         """Ctrl-C the process (terminate on Windows) and wait; kill it if it lingers."""
+        others, self._others = self._others, []
+        for other in others:
+            other.stop(timeout)
         process, self._process = self._process, None
         if process is None:
             return
@@ -112,7 +144,17 @@ class TestServerProcess:
         self.returncode = process.returncode
 
     def __enter__(self) -> TestServerProcess:
+        """Start (see :meth:`start`)."""
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _reseeded(args: list[str], index: int) -> list[str]:
+    """``args`` with ``--seed S`` made ``--seed S+index`` (each process its own draws)."""
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--seed":
+            out[i + 1] = str(int(out[i + 1]) + index)
+    return out

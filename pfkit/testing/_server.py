@@ -99,6 +99,9 @@ class TestServer:
         embedding_dimensions: vector size when the request has no ``dimensions``.
         request_log_size: how many recent requests :attr:`requests` keeps.
         seed: seeds the random draws of ``fail_rate`` (deterministic tests).
+        reuse_port: listen with ``SO_REUSEPORT``, so several server processes share one port
+            (the kernel spreads connections over them; :class:`TestServerProcess` with
+            ``processes=N``). Each process counts and logs only its own requests.
         faults: a :class:`Faults`; or give its fields as keyword arguments
             (``TestServer(rate_limit_next=2, expected_api_key="sk-test")``).
 
@@ -115,7 +118,8 @@ class TestServer:
                  chunk_delay: float = 0.0, stream_chunk_chars: int = 16,
                  embedding_dimensions: int = 8, request_log_size: int = 100,
                  seed: int | None = None, allow_remote: bool = False,
-                 faults: Faults | None = None, **fault_options: Any) -> None:
+                 reuse_port: bool = False, faults: Faults | None = None,
+                 **fault_options: Any) -> None:
         if not allow_remote and not is_loopback_host(host):
             raise ValueError(f"refusing to listen on non-loopback host {host!r} "
                              "(pass allow_remote=True to really do that)")
@@ -136,6 +140,7 @@ class TestServer:
         self._stats = Stats(request_log_size)
         self._ids = itertools.count(1)
         self._requested_port = port
+        self._reuse_port = reuse_port
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
@@ -293,7 +298,8 @@ class TestServer:
                                max_line_size=MAX_HEADER_BYTES, max_field_size=MAX_HEADER_BYTES)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self._requested_port, backlog=1024)
+            site = web.TCPSite(runner, self.host, self._requested_port, backlog=1024,
+                               reuse_port=self._reuse_port or None)
             await site.start()
         except BaseException:
             await runner.cleanup()
