@@ -130,17 +130,19 @@ class Gate:
         with self._lock:
             if self._resident is ctx:
                 self._resident = None
-                if (not self._calls and not self._holders and not self._waiters
-                        and self._owner is not None):
-                    self._switch(None)
+                if not self._calls and not self._holders and not self._waiters:
+                    self._idle_restore()
+
+    def _nothing_to_restore(self) -> bool:
+        """Under the lock: no context is applied, or the applied one is the resident one."""
+        owner, resident = self._owner, self._resident
+        return owner is None or (resident is not None and owner.key == resident.key)
 
     def _idle_restore(self) -> None:
         """Under the lock, nothing holding the gate: put the process state back, unless the
         applied context is the resident one."""
-        owner, resident = self._owner, self._resident
-        if owner is None or (resident is not None and owner.key == resident.key):
-            return
-        self._switch(None)
+        if not self._nothing_to_restore():
+            self._switch(None)
 
     # ------------------------------------------------------------------ public calls
 
@@ -250,8 +252,7 @@ class Gate:
             if self._waiters:
                 self._admit_waiters()
                 return
-            owner, resident = self._owner, self._resident
-            if owner is None or (resident is not None and owner.key == resident.key):
+            if self._nothing_to_restore():
                 return
             if loop is None:  # a sync caller: restore now
                 self._switch(None)
