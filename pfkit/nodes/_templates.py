@@ -627,7 +627,9 @@ def parse_chat(text: str, mapping: dict[str, str] | None = None,
                 except (ValueError, SyntaxError):
                     pass
         if last is not None and "content" not in last and "tool_calls" not in last:
-            match = _NAME_BLOCK.search(chunk)
+            # the regex can only match where "name" occurs (a plain substring test first: the
+            # search tries every position of what may be a long message)
+            match = _NAME_BLOCK.search(chunk) if "name" in chunk else None
             if match is None:
                 if last["role"] == "function":
                     raise ChatAPIInvalidRole(
