@@ -339,3 +339,28 @@ def test_python_api_inside_a_running_loop(square_flow):
 
     run = asyncio.run(notebook_cell())
     assert run.status == "Completed"
+
+
+def test_a_run_starts_its_clock_once_the_models_http_library_is_imported(square_flow,
+                                                                          monkeypatch):
+    """Binding an OpenAI model imports aiohttp in the background; a run waits for that import
+    before its first line (otherwise every first line waits on it, inside the run's time)."""
+    import threading
+    import time
+
+    from pfkit.providers import _http
+
+    finished: list[float] = []
+
+    def slow_import() -> None:
+        time.sleep(0.3)
+        finished.append(time.time())
+
+    thread = threading.Thread(target=slow_import, daemon=True)
+    thread.start()
+    monkeypatch.setattr(_http, "_prefetch_thread", thread)
+    flow, data = square_flow
+    run = pfkit.run(flow, data, name="after_import")
+    assert finished, "the run did not wait for the import"
+    first_line = min(line["start_time"] for line in run.lines())
+    assert run.info["start_time"] >= finished[0] and first_line >= finished[0]

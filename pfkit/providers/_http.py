@@ -165,13 +165,14 @@ class Endpoint:
 
 
 _prefetched = False
+_prefetch_thread: Any = None
 
 
 def prefetch_aiohttp() -> None:
     """Import aiohttp in a background thread (once per process), so that its ~0.1-0.3 s import
     (it loads the system's CA certificates at import) overlaps binding the flow and reading the
     data instead of delaying the first model call."""
-    global _prefetched
+    global _prefetched, _prefetch_thread
     if _prefetched or "aiohttp" in sys.modules:
         return
     _prefetched = True
@@ -184,7 +185,18 @@ def prefetch_aiohttp() -> None:
         except Exception:  # noqa: BLE001 - the real import, on first use, reports it
             pass
 
-    threading.Thread(target=load, name="pfkit-prefetch-aiohttp", daemon=True).start()
+    _prefetch_thread = threading.Thread(target=load, name="pfkit-prefetch-aiohttp",
+                                        daemon=True)
+    _prefetch_thread.start()
+
+
+async def prefetched(timeout: float = 10.0) -> None:
+    """Wait (off the event loop) until a :func:`prefetch_aiohttp` import has finished: a batch
+    run calls this before its first line, so the import is part of starting up, not of the
+    first lines (which all wait on it otherwise)."""
+    thread = _prefetch_thread
+    if thread is not None and thread.is_alive():
+        await asyncio.to_thread(thread.join, timeout)
 
 
 def _ssl_context() -> ssl.SSLContext | None:

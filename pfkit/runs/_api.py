@@ -344,6 +344,11 @@ async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunR
                              "flow.dag.yaml" if flow.kind == "dag" else flow.file.name)
         reused = _reuse_lines(request, store, writer, flow, outcome)
         flow = flow.with_environment(request.environment_variables)
+        # the HTTP client library of the flow's models, imported in the background since they
+        # were bound, is loaded before the first line (startup, as for any import)
+        from ..providers._http import prefetched
+
+        await prefetched()
         record.status, record.start_time = RUNNING, time.time()
         store.save(record)
         # flows apply their own folder and environment around their tool calls
