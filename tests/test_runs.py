@@ -364,3 +364,40 @@ def test_a_run_starts_its_clock_once_the_models_http_library_is_imported(square_
     assert finished, "the run did not wait for the import"
     first_line = min(line["start_time"] for line in run.lines())
     assert run.info["start_time"] >= finished[0] and first_line >= finished[0]
+
+
+@pytest.mark.parametrize("owned", [True, False], ids=["pfkit-process", "users-process"])
+def test_a_run_in_pfkit_s_own_process_keeps_its_flow_applied(tmp_path, make_flow, monkeypatch,
+                                                              owned):
+    """In a process pfkit owns (the pfkit command) a run applies its flow's folder once for
+    all its lines; in a user's process it is applied around each line's tool calls. Either
+    way the tools see the flow folder and the directory is the caller's afterwards."""
+    from pfkit import _runtime
+
+    folder = make_flow({"flow.dag.yaml": (
+        "inputs: {x: {type: int}}\noutputs: {here: {type: string, reference: '${where.output}'}}\n"
+        "nodes:\n- name: where\n  type: python\n  source: {type: code, path: where.py}\n"
+        "  inputs: {x: '${inputs.x}'}\n"),
+        "where.py": "import os\nfrom promptflow.core import tool\n\n@tool\n"
+                    "def where(x: int) -> str:\n    return os.getcwd()\n"})
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(40)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_runtime, "_claimed", owned)
+    moves: list[str] = []
+    real_chdir = os.chdir
+
+    def counting_chdir(path):
+        moves.append(str(path))
+        real_chdir(path)
+
+    monkeypatch.setattr(os, "chdir", counting_chdir)
+    run = pfkit.run(folder, data, concurrency=1)
+    assert run.status == "Completed"
+    assert {line["outputs"]["here"] for line in run.lines()} == {str(folder)}
+    assert os.getcwd() == str(tmp_path)
+    into_flow = moves.count(str(folder))
+    if owned:
+        assert into_flow <= 2, moves  # binding the tool, then once for the whole run
+    else:
+        assert into_flow >= 40, moves  # one stretch of tool calls per line

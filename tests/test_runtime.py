@@ -1,4 +1,5 @@
-"""The processes pfkit owns tune the garbage collector; a caller's own process is left alone."""
+"""The processes pfkit owns claim themselves (garbage collector, resident flows); a caller's own
+process is left alone."""
 
 from __future__ import annotations
 

@@ -53,9 +53,9 @@ def _enable_faulthandler() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _enable_faulthandler()
     if argv is None:  # the pfkit command itself (not a caller's process): see pfkit._runtime
-        from .._runtime import tune_gc
+        from .._runtime import claim_process
 
-        tune_gc()
+        claim_process()
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     parser = build_parser()

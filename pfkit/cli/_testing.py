@@ -104,9 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Serve the OpenAI-compatible test API.")
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
-    from .._runtime import tune_gc
+    from .._runtime import claim_process
 
-    tune_gc()  # this process is the test server's own
+    claim_process()  # this process is the test server's own
     try:
         return cmd_serve(args)
     except UserError as exc:

@@ -326,6 +326,21 @@ def _check_resumable(request: RunRequest, store: RunStore, flow_file: Path,
                  "used.")
 
 
+def _resident_in_own_process(flow: Any, workers: int) -> Any:
+    """In a process pfkit owns (the ``pfkit`` command), lines run in-process keep the flow's
+    folder and environment applied for the whole run (``pfkit._runtime``); in a user's own
+    process they are applied around each tool call only."""
+    import contextlib
+
+    from .._runtime import owned
+
+    if workers > 1 or not owned():
+        return contextlib.nullcontext()
+    from ..engine import resident
+
+    return resident(flow)
+
+
 async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunRecord,
                    resolved_yaml: str, show_progress: bool, layer: Any,
                    given_models: bool, user_observers: Observers, early: Any = None) -> Run:
@@ -378,7 +393,8 @@ async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunR
                                               len(reused)))
         counted = CountedRows(rows)
         try:
-            await runner.run(counted, observers.on_line_end)
+            with _resident_in_own_process(flow, workers):
+                await runner.run(counted, observers.on_line_end)
         except (asyncio.CancelledError, KeyboardInterrupt):
             outcome.canceled = True
         finally:

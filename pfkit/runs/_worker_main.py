@@ -74,7 +74,7 @@ def main() -> None:
         os._exit(2)
     _, spec, concurrency, timeout, slot, workers = init
     _share_connection_limits(slot, workers)
-    _runtime.tune_gc()
+    _runtime.claim_process()
     code = asyncio.run(_serve(spec, concurrency, timeout, proto_in, proto_out))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -160,13 +160,18 @@ def _load(spec: Any) -> tuple[Any, Any]:
 
 
 def _flow_scope(flow: Any) -> Any:
-    """What the in-process run does around its lines. An executable flow applies its folder
-    and environment around its own tool calls: nothing to do. (A bare bound flow of an older
-    engine gets them for the whole batch: a worker runs one flow, nothing else sees them.)"""
+    """Around a worker's lines: the process exists for this one flow, so the flow's folder
+    and environment stay applied from the first line to the last (``engine.resident``) instead
+    of being switched in and out around every line. (A bare bound flow of an older engine gets
+    them for the whole batch the old way.)"""
     from contextlib import ExitStack
 
     stack = ExitStack()
-    if getattr(flow, "working_dir", None) is not None and not hasattr(flow, "arun"):
+    if hasattr(flow, "arun"):
+        from ..engine import resident
+
+        stack.enter_context(resident(flow))
+    elif getattr(flow, "working_dir", None) is not None:
         from .._flows import flow_environment
         from ..engine import working_directory
 

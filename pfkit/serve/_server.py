@@ -50,9 +50,9 @@ def worker_app() -> Any:
     raw = os.environ.get(CONFIG_ENV)
     if not raw:
         raise RuntimeError(f"${CONFIG_ENV} is not set: start the server with pfkit flow serve")
-    from .._runtime import tune_gc
+    from .._runtime import claim_process
 
-    tune_gc()  # a worker process pfkit flow serve started
+    claim_process()  # a worker process pfkit flow serve started
     return _app_from(json.loads(raw))
 
 
