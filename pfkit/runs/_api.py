@@ -366,7 +366,8 @@ async def _execute(request: RunRequest, flow: Any, store: RunStore, record: RunR
         await prefetched()
         record.status, record.start_time = RUNNING, time.time()
         store.save(record)
-        # flows apply their own folder and environment around their tool calls
+        # flows apply their own folder and environment around their tool calls (for the whole
+        # run in a process pfkit owns: _resident_in_own_process)
         rows, total, warnings = rows_for_run(flow, request, store, reused)
         runner, workers = _runner_for(request, flow, store, total, given_models,
                                       user_observers, early)

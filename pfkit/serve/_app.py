@@ -23,7 +23,7 @@ from typing import Any
 
 from .._secrets import scrub
 from .._version import __version__
-from ..engine import resident
+from ..engine import resident as keep_resident
 from ..errors import InputError, LineTimeoutError
 from ..observe import Observer, Observers
 from ._auth import ApiKeys
@@ -214,7 +214,8 @@ class FlowServer:
 
         @asynccontextmanager
         async def lifespan(_app: Any):
-            kept = resident(self.flow) if self.options.resident else contextlib.nullcontext()
+            kept = (keep_resident(self.flow) if self.options.resident
+                    else contextlib.nullcontext())
             try:
                 with kept:
                     yield
