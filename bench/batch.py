@@ -8,8 +8,8 @@
 (b) LLM-bound batch: 1,000 lines of ``bench/flows/two_llm`` (two sequential llm nodes, the second
     sends the first's reply) against pfkit's test server, answering after 50 ms, in
     ``--server-processes`` processes sharing one port (default 2: in one Python process a burst
-    of 32 requests is answered one after another); ``pfkit run create --concurrency 32`` vs ``pf run create`` with its defaults and with
-    ``PF_WORKER_COUNT=32``. Each is reported against the physical limit
+    of 32 requests is answered one after another); ``pfkit run create --concurrency 32`` vs
+    ``pf run create`` with its defaults and with ``PF_WORKER_COUNT=32``. Each is reported against the physical limit
     ceil(N / C) * k * L = ceil(1000 / 32) * 2 * 0.05 s = 3.2 s as measured / ideal.
     Target: pfkit <= 1.15x the limit (judged on the whole process and on the run's own
     duration). Four floors run alongside (bench/_bare_llm_batch.py): the same calls with no
@@ -495,7 +495,7 @@ def bench_small(runner: Runner, rows: int, runs: int, pf_runs: int) -> str:
 # --------------------------------------------------------------------------- (b)
 
 def bench_llm(runner: Runner, base_url: str, rows: int, concurrency: int, latency: float,
-              runs: int, pf_runs: int, server_processes: int = 1) -> str:
+              runs: int, pf_runs: int, server_processes: int) -> str:
     data = write_jsonl(DATA / f"questions_{rows}.jsonl", rows, question_row)
     ideal = math.ceil(rows / concurrency) * 2 * latency
     print(f"(b) LLM-bound batch: {rows} lines of two_llm, limit {ideal:.2f} s", file=sys.stderr)

@@ -277,9 +277,8 @@ class Gate:
         lock = self._lock
         lock.acquire()
         holders = self._holders - 1
-        owner = self._owner
         if holders or (not self._waiters and not self._lent and (
-                owner is None or owner is self._resident or (
+                self._nothing_to_restore() or (
                     self._restore_scheduled and self._restore_loop is get_running_loop()))):
             self._holders = holders
             lock.release()

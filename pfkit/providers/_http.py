@@ -164,18 +164,16 @@ class Endpoint:
         return url
 
 
-_prefetched = False
-_prefetch_thread: Any = None
+_prefetch_thread: Any = None  # the background import, once started
 
 
 def prefetch_aiohttp() -> None:
     """Import aiohttp in a background thread (once per process), so that its ~0.1-0.3 s import
     (it loads the system's CA certificates at import) overlaps binding the flow and reading the
     data instead of delaying the first model call."""
-    global _prefetched, _prefetch_thread
-    if _prefetched or "aiohttp" in sys.modules:
+    global _prefetch_thread
+    if _prefetch_thread is not None or "aiohttp" in sys.modules:
         return
-    _prefetched = True
     import importlib
     import threading
 
