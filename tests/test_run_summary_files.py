@@ -175,3 +175,59 @@ def test_a_writer_reopened_on_written_lines_and_odd_text_keep_every_record(tmp_p
     outputs = (store.run_dir("r") / "flow_outputs" / "output.jsonl").read_text().splitlines()
     assert [json.loads(x) for x in outputs] == [{"line_number": 0, "y": "b\\\udfff"},
                                                {"line_number": 1, "y": "é"}]
+
+
+def _write_all(writer, numbers: list[int]) -> dict[int, str]:
+    records = {}
+    for number in numbers:
+        status, inputs, outputs = CASES[number % len(CASES)]
+        records[number] = record_text(number, status, inputs, outputs)
+        writer.write_line(finished(number, records[number]))
+    return records
+
+
+def test_summary_files_are_written_as_lines_finish_in_line_order(tmp_path, monkeypatch):
+    store = LocalRunStore(tmp_path / "home")
+    store.create(RunRecord(name="r", status="Running"))
+    writer = store.open_writer("r")
+    # lines finish out of order (as concurrent lines and workers give them), line 9 never
+    records = _write_all(writer, [2, 0, 1, 5, 3, 4, 8, 7, 6, 10, 13, 11, 12])
+    folder = store.run_dir("r")
+    summary = writer._summary
+    assert summary is not None and summary.active
+    summary._out.flush()
+    # lines 0-8 are written already; 10-13 wait for line 9, which never comes
+    early = tmp_path / "early"
+    early.mkdir()
+    assert (folder / "flow_outputs" / "output.jsonl").read_text(encoding="utf-8") == \
+        expected_files({n: text for n, text in records.items() if n < 9}, early)[0]
+
+    def no_pass(*args):
+        raise AssertionError("lines.jsonl was read again at the end")
+
+    monkeypatch.setattr(LineFile, "iter_raw", no_pass)
+    writer.finish({}, None, {})
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    out, ins = expected_files(records, reference)
+    assert (folder / "flow_outputs" / "output.jsonl").read_text(encoding="utf-8") == out
+    assert (folder / "inputs.jsonl").read_text(encoding="utf-8") == ins
+
+
+def test_summary_files_fall_back_to_one_pass_when_too_many_lines_wait(tmp_path, monkeypatch):
+    from pfkit.runs import _local_store
+
+    monkeypatch.setattr(_local_store, "SUMMARY_HOLD", 3)
+    store = LocalRunStore(tmp_path / "home")
+    store.create(RunRecord(name="r", status="Running"))
+    writer = store.open_writer("r")
+    # a resumed run writes its reused lines first: here every line but 0 comes before it
+    records = _write_all(writer, [1, 2, 3, 4, 5, 6, 0])
+    assert not writer._summary.active
+    writer.finish({}, None, {})
+    folder = store.run_dir("r")
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    out, ins = expected_files(records, reference)
+    assert (folder / "flow_outputs" / "output.jsonl").read_text(encoding="utf-8") == out
+    assert (folder / "inputs.jsonl").read_text(encoding="utf-8") == ins

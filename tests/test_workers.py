@@ -238,6 +238,49 @@ def test_two_workers_split_the_lines_and_every_line_is_sunk_once(make_flow):
     assert asyncio.run(aggregate(flow, got))[1] == {"n": len(ok), "sum": sum(n * n for n in ok)}
 
 
+def test_a_sink_that_reads_only_records_gets_no_copy_of_the_outputs(make_flow):
+    """``outputs=False`` (a run with no --stream and no observer of its own): the lines'
+    records are whole and the same as in-process; FinishedLine.outputs stays empty (workers
+    send no copy), while the aggregation values still arrive."""
+    folder = make_flow({"flow.dag.yaml": COUNT_FLOW, "square.py": SQUARE, "total.py": TOTAL})
+    items = [(i, {"x": i}) for i in range(40)]
+    runner = WorkerRunner(WorkerFlowSpec(str(folder)), workers=2, concurrency=4, outputs=False)
+    got = asyncio.run(collect(runner, items))
+    assert sorted(got) == list(range(40))
+    assert got[4].outputs == {} and json.loads(got[4].record_json)["outputs"] == {"y": 16}
+    flow = load(folder)
+    expected = asyncio.run(collect(InProcessRunner(flow, concurrency=4, outputs=False), items))
+    assert expected[4].outputs == {}
+    assert {n: comparable(line) for n, line in got.items()} == \
+        {n: comparable(line) for n, line in expected.items()}
+    ok = [n for n in range(40) if n % 7 != 3]
+    assert asyncio.run(aggregate(flow, got))[1] == {"n": len(ok), "sum": sum(n * n for n in ok)}
+
+
+def test_a_run_with_workers_gives_outputs_to_stream_and_to_its_observers(make_flow, tmp_path,
+                                                                         capsys):
+    import pfkit
+    from pfkit.runs import InMemoryRunStore, RunRequest, create_run
+
+    folder = make_flow({"flow.dag.yaml": COUNT_FLOW, "square.py": SQUARE, "total.py": TOTAL})
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(12)), encoding="utf-8")
+    seen = {}
+
+    class Watcher:
+        def on_line_end(self, line):
+            seen[line.line_number] = line.outputs
+
+    store = InMemoryRunStore()
+    run = create_run(RunRequest(flow=str(folder), data=str(data), workers=2, stream=True),
+                     observers=[Watcher()], store=store, progress=False)
+    assert run.status == "Completed"
+    assert seen[5] == {"y": 25} and seen[3] == {}
+    assert "line 5 completed {\"y\": 25}" in capsys.readouterr().out
+    quiet = pfkit.run(folder, data, workers=2, store=store, progress=False)
+    assert [line["y"] for line in quiet.outputs()][:3] == [0, 1, 4]
+
+
 def test_prestarted_workers_are_used_by_the_run_or_stopped_by_close(make_flow):
     folder = make_flow({"flow.dag.yaml": COUNT_FLOW, "square.py": SQUARE, "total.py": TOTAL})
     runner = WorkerRunner(WorkerFlowSpec(str(folder)), workers=2, concurrency=4)

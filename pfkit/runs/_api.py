@@ -245,9 +245,11 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
         layer = session.model_layer(request.cache,
                                     request.cassette or flow_file.parent / CASSETTE_NAME)
         models = layer
+    users = observers if isinstance(observers, Observers) else Observers(tuple(observers))
+    user_observers = session.observers.with_(*users.members)
     # worker processes asked for by number start now: they import pfkit and bind the flow
     # while this process loads it and prepares the run
-    early = _prestart_workers(request, given_models)
+    early = _prestart_workers(request, given_models, user_observers)
     name = request.name
     record: RunRecord | None = None
     created = False
@@ -274,9 +276,8 @@ async def acreate_run(request: RunRequest, *, store: RunStore | None = None, pro
         record.output_path = store.location(name)
         store.create(record)  # atomic: RunExists when the name is taken, nothing touched
         created = True
-        users = observers if isinstance(observers, Observers) else Observers(tuple(observers))
         return await _execute(request, flow, store, record, resolved_yaml, progress, layer,
-                              given_models, session.observers.with_(*users.members), early)
+                              given_models, user_observers, early)
     except PfkitError as exc:
         if isinstance(exc, (RunExists, InvalidRunName)) or name is None:
             raise
@@ -448,7 +449,16 @@ def _worker_spec(request: RunRequest) -> Any:
                           init=dict(request.init))
 
 
-def _prestart_workers(request: RunRequest, given_models: bool) -> Any:
+def _outputs_needed(request: RunRequest, workers: int, user_observers: Observers) -> bool:
+    """Whether the run's sink reads ``FinishedLine.outputs`` (not only the records): to print
+    them (``--stream``), or for the caller's observers, which get the lines of worker
+    processes as FinishedLine (in this process the engine gives them its own line events).
+    Otherwise lines leave them empty, and worker processes send no copy of them."""
+    return bool(request.stream) or (workers > 1 and bool(user_observers))
+
+
+def _prestart_workers(request: RunRequest, given_models: bool,
+                      user_observers: Observers) -> Any:
     """``--workers N`` (N > 1): the worker runner, its processes started; None otherwise (or
     when they cannot start: the run then says why when it starts them)."""
     if given_models or request.workers is None or request.workers < 2 \
@@ -459,7 +469,8 @@ def _prestart_workers(request: RunRequest, given_models: bool) -> Any:
 
         runner = WorkerRunner(_worker_spec(request), workers=request.workers,
                               concurrency=request.concurrency,
-                              timeout=line_timeout(request.line_timeout))
+                              timeout=line_timeout(request.line_timeout),
+                              outputs=_outputs_needed(request, request.workers, user_observers))
         runner.prestart()
     except (PfkitError, OSError):
         return None
@@ -487,7 +498,8 @@ def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | No
                                                          concurrency=request.concurrency)
     if workers <= 1:
         return InProcessRunner(flow, concurrency=request.concurrency, timeout=timeout,
-                               observers=observers), 1
+                               observers=observers,
+                               outputs=_outputs_needed(request, 1, observers)), 1
     if given_models:
         raise UserError("workers > 1 cannot use the models= given to this call (they live in "
                         "this process)", code="InvalidWorkers",
@@ -495,7 +507,8 @@ def _runner_for(request: RunRequest, flow: Any, store: RunStore, total: int | No
     if early is not None:
         return early, workers
     return WorkerRunner(_worker_spec(request), workers=workers, concurrency=request.concurrency,
-                        timeout=timeout), workers
+                        timeout=timeout,
+                        outputs=_outputs_needed(request, workers, observers)), workers
 
 
 def _reuse_lines(request: RunRequest, store: RunStore, writer: Any, flow: Any,

@@ -499,6 +499,85 @@ def _summary_texts(text: str, number: int) -> tuple[str, str, str | None] | None
     return status, inputs_line, outputs_line
 
 
+def _summary_lines(text: str, number: int, outputs_dir: Path) -> tuple[str, str | None]:
+    """``(inputs.jsonl line, output.jsonl line or None)`` of one line record: cut from its
+    text where it can be (most records), decoded otherwise (images are saved as files in
+    ``outputs_dir``, as promptflow does)."""
+    texts = _summary_texts(text, number)
+    if texts is not None:
+        return texts[1], texts[2]
+    record = json.loads(text)
+    outputs_line = None
+    if record["status"] == COMPLETED:
+        outputs = images_to_files(record["outputs"], outputs_dir)
+        outputs_line = dumps({"line_number": number, **outputs})
+    return dumps({**record["inputs"], "line_number": number}), outputs_line
+
+
+SUMMARY_HOLD = 20_000  # lines that may wait for an earlier one before the summary gives up
+
+
+class _SummaryFiles:
+    """``flow_outputs/output.jsonl`` and ``inputs.jsonl`` written as lines finish, in line
+    order. Lines finish a little out of order (concurrent lines, worker processes): a line
+    that comes before one it follows waits here until the lines before it are written. Gives
+    up (``active`` false: the writer then builds both files in one pass over ``lines.jsonl``
+    at the end, as before) when a line number comes twice, a record has no number, or more
+    than SUMMARY_HOLD lines wait (a resumed run writes its reused lines first, with gaps)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.outputs_dir = folder / "flow_outputs"
+        self.outputs_dir.mkdir(exist_ok=True)
+        self.paths = (self.outputs_dir / "output.jsonl", folder / "inputs.jsonl")
+        self._out = open(self.paths[0], "w", encoding="utf-8")  # noqa: SIM115
+        self._inputs = open(self.paths[1], "w", encoding="utf-8")  # noqa: SIM115
+        self._next = 0
+        self._held: dict[int, tuple[str, str | None]] = {}
+        self.active = True
+
+    def add(self, number: int | None, text: str) -> None:
+        """The record ``text`` of line ``number``, as written to ``lines.jsonl``."""
+        held = self._held
+        if number == self._next:
+            self._write(_summary_lines(text, number, self.outputs_dir))
+            number += 1
+            while held and number in held:
+                self._write(held.pop(number))
+                number += 1
+            self._next = number
+        elif number is not None and number > self._next and number not in held \
+                and len(held) < SUMMARY_HOLD:
+            held[number] = _summary_lines(text, number, self.outputs_dir)
+        else:
+            self.give_up()
+
+    def _write(self, lines: tuple[str, str | None]) -> None:
+        inputs_line, outputs_line = lines
+        if outputs_line is not None:
+            _write(self._out, outputs_line + "\n")
+        _write(self._inputs, inputs_line + "\n")
+
+    def finish(self) -> None:
+        """The lines still waiting (those after a line that never came), in order; closed."""
+        held, self._held = self._held, {}
+        for number in sorted(held):
+            self._write(held[number])
+        self.close()
+
+    def give_up(self) -> None:
+        self.active = False
+        self._held = {}
+        self.close()
+
+    def close(self) -> None:
+        for fh in (self._out, self._inputs):
+            if not fh.closed:
+                try:
+                    fh.close()
+                except OSError:
+                    pass  # the end pass writes the files again
+
+
 def read_line_records(path: Path) -> dict[int, dict[str, Any]]:
     """Every line's last record, in line order (small runs; large ones use LineFile)."""
     return dict(LineFile(path).iter_sorted())
@@ -508,8 +587,9 @@ PENDING_LINES = 512  # finished lines held for the next flush, at most
 
 
 class LocalRunWriter:
-    """Appends line and node records as lines finish, writes the summary files at the end, and
-    keeps the run's heartbeat while open. Every failed write is a StoreWriteError naming the
+    """Appends line and node records as lines finish, with the summary files (``output.jsonl``,
+    ``inputs.jsonl``) in line order beside them (:class:`_SummaryFiles`), and keeps the run's
+    heartbeat while open. Every failed write is a StoreWriteError naming the
     file.
 
     On an event loop, the lines finished in one turn of the loop (a worker's message of
@@ -538,6 +618,12 @@ class LocalRunWriter:
             # no pass over the file to find them); None once unknown (a file written before)
             self._end = self._lines.tell()
         self._offsets: array | None = array("q") if self._end == 0 else None
+        # a new run's summary files are written as its lines finish (a folder written before
+        # gets them in one pass at the end)
+        self._summary: _SummaryFiles | None = None
+        if self._end == 0:
+            with self._guard(folder / "flow_outputs"):
+                self._summary = _SummaryFiles(folder)
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name=f"pfkit-heartbeat-{name}",
                                       daemon=True)
@@ -622,17 +708,23 @@ class LocalRunWriter:
                 fh.flush()
             lines = self._lines
             end = self._end
+            summary = self._summary if self._summary is not None and self._summary.active \
+                else None
             for record_json, _, number in pending:
                 text = _write(lines, record_json + "\n")
+                if number is None and (offsets is not None or summary is not None):
+                    number = _line_number(text.encode("utf-8"))
                 if offsets is not None:
-                    if number is None:
-                        number = _line_number(text.encode("utf-8"))
                     if number is None or number < 0:
                         offsets = None
                     else:
                         if number >= len(offsets):
                             offsets.extend([-1] * (number + 1 - len(offsets)))
                         offsets[number] = end
+                if summary is not None:
+                    summary.add(number, text[:-1])
+                    if not summary.active:
+                        summary = None
                 end += len(text) if text.isascii() else len(text.encode("utf-8"))
             lines.flush()
         except Exception as exc:  # noqa: BLE001 - OSError mostly; never lost in a callback
@@ -648,35 +740,24 @@ class LocalRunWriter:
 
     def finish(self, metrics: dict[str, Any], errors: dict[str, Any] | None,
                meta: dict[str, Any]) -> None:
-        """Summary files, in promptflow's layout, from the line records (one at a time: memory
-        stays flat however many lines the run has)."""
+        """The summary files, in promptflow's layout: the lines still waiting for an earlier
+        one, or (when the files could not be written as lines finished) one pass over the line
+        records, one at a time, so memory stays flat however many lines the run has."""
         failure = None
         try:
             self.flush()
         except StoreWriteError as exc:  # raised once the summary of what was written is
             failure = exc
         finally:
+            summary, self._summary = self._summary, None  # finished below, not closed
             self.close()
         with self._guard(self.folder):
-            outputs_dir = self.folder / "flow_outputs"
-            outputs_dir.mkdir(exist_ok=True)
-            records = LineFile(self.folder / "lines.jsonl",
-                               self._offsets if failure is None else None)
-            with open(outputs_dir / "output.jsonl", "w", encoding="utf-8") as out, \
-                    open(self.folder / "inputs.jsonl", "w", encoding="utf-8") as inputs:
-                for number, text in records.iter_raw():
-                    # most records are cut as written (no decoding and encoding again)
-                    texts = _summary_texts(text, number)
-                    if texts is not None:
-                        if texts[2] is not None:
-                            out.write(texts[2] + "\n")
-                        inputs.write(texts[1] + "\n")
-                        continue
-                    rec = json.loads(text)
-                    if rec["status"] == COMPLETED:  # images as files beside it (promptflow)
-                        outputs = images_to_files(rec["outputs"], outputs_dir)
-                        out.write(dumps({"line_number": number, **outputs}) + "\n")
-                    inputs.write(dumps({**rec["inputs"], "line_number": number}) + "\n")
+            if summary is not None and summary.active and failure is None:
+                summary.finish()
+            else:
+                if summary is not None:
+                    summary.give_up()
+                self._write_summary_files(failure is None)
             (self.folder / "metrics.json").write_text(dumps(scrub_value(metrics)),
                                                       encoding="utf-8")
             error_file = self.folder / "error.json"
@@ -689,6 +770,19 @@ class LocalRunWriter:
         if failure is not None:
             raise failure
 
+    def _write_summary_files(self, offsets_known: bool) -> None:
+        """Both summary files in one pass over ``lines.jsonl`` (one record at a time)."""
+        outputs_dir = self.folder / "flow_outputs"
+        outputs_dir.mkdir(exist_ok=True)
+        records = LineFile(self.folder / "lines.jsonl", self._offsets if offsets_known else None)
+        with open(outputs_dir / "output.jsonl", "w", encoding="utf-8") as out, \
+                open(self.folder / "inputs.jsonl", "w", encoding="utf-8") as inputs:
+            for number, text in records.iter_raw():
+                inputs_line, outputs_line = _summary_lines(text, number, outputs_dir)
+                if outputs_line is not None:
+                    _write(out, outputs_line + "\n")
+                _write(inputs, inputs_line + "\n")
+
     def close(self) -> None:
         self._stop.set()
         if self._pending and self._failure is None and self._lines is not None \
@@ -697,6 +791,8 @@ class LocalRunWriter:
                 self.flush()
             except StoreWriteError:
                 pass  # kept in self._failure; what was written stays
+        if self._summary is not None:
+            self._summary.close()
         for fh in [self._lines, self._log, *self._nodes.values()]:
             if fh is not None and not fh.closed:
                 try:

@@ -126,10 +126,11 @@ def _minimal_line(line_number: int, error: dict[str, Any], start: float, end: fl
 
 
 def finished_line(result: LineResult, aggregation_values: dict[str, Any] | None = None,
-                  ) -> FinishedLine:
+                  *, outputs: bool = True) -> FinishedLine:
     """The records of one engine line result, encoded (and scrubbed of secrets). A line whose
     record cannot be encoded becomes a failed line whose minimal record says why: the record
-    of a line can always be written."""
+    of a line can always be written. ``outputs=False``: ``FinishedLine.outputs`` is left
+    empty (its record holds them; for a sink that reads only records)."""
     usage = result.usage
     node_json: dict[str, str] = {}
     failure: dict[str, Any] | None = None
@@ -143,7 +144,8 @@ def finished_line(result: LineResult, aggregation_values: dict[str, Any] | None 
                                      "inputs": {}, "output": None,
                                      "error": _unwritable(f"record of node '{name}'", exc),
                                      "duration": run.duration})
-    status, error, outputs = result.status, result.error, result.outputs
+    status, error, values = result.status, result.error, result.outputs
+    keep_outputs = outputs
     record_json = ""
     if failure is None:
         try:
@@ -153,7 +155,7 @@ def finished_line(result: LineResult, aggregation_values: dict[str, Any] | None 
     if failure is not None:
         if error is None:
             error = failure
-        status, outputs, aggregation_values = FAILED, {}, None
+        status, values, aggregation_values = FAILED, {}, None
         record_json = _minimal_line(result.line_number, error, result.start_time,
                                     result.end_time, {n: r.status for n, r in
                                                       result.node_runs.items()})
@@ -161,11 +163,11 @@ def finished_line(result: LineResult, aggregation_values: dict[str, Any] | None 
     else:
         error = scrub_value(error) if error is not None else None
         try:
-            outputs = scrub_value(outputs)
+            values = scrub_value(values) if keep_outputs else {}
         except RecursionError:
-            outputs = {}
+            values = {}
     return FinishedLine(result.line_number, status, record_json, node_json,
-                        error if status != COMPLETED else None, outputs,
+                        error if status != COMPLETED else None, values,
                         aggregation_values if status == COMPLETED else None,
                         _usage_summary(usage) if failure is None else _safe_usage(usage))
 
@@ -210,8 +212,10 @@ class InProcessRunner:
     raised after the other workers are cancelled."""
 
     def __init__(self, flow: Any, *, concurrency: int = DEFAULT_CONCURRENCY,
-                 timeout: float | None = None, observers: Any = None) -> None:
+                 timeout: float | None = None, observers: Any = None,
+                 outputs: bool = True) -> None:
         self.flow = flow
+        self.outputs = outputs  # FinishedLine.outputs filled (False: the sink reads records)
         self.concurrency = max(1, int(concurrency))
         self.timeout = timeout
         self.observers = observers
@@ -236,7 +240,7 @@ class InProcessRunner:
             except Exception as exc:  # noqa: BLE001 - becomes the line's error
                 return finished_line(internal_failure(result.line_number, result.inputs, exc))
         try:
-            return finished_line(result, values)
+            return finished_line(result, values, outputs=self.outputs)
         except Exception as exc:  # noqa: BLE001 - the record of a line can always be written
             return finished_line(internal_failure(result.line_number, {}, exc))
 

@@ -72,10 +72,10 @@ def main() -> None:
         os._exit(1)
     if not init or init[0] != "init":
         os._exit(2)
-    _, spec, concurrency, timeout, slot, workers = init
+    _, spec, concurrency, timeout, slot, workers, outputs = init
     _share_connection_limits(slot, workers)
     _runtime.claim_process()
-    code = asyncio.run(_serve(spec, concurrency, timeout, proto_in, proto_out))
+    code = asyncio.run(_serve(spec, concurrency, timeout, proto_in, proto_out, outputs))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -197,12 +197,13 @@ class _Reader(asyncio.Protocol):
 
 
 async def _serve(spec: Any, concurrency: int, timeout: float | None, proto_in: int,
-                 proto_out: int) -> int:
+                 proto_out: int, outputs: bool = True) -> int:
     from ._runner import InProcessRunner, internal_failure
 
     try:
         flow, session = _load(spec)
-        runner = InProcessRunner(flow, concurrency=concurrency, timeout=timeout)
+        runner = InProcessRunner(flow, concurrency=concurrency, timeout=timeout,
+                                 outputs=outputs)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the run
         _send_load_error(proto_out, exc)
         return 1

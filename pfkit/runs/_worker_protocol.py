@@ -9,7 +9,7 @@ reads or writes these pipes.
 Messages (tuples, first item the kind):
 
 parent -> worker   ("hello", {"sys_path", "secrets", "parent_pid"})   first, builtins only
-                   ("init", spec, concurrency, timeout, slot, workers)
+                   ("init", spec, concurrency, timeout, slot, workers, outputs)
                    ("secrets", [value, ...])   secrets the parent learnt after the hello
                    ("lines", [(line_number, inputs), ...])
                    ("stop",)                                           after the last results
@@ -97,7 +97,9 @@ def encode_line(line: Any) -> tuple:
     """A :class:`~pfkit.runs._runner.FinishedLine` as it crosses the pipe. Records are JSON
     text already; outputs and aggregation values (arbitrary objects a tool returned) travel
     as a pickle of their own, so one value that cannot be pickled, or unpickled on the other
-    side, costs only that line's objects: they are then read back from the record's JSON."""
+    side, costs only that line's objects: they are then read back from the record's JSON.
+    Nothing travels (``b""``) when the line has neither: a run whose parent reads only the
+    records (``outputs`` false in "init") leaves them empty."""
     payload: bytes | None = b""  # nothing to carry
     if line.outputs or line.aggregation_values is not None:
         try:

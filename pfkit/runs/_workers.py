@@ -252,12 +252,13 @@ class WorkerRunner:
 
     ``concurrency`` is the total number of lines running at once, split over the workers
     (each at least 1; never more workers than ``concurrency``); ``timeout`` is the line
-    timeout. After :meth:`run`, ``cache_stats`` sums the workers' response-cache counters and
+    timeout; ``outputs=False`` when the sink reads only the records (not
+    ``FinishedLine.outputs``, then left empty: workers then send no copy of them). After :meth:`run`, ``cache_stats`` sums the workers' response-cache counters and
     ``cache_keys`` lists the cache entries they used (see :meth:`absorb_cache_usage`)."""
 
     def __init__(self, spec: WorkerFlowSpec, *, workers: int, concurrency: int = 16,
                  timeout: float | None = None, max_restarts: int | None = None,
-                 hung_grace: float = HUNG_GRACE) -> None:
+                 hung_grace: float = HUNG_GRACE, outputs: bool = True) -> None:
         if workers < 1:
             raise UserError(f"--workers must be at least 1, not {workers}", code="InvalidWorkers",
                             hint="Pass --workers 1 to run lines in this process.")
@@ -270,13 +271,14 @@ class WorkerRunner:
         self.timeout = timeout if timeout is not None else spec.line_timeout
         self.max_restarts = max_restarts if max_restarts is not None else max(4, 2 * self.workers)
         self.hung_grace = hung_grace
+        self.outputs = bool(outputs)
         self.restarts = 0
         self.cache_stats: dict[str, int] = {}
         self.cache_keys: list[str] = []
         self.pids: list[int] = []  # every worker process started, in order (for tests, logs)
         self._pool: list[_Worker] | None = None  # prestarted, not yet running
         try:
-            wire.frame(("init", spec, 0, self.timeout, 0, self.workers))
+            wire.frame(("init", spec, 0, self.timeout, 0, self.workers, self.outputs))
         except Exception as exc:  # noqa: BLE001 - e.g. a lambda as the models factory
             raise UserError(f"the worker processes cannot be given this flow description: {exc}",
                             code="InvalidWorkers",
@@ -315,7 +317,7 @@ class WorkerRunner:
         hello = wire.frame(("hello", {"sys_path": list(sys.path), "secrets": secrets,
                                       "parent_pid": os.getpid()}))
         init = wire.frame(("init", self.spec, worker.concurrency, self.timeout, worker.slot,
-                           self.workers))
+                           self.workers, self.outputs))
         try:  # a few kilobytes: the pipe takes them without waiting
             proc.stdin.write(hello + init)
             proc.stdin.flush()
