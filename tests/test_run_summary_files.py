@@ -58,6 +58,14 @@ def expected_files(records: dict[int, str], folder) -> tuple[str, str]:
     return "".join(out), "".join(ins)
 
 
+def assert_summary_files(folder, records: dict[int, str], reference) -> None:
+    """The run folder's summary files are what decoding and encoding each record gives."""
+    reference.mkdir()
+    out, ins = expected_files(records, reference)
+    assert (folder / "flow_outputs" / "output.jsonl").read_text(encoding="utf-8") == out
+    assert (folder / "inputs.jsonl").read_text(encoding="utf-8") == ins
+
+
 def finished(number: int, text: str) -> FinishedLine:
     node = dumps({"line_number": number, "status": "Completed", "inputs": {}, "output": number,
                   "error": None, "duration": 0.0})
@@ -78,10 +86,7 @@ def test_summary_files_are_what_decoding_and_encoding_each_record_gives(tmp_path
     writer.finish({}, None, {})
     folder = store.run_dir("r")
     reference = tmp_path / "reference"
-    reference.mkdir()
-    out, ins = expected_files(records, reference)
-    assert (folder / "flow_outputs" / "output.jsonl").read_text(encoding="utf-8") == out
-    assert (folder / "inputs.jsonl").read_text(encoding="utf-8") == ins
+    assert_summary_files(folder, records, reference)
     images = sorted(p.name for p in (folder / "flow_outputs").iterdir() if p.suffix == ".png")
     assert images == sorted(p.name for p in reference.iterdir()) and images
 
@@ -208,10 +213,7 @@ def test_summary_files_are_written_as_lines_finish_in_line_order(tmp_path, monke
     monkeypatch.setattr(LineFile, "iter_raw", no_pass)
     writer.finish({}, None, {})
     reference = tmp_path / "reference"
-    reference.mkdir()
-    out, ins = expected_files(records, reference)
-    assert (folder / "flow_outputs" / "output.jsonl").read_text(encoding="utf-8") == out
-    assert (folder / "inputs.jsonl").read_text(encoding="utf-8") == ins
+    assert_summary_files(folder, records, reference)
 
 
 def test_summary_files_fall_back_to_one_pass_when_too_many_lines_wait(tmp_path, monkeypatch):
@@ -227,7 +229,4 @@ def test_summary_files_fall_back_to_one_pass_when_too_many_lines_wait(tmp_path, 
     writer.finish({}, None, {})
     folder = store.run_dir("r")
     reference = tmp_path / "reference"
-    reference.mkdir()
-    out, ins = expected_files(records, reference)
-    assert (folder / "flow_outputs" / "output.jsonl").read_text(encoding="utf-8") == out
-    assert (folder / "inputs.jsonl").read_text(encoding="utf-8") == ins
+    assert_summary_files(folder, records, reference)
