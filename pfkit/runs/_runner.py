@@ -145,7 +145,6 @@ def finished_line(result: LineResult, aggregation_values: dict[str, Any] | None 
                                      "error": _unwritable(f"record of node '{name}'", exc),
                                      "duration": run.duration})
     status, error, values = result.status, result.error, result.outputs
-    keep_outputs = outputs
     record_json = ""
     if failure is None:
         try:
@@ -163,7 +162,7 @@ def finished_line(result: LineResult, aggregation_values: dict[str, Any] | None 
     else:
         error = scrub_value(error) if error is not None else None
         try:
-            values = scrub_value(values) if keep_outputs else {}
+            values = scrub_value(values) if outputs else {}
         except RecursionError:
             values = {}
     return FinishedLine(result.line_number, status, record_json, node_json,
