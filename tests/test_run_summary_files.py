@@ -230,3 +230,29 @@ def test_summary_files_fall_back_to_one_pass_when_too_many_lines_wait(tmp_path, 
     folder = store.run_dir("r")
     reference = tmp_path / "reference"
     assert_summary_files(folder, records, reference)
+
+
+def test_a_summary_file_that_cannot_be_flushed_at_the_end_fails_finish(tmp_path):
+    import errno
+
+    from pfkit.runs._store_api import StoreWriteError
+
+    store = LocalRunStore(tmp_path / "home")
+    store.create(RunRecord(name="r", status="Running"))
+    writer = store.open_writer("r")
+    _write_all(writer, [0, 1, 2])
+
+    class FullAtClose:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def close(self):
+            self.inner.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    writer._summary._out = FullAtClose(writer._summary._out)
+    with pytest.raises(StoreWriteError, match="no space left"):
+        writer.finish({}, None, {})

@@ -528,9 +528,8 @@ class _SummaryFiles:
     def __init__(self, folder: Path) -> None:
         self.outputs_dir = folder / "flow_outputs"
         self.outputs_dir.mkdir(exist_ok=True)
-        self.paths = (self.outputs_dir / "output.jsonl", folder / "inputs.jsonl")
-        self._out = open(self.paths[0], "w", encoding="utf-8")  # noqa: SIM115
-        self._inputs = open(self.paths[1], "w", encoding="utf-8")  # noqa: SIM115
+        self._out = open(self.outputs_dir / "output.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        self._inputs = open(folder / "inputs.jsonl", "w", encoding="utf-8")  # noqa: SIM115
         self._next = 0
         self._held: dict[int, tuple[str, str | None]] = {}
         self.active = True
@@ -539,10 +538,10 @@ class _SummaryFiles:
         """The record ``text`` of line ``number``, as written to ``lines.jsonl``."""
         held = self._held
         if number == self._next:
-            self._write(_summary_lines(text, number, self.outputs_dir))
+            self.write(_summary_lines(text, number, self.outputs_dir))
             number += 1
             while held and number in held:
-                self._write(held.pop(number))
+                self.write(held.pop(number))
                 number += 1
             self._next = number
         elif number is not None and number > self._next and number not in held \
@@ -551,18 +550,23 @@ class _SummaryFiles:
         else:
             self.give_up()
 
-    def _write(self, lines: tuple[str, str | None]) -> None:
+    def write(self, lines: tuple[str, str | None]) -> None:
+        """One line's ``(inputs line, outputs line or None)``, at the end of both files."""
         inputs_line, outputs_line = lines
         if outputs_line is not None:
             _write(self._out, outputs_line + "\n")
         _write(self._inputs, inputs_line + "\n")
 
     def finish(self) -> None:
-        """The lines still waiting (those after a line that never came), in order; closed."""
+        """The lines still waiting (those after a line that never came), in order; both files
+        closed. Raises what writing them raises (a full disk at the last flush included)."""
         held, self._held = self._held, {}
         for number in sorted(held):
-            self._write(held[number])
-        self.close()
+            self.write(held[number])
+        try:
+            self._out.close()
+        finally:
+            self._inputs.close()
 
     def give_up(self) -> None:
         self.active = False
@@ -570,12 +574,14 @@ class _SummaryFiles:
         self.close()
 
     def close(self) -> None:
+        """Closed without a word: the files are written again by the end pass, or the run
+        did not finish."""
         for fh in (self._out, self._inputs):
             if not fh.closed:
                 try:
                     fh.close()
                 except OSError:
-                    pass  # the end pass writes the files again
+                    pass
 
 
 def read_line_records(path: Path) -> dict[int, dict[str, Any]]:
@@ -772,16 +778,14 @@ class LocalRunWriter:
 
     def _write_summary_files(self, offsets_known: bool) -> None:
         """Both summary files in one pass over ``lines.jsonl`` (one record at a time)."""
-        outputs_dir = self.folder / "flow_outputs"
-        outputs_dir.mkdir(exist_ok=True)
         records = LineFile(self.folder / "lines.jsonl", self._offsets if offsets_known else None)
-        with open(outputs_dir / "output.jsonl", "w", encoding="utf-8") as out, \
-                open(self.folder / "inputs.jsonl", "w", encoding="utf-8") as inputs:
+        summary = _SummaryFiles(self.folder)
+        try:
             for number, text in records.iter_raw():
-                inputs_line, outputs_line = _summary_lines(text, number, outputs_dir)
-                if outputs_line is not None:
-                    _write(out, outputs_line + "\n")
-                _write(inputs, inputs_line + "\n")
+                summary.write(_summary_lines(text, number, summary.outputs_dir))
+            summary.finish()
+        finally:
+            summary.close()
 
     def close(self) -> None:
         self._stop.set()

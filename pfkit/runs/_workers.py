@@ -252,9 +252,10 @@ class WorkerRunner:
 
     ``concurrency`` is the total number of lines running at once, split over the workers
     (each at least 1; never more workers than ``concurrency``); ``timeout`` is the line
-    timeout; ``outputs=False`` when the sink reads only the records (not
-    ``FinishedLine.outputs``, then left empty: workers then send no copy of them). After :meth:`run`, ``cache_stats`` sums the workers' response-cache counters and
-    ``cache_keys`` lists the cache entries they used (see :meth:`absorb_cache_usage`)."""
+    timeout; ``outputs=False`` when the sink reads only the records, not
+    ``FinishedLine.outputs`` (then left empty: workers send no copy of them). After
+    :meth:`run`, ``cache_stats`` sums the workers' response-cache counters and ``cache_keys``
+    lists the cache entries they used (see :meth:`absorb_cache_usage`)."""
 
     def __init__(self, spec: WorkerFlowSpec, *, workers: int, concurrency: int = 16,
                  timeout: float | None = None, max_restarts: int | None = None,
