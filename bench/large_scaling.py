@@ -14,16 +14,14 @@ Cases, alternated in every round (A B C ... A B C ...), one fresh process each:
   second two cores give two independent processes of this code, the physical limit of any
   split over two processes on this host (CPU steal, shared caches and SMT included).
 
-Prints each round and the medians (whole process, the run's own duration, CPU of the process
-tree). Nothing is appended to RESULTS.md: the figures are noisy on shared hosts and are copied
+Prints each round (whole process, the run's own duration, CPU of the process tree, peak memory
+of the whole process tree sampled as ``bench/batch.py`` samples it) and the medians. Nothing is appended to RESULTS.md: the figures are noisy on shared hosts and are copied
 there by hand with the round-by-round spread. Data is shared with ``bench/batch.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import shutil
 import statistics
 import subprocess
@@ -33,14 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import batch  # noqa: E402
 from _common import FLOWS, PFKIT_PY, REPO, pfkit_env  # noqa: E402
 
 SCRATCH = REPO / ".bench" / "scaling"
 
 
 def _data(lines: int) -> Path:
-    import batch
-
     return batch.write_jsonl(batch.DATA / f"text_{lines}.jsonl", lines, batch.text_row)
 
 
@@ -61,31 +58,27 @@ def _env(home: Path, tree: str | None) -> dict[str, str]:
 
 
 def _check(home: Path, lines: int) -> None:
-    with open(home / "runs" / "r" / "flow_outputs" / "output.jsonl", "rb") as fh:
-        count = sum(1 for _ in fh)
+    count = batch._count_lines(home / "runs" / "r" / "flow_outputs" / "output.jsonl")
     if count != lines:
         raise SystemExit(f"{home}: {count} of {lines} lines in output.jsonl")
 
 
-def run_one(data: Path, lines: int, workers: int | None, tree: str | None) -> tuple[float, float, float]:
+def run_one(data: Path, lines: int, workers: int | None, tree: str | None
+            ) -> tuple[float, float, float, float]:
+    """(wall, the run's own duration, CPU seconds, peak MB of the whole process tree)."""
     home = SCRATCH / "home"
-    env = _env(home, tree)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(_command(data, workers), env=env, capture_output=True, text=True,
-                          cwd=SCRATCH)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode:
-        raise SystemExit(f"pfkit failed:\n{done.stderr[-3000:]}")
+    log = SCRATCH / "run.log"
+    wall, code, samples, _, cpu = batch.run_measured(_command(data, workers),
+                                                     env=_env(home, tree), log=log)
+    text = log.read_text(encoding="utf-8", errors="replace")
+    if code:
+        raise SystemExit(f"pfkit failed:\n{text[-3000:]}")
     _check(home, lines)
-    record = json.loads(done.stdout[done.stdout.index("{"):])
-    duration = record["properties"]["system_metrics"]["duration"]
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return wall, duration, cpu
+    duration = batch._last_json(text)["properties"]["system_metrics"]["duration"]
+    return wall, duration, cpu, max((sample.tree_mb for sample in samples), default=0.0)
 
 
-def run_pair(data: Path, lines: int) -> tuple[float, float, float]:
+def run_pair(data: Path, lines: int) -> tuple[float, float, float, float]:
     homes = [SCRATCH / f"pair{k}" for k in range(2)]
     start = time.perf_counter()
     procs = [subprocess.Popen(_command(data, 1), env=_env(home, None), cwd=SCRATCH,
@@ -97,7 +90,7 @@ def run_pair(data: Path, lines: int) -> tuple[float, float, float]:
         raise SystemExit(f"pfkit failed in the pair: {codes}")
     for home in homes:
         _check(home, lines)
-    return wall, wall, 0.0
+    return wall, wall, 0.0, 0.0
 
 
 def main() -> int:
@@ -114,13 +107,13 @@ def main() -> int:
         path = str(Path(tree).resolve())
         cases[f"tree:{path}"] = lambda path=path: run_one(data, args.lines, None, path)
     cases["pair"] = lambda: run_pair(data, args.lines)
-    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cases}
+    results: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in cases}
     for round_number in range(1, args.rounds + 1):
         for name, case in cases.items():
-            wall, duration, cpu = case()
-            results[name].append((wall, duration, cpu))
+            wall, duration, cpu, tree_mb = case()
+            results[name].append((wall, duration, cpu, tree_mb))
             print(f"round {round_number} {name:30s} {wall:6.2f} s whole, {duration:6.2f} s run, "
-                  f"{cpu:6.2f} CPU-s", flush=True)
+                  f"{cpu:6.2f} CPU-s, {tree_mb:4.0f} MB process tree", flush=True)
     print("medians (lines/s whole process / run's own duration):")
     one = statistics.median(r[0] for r in results["one"])
     for name, rows in results.items():
